@@ -1,0 +1,72 @@
+# feedserver: `make run` and `make test` work as the first command on a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+JS_TESTS := tests/js/node_modules/.package-lock.json
+WEB_DEPS := web/node_modules/.package-lock.json
+# System packages the tests use for real (Debian names); installed only when absent.
+SYSTEM_TOOLS := redis-server:redis-server chromium:chromium
+PYTEST_ARGS ?=
+
+.PHONY: install sysdeps run dev test lint format coverage clean screenshot bench cluster audit
+
+install: $(STAMP) $(JS_TESTS) $(WEB_DEPS)
+
+$(STAMP): pyproject.toml
+	@echo ">> creating $(VENV) and installing feedserver with its dev extra"
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+$(JS_TESTS): tests/js/package-lock.json
+	@echo ">> installing the socket.io JS client for the interoperability tests"
+	npm ci --silent --no-audit --no-fund --prefix tests/js
+	touch $@
+
+$(WEB_DEPS): $(wildcard web/package-lock.json)
+	@if [ -f web/package-lock.json ]; then \
+	  echo ">> installing the page's socket.io client"; \
+	  npm ci --silent --no-audit --no-fund --prefix web && touch $@; \
+	fi
+
+sysdeps:
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+	  tool=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$tool >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo ">> installing system packages:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+run: install
+	$(BIN)/feedserver serve
+
+dev: install
+	$(BIN)/watchfiles --target-type command "$(BIN)/feedserver serve" feedserver web
+
+test: install sysdeps
+	$(BIN)/python -m pytest -q -p no:cacheprovider --cov=feedserver --cov-report=term:skip-covered $(PYTEST_ARGS)
+
+coverage: install sysdeps
+	$(BIN)/python -m pytest -q -p no:cacheprovider --cov=feedserver --cov-report=term-missing --cov-fail-under=85 $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check feedserver tests
+	$(BIN)/ruff format --check feedserver tests
+	$(BIN)/mypy feedserver
+
+format: install
+	$(BIN)/ruff format feedserver tests
+	$(BIN)/ruff check --fix feedserver tests
+
+audit: install
+	$(BIN)/pip-audit --skip-editable
+
+clean:
+	rm -rf $(VENV) tests/js/node_modules web/node_modules .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

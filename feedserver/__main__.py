@@ -1,0 +1,95 @@
+"""Command line: `feedserver serve | check-config`, and `--version`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from . import __version__
+from .app import create_app
+from .config import ConfigError, Settings
+from .logs import configure_logging
+
+log = logging.getLogger("feedserver")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    environ = dict(os.environ)
+    if args.command == "serve":
+        # Flags win over the environment, and go through the same validation.
+        environ.update({k: str(v) for k, v in (("HOST", args.host), ("PORT", args.port)) if v})
+    try:
+        settings = Settings.from_env(environ, config_file=args.config)
+    except ConfigError as exc:
+        print(f"feedserver: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "check-config":
+        for key, value in settings.masked().items():
+            print(f"{key} = {value}")
+        return 0
+    return serve(settings)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="feedserver", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"feedserver {__version__}")
+    parser.add_argument("--config", help="KEY=VALUE file read before the environment")
+    commands = parser.add_subparsers(dest="command")
+    serve_cmd = commands.add_parser("serve", help="run the server")
+    serve_cmd.add_argument("--host", help="address to bind (default: HOST or 127.0.0.1)")
+    serve_cmd.add_argument("--port", type=int, help="port to bind (default: PORT or 3000)")
+    commands.add_parser("check-config", help="print the effective configuration and exit")
+    return parser
+
+
+def serve(settings: Settings) -> int:
+    configure_logging(settings.log_level, settings.log_format)
+    if settings.auth == "none":
+        log.warning(
+            "FEED_AUTH=none: the tenant is taken from X-Tenant-ID / the handshake "
+            "(development mode; use FEED_AUTH=token in production)"
+        )
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        asyncio.run(_serve(settings))
+    else:
+        uvloop.run(_serve(settings))
+    return 0
+
+
+async def _serve(settings: Settings) -> None:
+    app = create_app(settings)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_timeout
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, backlog=4096)
+    await site.start()
+    for address in runner.addresses:
+        host, port = address[0], address[1]
+        log.info("feedserver %s listening on http://%s:%d", __version__, host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("shutting down: telling clients, closing connections")
+    await asyncio.wait_for(runner.cleanup(), timeout=settings.shutdown_timeout + 1)
+    log.info("stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

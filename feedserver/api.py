@@ -1,0 +1,194 @@
+"""REST transport: parse -> core -> JSON. Errors become JSON in one middleware."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from . import __version__
+from .auth import Authenticator, TenantCatalogue
+from .config import Settings
+from .core import Feed
+from .errors import (
+    FeedError,
+    Forbidden,
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from .events import utc_timestamp
+from .schemas import parse_history_query
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data),
+        status=status,
+        content_type="application/json",
+        charset="utf-8",
+        headers=headers,
+    )
+
+
+def error_response(exc: FeedError) -> web.Response:
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    return json_response({"error": exc.to_json()}, exc.status, headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every refusal, ours or aiohttp's, leaves as the documented JSON error."""
+    try:
+        return await handler(request)
+    except FeedError as exc:
+        return error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _from_http_exception(exc)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(InternalError())
+
+
+def _from_http_exception(exc: web.HTTPException) -> web.Response:
+    if isinstance(exc, web.HTTPNotFound):
+        return error_response(NotFound())
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        response = error_response(MethodNotAllowed())
+        response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+        return response
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return error_response(PayloadTooLarge())
+    error = FeedError(exc.reason)
+    error.code, error.status = "http_error", exc.status
+    return error_response(error)
+
+
+async def read_json(request: web.Request, max_bytes: int) -> Any:
+    """The JSON body of a request, refusing other media types and oversize bodies."""
+    if request.content_type != "application/json" or (request.charset or "utf-8").lower() not in (
+        "utf-8",
+        "utf8",
+    ):
+        raise UnsupportedMediaType()
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise PayloadTooLarge()
+    body = await request.read()
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise ValidationFailed("Malformed JSON", {"body": "invalid JSON"}) from None
+
+
+class RestApi:
+    """The `/api/` handlers, bound to the objects they need."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        feed: Feed,
+        authenticator: Authenticator,
+        catalogue: TenantCatalogue,
+    ) -> None:
+        self.settings = settings
+        self.feed = feed
+        self.authenticator = authenticator
+        self.catalogue = catalogue
+        self.started = time.monotonic()
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/api/events", self.create_event),
+            web.get("/api/events", self.list_events, allow_head=False),
+            web.get("/api/events/stats", self.stats, allow_head=False),
+            web.get("/api/health", self.health, allow_head=False),
+            web.get("/api/config", self.config, allow_head=False),
+        ]
+
+    async def create_event(self, request: web.Request) -> web.Response:
+        tenant = self.authenticator.from_headers(request.headers).require_tenant()
+        payload = await read_json(request, self.settings.max_body_bytes)
+        event = await self.feed.publish(tenant, payload)
+        return json_response(event.to_json(), 201)
+
+    async def list_events(self, request: web.Request) -> web.Response:
+        tenant = self.authenticator.from_headers(request.headers).require_tenant()
+        query = parse_history_query(dict(request.query))
+        history = await self.feed.history(tenant, **query)
+        return json_response(
+            {
+                "tenantId": tenant,
+                "events": [e.to_json() for e in history.events],
+                "count": len(history.events),
+                "latestSeq": history.latest_seq,
+            }
+        )
+
+    async def stats(self, request: web.Request) -> web.Response:
+        principal = self.authenticator.from_headers(request.headers)
+        if principal.tenant is not None:
+            tenants: tuple[str, ...] = (principal.tenant,)
+        elif principal.admin or self.settings.auth == "none":
+            tenants = self.catalogue.tenants
+        else:
+            raise Forbidden("Stats of all tenants need an admin token")
+        rows = await self.feed.stats(tenants)
+        return json_response(
+            {
+                "totalEvents": sum(row.events for row in rows.values()),
+                "tenantStats": {tenant: row.to_json() for tenant, row in rows.items()},
+            }
+        )
+
+    async def health(self, request: web.Request) -> web.Response:
+        ok = await self.feed.store.ping()
+        body = {
+            "status": "healthy" if ok else "unhealthy",
+            "timestamp": utc_timestamp(),
+            "version": __version__,
+            "uptime": round(time.monotonic() - self.started, 3),
+            "memory": {"rss": resident_set_bytes()},
+            "store": {"backend": self.feed.store.backend, "ok": ok},
+        }
+        return json_response(body, 200 if ok else 503)
+
+    async def config(self, request: web.Request) -> web.Response:
+        """What the web page needs to draw itself; no tenant list in token mode."""
+        token_mode = self.settings.auth == "token"
+        return json_response(
+            {
+                "tenants": [] if token_mode else list(self.catalogue.tenants),
+                "auth": self.settings.auth,
+                "maxMessageLength": self.settings.max_message_length,
+                "version": __version__,
+            }
+        )
+
+
+def resident_set_bytes() -> int:
+    """Current RSS (not the peak that `resource` reports), from /proc where it exists."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE_SIZE
+    except OSError:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -1,0 +1,97 @@
+"""`create_app(settings)`: wires the store, the feed and both transports. Nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp_cors
+from aiohttp import web
+
+from .api import RestApi, error_middleware
+from .auth import HeaderAuthenticator, TenantCatalogue
+from .config import Settings
+from .core import Feed
+from .realtime import RealtimeGateway
+from .security import install_security_headers
+from .store import EventStore, MemoryStore
+
+WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
+SOCKETIO_CLIENT_DIST = Path("node_modules") / "socket.io-client" / "dist"
+
+GATEWAY = web.AppKey("gateway", RealtimeGateway)
+FEED = web.AppKey("feed", Feed)
+
+
+def open_store(settings: Settings) -> EventStore:
+    return MemoryStore(settings.history_size)
+
+
+def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    install_security_headers(app, settings.production)
+    store = open_store(settings)
+    catalogue = TenantCatalogue(settings.tenants)
+    authenticator = HeaderAuthenticator(catalogue)
+    feed = Feed(
+        store,
+        history_size=settings.history_size,
+        initial_events=settings.initial_events,
+        max_message_length=settings.max_message_length,
+    )
+    gateway = RealtimeGateway(settings, feed, authenticator)
+    app[FEED] = feed
+    app[GATEWAY] = gateway
+
+    api_routes = app.router.add_routes(RestApi(settings, feed, authenticator, catalogue).routes())
+    _allow_cors(app, settings, api_routes)
+    gateway.attach(app)
+    _serve_page(app, web_root)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await store.close()
+
+    async def say_goodbye(app: web.Application) -> None:
+        await gateway.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(say_goodbye)
+    return app
+
+
+def _allow_cors(app: web.Application, settings: Settings, routes: list[web.AbstractRoute]) -> None:
+    options = aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
+        allow_credentials=False,
+        allow_headers=("Content-Type", "X-Tenant-ID", "Authorization", "Idempotency-Key"),
+        expose_headers=(
+            "Retry-After",
+            "RateLimit-Limit",
+            "RateLimit-Remaining",
+            "RateLimit-Reset",
+            "Idempotent-Replayed",
+            "X-Request-ID",
+        ),
+        allow_methods=("GET", "POST"),
+        max_age=600,
+    )
+    cors = aiohttp_cors.setup(app, defaults={origin: options for origin in settings.cors_origins})
+    for route in routes:
+        cors.add(route)
+
+
+def _serve_page(app: web.Application, web_root: Path) -> None:
+    """`/` is the page; its folders are static; the socket.io client comes from npm."""
+    index = web_root / "index.html"
+
+    async def page(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(index)
+
+    if index.is_file():
+        app.router.add_get("/", page)
+    for folder in sorted(p for p in web_root.iterdir() if p.is_dir()) if web_root.is_dir() else []:
+        if folder.name not in ("node_modules",) and not folder.name.startswith("."):
+            app.router.add_static(f"/{folder.name}", folder)
+    client = web_root / SOCKETIO_CLIENT_DIST
+    if client.is_dir():
+        app.router.add_static("/vendor", client)

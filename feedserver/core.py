@@ -1,0 +1,151 @@
+"""The feed: publish, history, catch-up and stats. No aiohttp, no socketio here.
+
+Both transports (REST in `api`, Socket.IO in `realtime`) call `Feed.publish`, so
+validation, limits and broadcasting are written once. Delivery to subscribers is done by
+listeners that the transports register; the core never imports them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from .events import Event, utc_timestamp
+from .messages import normalise_message
+from .schemas import parse_publish
+from .store import EventStore, TenantCounts
+
+Listener = Callable[[Event], Awaitable[None]]
+
+
+class PublishLimiter(Protocol):
+    """Raises `RateLimited` when `tenant` may not publish now."""
+
+    async def hit(self, tenant: str) -> None: ...
+
+
+class ConnectionCounter(Protocol):
+    """Live subscriber connections per tenant (all nodes when shared)."""
+
+    def opened(self, tenant: str) -> None: ...
+
+    def closed(self, tenant: str) -> None: ...
+
+    async def count(self, tenant: str) -> int: ...
+
+
+class LocalConnections:
+    """Connection counts of this process only."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+
+    def opened(self, tenant: str) -> None:
+        self._counts[tenant] = self._counts.get(tenant, 0) + 1
+
+    def closed(self, tenant: str) -> None:
+        self._counts[tenant] = max(0, self._counts.get(tenant, 0) - 1)
+
+    async def count(self, tenant: str) -> int:
+        return self._counts.get(tenant, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    events: list[Event]
+    latest_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUp:
+    """What a (re)connecting subscriber gets before live events."""
+
+    events: list[Event]
+    latest_seq: int
+    recovered: bool  # True only when every event after the client's `since` is included
+
+
+@dataclass(frozen=True, slots=True)
+class TenantStats:
+    events: int
+    held: int
+    connections: int
+    last_event_at: str | None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "events": self.events,
+            "held": self.held,
+            "connections": self.connections,
+            "lastEventAt": self.last_event_at,
+        }
+
+
+class Feed:
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        history_size: int,
+        initial_events: int,
+        max_message_length: int,
+        limiter: PublishLimiter | None = None,
+        connections: ConnectionCounter | None = None,
+    ) -> None:
+        self.store = store
+        self.history_size = history_size
+        self.initial_events = initial_events
+        self.max_message_length = max_message_length
+        self.limiter = limiter
+        self.connections: ConnectionCounter = connections or LocalConnections()
+        self._listeners: list[Listener] = []
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call `listener(event)` for every event published through this node."""
+        self._listeners.append(listener)
+
+    async def publish(self, tenant: str, payload: object) -> Event:
+        """Validate, rate-limit, store and broadcast one event; the one publish path."""
+        message = normalise_message(parse_publish(payload), self.max_message_length)
+        if self.limiter is not None:
+            await self.limiter.hit(tenant)
+        event = await self.store.append(tenant, message, utc_timestamp())
+        for listener in self._listeners:
+            await listener(event)
+        return event
+
+    async def history(
+        self, tenant: str, *, limit: int, since: int | None = None, before: int | None = None
+    ) -> History:
+        counts = await self.store.counts(tenant)
+        events = await self.store.query(tenant, limit=limit, since=since, before=before)
+        return History(events, max(counts.latest_seq, events[-1].seq if events else 0))
+
+    async def catch_up(self, tenant: str, since: int | None) -> CatchUp:
+        """The last `initial_events`, or everything after `since` that is still held."""
+        if since is None:
+            history = await self.history(tenant, limit=self.initial_events)
+            return CatchUp(history.events, history.latest_seq, recovered=False)
+        counts = await self.store.counts(tenant)
+        if since > counts.latest_seq or since + 1 < counts.oldest_held:
+            # Unknown future offset (e.g. a memory store that restarted) or a gap that the
+            # ring buffer no longer covers: say so, and start the client afresh.
+            history = await self.history(tenant, limit=self.initial_events)
+            return CatchUp(history.events, history.latest_seq, recovered=False)
+        events = await self.store.query(tenant, limit=self.history_size, since=since)
+        complete = not events or events[0].seq == since + 1
+        latest = max(counts.latest_seq, events[-1].seq if events else 0)
+        return CatchUp(events, latest, recovered=complete)
+
+    async def stats(self, tenants: Iterable[str]) -> dict[str, TenantStats]:
+        out: dict[str, TenantStats] = {}
+        for tenant in tenants:
+            counts: TenantCounts = await self.store.counts(tenant)
+            out[tenant] = TenantStats(
+                counts.latest_seq,
+                counts.held,
+                await self.connections.count(tenant),
+                counts.last_event_at,
+            )
+        return out

@@ -1,0 +1,35 @@
+"""Message text rules: one pure function that every publish path calls."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from markupsafe import escape
+
+from .errors import ValidationFailed
+
+# C0/C1 controls except tab and newline, and lone surrogates (not encodable as UTF-8).
+_FORBIDDEN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def normalise_message(raw: object, max_length: int) -> str:
+    """Return the stored form of a message: NFC, trimmed, checked, HTML-escaped.
+
+    CRLF is folded to LF first, because browsers and curl scripts send either.
+    The length limit counts characters of the text as written, before escaping.
+    """
+    if not isinstance(raw, str):
+        raise _invalid("must be a string")
+    text = unicodedata.normalize("NFC", raw.replace("\r\n", "\n")).strip()
+    if not text:
+        raise _invalid("must not be empty")
+    if len(text) > max_length:
+        raise _invalid(f"must be at most {max_length} characters (got {len(text)})")
+    if _FORBIDDEN.search(text):
+        raise _invalid("must not contain control characters other than newline and tab")
+    return str(escape(text))
+
+
+def _invalid(reason: str) -> ValidationFailed:
+    return ValidationFailed("Invalid message", {"message": reason})

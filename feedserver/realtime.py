@@ -1,0 +1,206 @@
+"""Socket.IO transport: handshake -> core -> emit. One room per tenant.
+
+A connecting socket is first *syncing*: it is not yet in its tenant's room, and live events
+for its tenant are parked in its session. Once its catch-up (`initial_events`) is sent, the
+parked events that the catch-up did not cover follow, and only then does it join the room.
+So every subscriber sees each event once, in seq order, whichever store is behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+import socketio
+from aiohttp import web
+
+from .auth import Authenticator
+from .config import Settings
+from .core import CatchUp, Feed
+from .errors import FeedError, InternalError, ValidationFailed
+from .events import Event, utc_timestamp
+from .jsoncodec import SocketJson
+from .schemas import MAX_SEQ
+
+log = logging.getLogger(__name__)
+
+SOCKETIO_PATH = "socket.io"
+SHUTDOWN_NOTICE = "server shutting down"
+
+
+@dataclass(slots=True, eq=False)
+class Session:
+    tenant: str
+    # Events that arrived while the socket was syncing; None once it is in its room.
+    pending: list[Event] | None = field(default_factory=list)
+
+
+class RealtimeGateway:
+    def __init__(self, settings: Settings, feed: Feed, authenticator: Authenticator) -> None:
+        self.feed = feed
+        self.authenticator = authenticator
+        self._origins = frozenset(settings.cors_origins)
+        self.sio = socketio.AsyncServer(
+            async_mode="aiohttp",
+            cors_allowed_origins=self._origin_allowed,
+            json=SocketJson,
+            ping_interval=settings.ping_interval,
+            ping_timeout=settings.ping_timeout,
+            # Socket packets are small JSON; a large buffer only helps an attacker.
+            max_http_buffer_size=64 * 1024,
+            http_compression=False,
+            logger=False,
+            engineio_logger=False,
+        )
+        self._sessions: dict[str, Session] = {}
+        self._syncing: dict[str, set[Session]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.sio.on("connect", self._on_connect)
+        self.sio.on("disconnect", self._on_disconnect)
+        self.sio.on("create_event", self._on_create_event)
+        feed.add_listener(self.deliver)
+
+    def attach(self, app: web.Application) -> None:
+        self.sio.attach(app, socketio_path=SOCKETIO_PATH)
+
+    def _origin_allowed(self, origin: str | None, environ: Mapping[str, Any]) -> bool:
+        """CORS_ORIGIN, plus the page's own origin; no Origin header means no browser."""
+        if origin is None or "*" in self._origins or origin in self._origins:
+            return True
+        host = environ.get("HTTP_HOST")
+        return host is not None and origin in (f"http://{host}", f"https://{host}")
+
+    # -- connection life cycle ------------------------------------------------------------
+
+    async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
+        handshake = auth if isinstance(auth, dict) else {}
+        query = dict(parse_qsl(environ.get("QUERY_STRING", "")))
+        try:
+            tenant = self.authenticator.from_handshake(handshake, query).require_tenant()
+            since = parse_since(handshake.get("since", query.get("since")))
+        except FeedError as exc:
+            raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.to_json()) from None
+        session = Session(tenant)
+        self._sessions[sid] = session
+        self._syncing.setdefault(tenant, set()).add(session)
+        self.feed.connections.opened(tenant)
+        # The CONNECT reply is sent after this handler returns; the catch-up must follow it.
+        self._spawn(self._sync(sid, session, since))
+
+    async def _sync(self, sid: str, session: Session, since: int | None) -> None:
+        try:
+            catch_up = await self.feed.catch_up(session.tenant, since)
+        except FeedError:
+            log.warning("catch-up failed for a %s socket; disconnecting it", session.tenant)
+            await self.sio.disconnect(sid)
+            return
+        await self._send_catch_up(sid, catch_up)
+        sent_up_to = max([catch_up.latest_seq] + [e.seq for e in catch_up.events[-1:]])
+        while session.pending:
+            batch, session.pending = session.pending, []
+            for event in batch:
+                if event.seq > sent_up_to:
+                    await self.sio.emit("event_created", event.to_json(), to=sid)
+                    sent_up_to = event.seq
+        self._stop_syncing(session)
+        if self._sessions.get(sid) is session:
+            await self.sio.enter_room(sid, session.tenant)
+
+    async def _send_catch_up(self, sid: str, catch_up: CatchUp) -> None:
+        tenant = self._sessions[sid].tenant if sid in self._sessions else None
+        await self.sio.emit(
+            "connection_established",
+            {
+                "tenantId": tenant,
+                "socketId": sid,
+                "timestamp": utc_timestamp(),
+                "recovered": catch_up.recovered,
+                "latestSeq": catch_up.latest_seq,
+            },
+            to=sid,
+        )
+        await self.sio.emit("initial_events", [e.to_json() for e in catch_up.events], to=sid)
+
+    def _stop_syncing(self, session: Session) -> None:
+        session.pending = None
+        syncing = self._syncing.get(session.tenant)
+        if syncing is not None:
+            syncing.discard(session)
+            if not syncing:
+                del self._syncing[session.tenant]
+
+    async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
+        session = self._sessions.pop(sid, None)
+        if session is None:
+            return
+        self._stop_syncing(session)
+        self.feed.connections.closed(session.tenant)
+
+    # -- events ---------------------------------------------------------------------------
+
+    async def _on_create_event(self, sid: str, payload: Any = None) -> dict[str, Any]:
+        session = self._sessions.get(sid)
+        if session is None:
+            return ack_error(InternalError("Not connected"))
+        try:
+            event = await self.feed.publish(session.tenant, payload)
+        except FeedError as exc:
+            return ack_error(exc)
+        except Exception:
+            log.exception("create_event failed")
+            return ack_error(InternalError())
+        return {"ok": True, "event": event.to_json()}
+
+    async def deliver(self, event: Event) -> None:
+        """Feed listener: send one new event to its tenant's subscribers."""
+        for session in self._syncing.get(event.tenant_id, ()):
+            if session.pending is not None:
+                session.pending.append(event)
+        await self.sio.emit("event_created", event.to_json(), room=event.tenant_id)
+
+    async def system_message(self, message: str, level: str) -> None:
+        """Send `system_message` to every connected socket of every tenant."""
+        await self.sio.emit(
+            "system_message", {"message": message, "level": level, "timestamp": utc_timestamp()}
+        )
+
+    async def close(self) -> None:
+        """Tell every client the server is going, then close every connection."""
+        await self.system_message(SHUTDOWN_NOTICE, "warning")
+        for sid in list(self._sessions):
+            await self.sio.disconnect(sid)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.sio.shutdown()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def parse_since(raw: object) -> int | None:
+    """`since` from the handshake: absent, or a non-negative integer (number or digits)."""
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int | str):
+        raise ValidationFailed("Invalid since", {"since": "must be a non-negative integer"})
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationFailed(
+            "Invalid since", {"since": "must be a non-negative integer"}
+        ) from None
+    if not 0 <= value <= MAX_SEQ:
+        raise ValidationFailed("Invalid since", {"since": "must be a non-negative integer"})
+    return value
+
+
+def ack_error(exc: FeedError) -> dict[str, Any]:
+    """The one mapping of a refusal to the `create_event` acknowledgement shape."""
+    return {"ok": False, "error": exc.to_json()}

@@ -1,0 +1,63 @@
+"""The engine interface every store implements, and the window rule they share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..events import Event
+
+
+@dataclass(frozen=True, slots=True)
+class TenantCounts:
+    latest_seq: int  # events created so far (seq is contiguous from 1)
+    held: int  # events still in the ring buffer
+    last_event_at: str | None
+
+    @property
+    def oldest_held(self) -> int:
+        """Seq of the oldest event still held (latest_seq + 1 when none is)."""
+        return self.latest_seq - self.held + 1
+
+
+class EventStore(Protocol):
+    """Per-tenant ring buffer of events with a per-tenant, gap-free `seq`."""
+
+    backend: str
+
+    async def append(self, tenant: str, message: str, timestamp: str) -> Event:
+        """Allocate the next seq for `tenant` and store the event atomically."""
+        ...
+
+    async def query(
+        self, tenant: str, *, limit: int, since: int | None = None, before: int | None = None
+    ) -> list[Event]:
+        """Events held with since < seq < before, oldest first (see `select_window`)."""
+        ...
+
+    async def counts(self, tenant: str) -> TenantCounts: ...
+
+    async def ping(self) -> bool:
+        """True when the store answers; never raises."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def select_window(
+    oldest: int, latest: int, *, limit: int, since: int | None, before: int | None
+) -> tuple[int, int]:
+    """The inclusive seq range a query returns, given the held range [oldest, latest].
+
+    With only `since` the window is the oldest `limit` events after it (paging forward);
+    otherwise it is the newest `limit` events below `before` (or overall). An empty
+    window has lo > hi.
+    """
+    lo, hi = oldest, latest
+    if since is not None:
+        lo = max(lo, since + 1)
+    if before is not None:
+        hi = min(hi, before - 1)
+    if since is not None and before is None:
+        return lo, min(hi, lo + limit - 1)
+    return max(lo, hi - limit + 1), hi

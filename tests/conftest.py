@@ -1,0 +1,43 @@
+"""Shared fixtures: settings, and a real feedserver on a free port in the test's loop."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from feedserver.app import create_app
+from feedserver.config import Settings
+
+ServerFactory = Callable[..., Awaitable[TestServer]]
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """Test settings: the defaults, generous rate limits, and any overrides."""
+    base = Settings(rate_limit_max_requests=1_000_000, cors_origins=("*",))
+    return replace(base, **overrides)
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+async def start_server(aiohttp_server: Any) -> ServerFactory:
+    """Start feedserver (with `make_settings(**overrides)`) on 127.0.0.1 and a free port."""
+
+    async def start(**overrides: Any) -> TestServer:
+        app = create_app(make_settings(**overrides))
+        server: TestServer = await aiohttp_server(app, host="127.0.0.1")
+        return server
+
+    return start
+
+
+@pytest.fixture
+async def server(start_server: ServerFactory) -> TestServer:
+    return await start_server()

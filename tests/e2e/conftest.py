@@ -1,0 +1,82 @@
+"""End-to-end fixtures: the real server in a subprocess and Debian's headless Chromium."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+
+from .chromium import launch_chromium
+from .live_server import FeedServer, RestClient, start_server
+
+TENANTS = ("tenant_a", "tenant_b")
+LIVE_TIMEOUT_MS = 10_000
+
+expect.set_options(timeout=5_000)
+
+
+@pytest.fixture(scope="session")
+def feed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FeedServer]:
+    """One real feedserver for the whole e2e session, on a free port."""
+    log_path = tmp_path_factory.mktemp("feedserver") / "server.log"
+    with start_server(log_path, tenants=TENANTS) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def rest(feed_server: FeedServer) -> RestClient:
+    return RestClient(feed_server.url)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        yield browser
+        browser.close()
+
+
+@dataclass
+class PageProblems:
+    """Script errors and CSP violations seen by a page; a clean page has none."""
+
+    errors: list[str] = field(default_factory=list)
+
+    def watch(self, page: Page) -> None:
+        page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
+        page.on("console", self._on_console)
+
+    def _on_console(self, message: ConsoleMessage) -> None:
+        text = message.text
+        if "Content Security Policy" in text or (
+            message.type == "error" and "Failed to load resource" not in text
+        ):
+            self.errors.append(f"console {message.type}: {text}")
+
+
+OpenFeed = Callable[..., Page]
+
+
+@pytest.fixture
+def open_feed(browser: Browser, feed_server: FeedServer) -> Iterator[OpenFeed]:
+    """Open the page in a fresh browser context (its own socket) on a tenant, wait for live."""
+    contexts = []
+    problems = PageProblems()
+
+    def open_page(tenant: str = "tenant_a", *, width: int = 1280, height: int = 800) -> Page:
+        context = browser.new_context(viewport={"width": width, "height": height})
+        contexts.append(context)
+        page = context.new_page()
+        problems.watch(page)
+        page.goto(f"{feed_server.url}/?tenant={tenant}")
+        expect(page.get_by_test_id("status")).to_have_attribute(
+            "data-state", "live", timeout=LIVE_TIMEOUT_MS
+        )
+        return page
+
+    yield open_page
+    for context in contexts:
+        context.close()
+    assert problems.errors == [], "\n".join(problems.errors)

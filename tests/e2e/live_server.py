@@ -1,0 +1,163 @@
+"""The real feedserver in a subprocess on a free port, and a small REST client for it.
+
+Shared by the e2e fixtures and the screenshot script.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SOCKETIO_CLIENT = REPO_ROOT / "web" / "node_modules" / "socket.io-client" / "dist"
+STARTUP_DEADLINE_S = 30.0
+STOP_DEADLINE_S = 10.0
+# Settings a developer's shell may carry that would change what the page sees.
+_INHERITED_SETTINGS_TO_DROP = (
+    "FEED_AUTH",
+    "FEED_AUTH_SECRET",
+    "FEED_ENV",
+    "FEED_STORE",
+    "FEED_MAX_MESSAGE_LENGTH",
+    "FEED_INITIAL_EVENTS",
+    "FEED_HISTORY_SIZE",
+    "PORT",
+    "HOST",
+)
+
+
+@dataclass(frozen=True)
+class FeedServer:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log_tail(self, lines: int = 40) -> str:
+        return _tail(self.log_path, lines)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def start_server(
+    log_path: Path,
+    *,
+    tenants: Sequence[str] = ("tenant_a", "tenant_b"),
+    env: dict[str, str] | None = None,
+) -> Iterator[FeedServer]:
+    """Run `python -m feedserver serve` until the block ends; yields once /api/health answers."""
+    if not SOCKETIO_CLIENT.is_dir():
+        raise RuntimeError(f"{SOCKETIO_CLIENT} is missing: run `npm ci --prefix web` first")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server_env = {k: v for k, v in os.environ.items() if k not in _INHERITED_SETTINGS_TO_DROP}
+    server_env |= {
+        "FEED_TENANTS": ",".join(tenants),
+        "CORS_ORIGIN": url,
+        "RATE_LIMIT_MAX_REQUESTS": "100000",
+        "PYTHONUNBUFFERED": "1",
+    }
+    server_env |= env or {}
+    command = [
+        sys.executable,
+        "-m",
+        "feedserver",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=server_env, stdout=log, stderr=subprocess.STDOUT
+        )
+    server = FeedServer(url=url, process=process, log_path=log_path)
+    try:
+        _wait_until_healthy(server)
+        yield server
+    finally:
+        _stop(process)
+
+
+def _wait_until_healthy(server: FeedServer) -> None:
+    deadline = time.monotonic() + STARTUP_DEADLINE_S
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(
+                f"feedserver exited with {server.process.returncode}:\n{server.log_tail()}"
+            )
+        try:
+            with urllib.request.urlopen(f"{server.url}/api/health", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)  # readiness polling, bounded by the deadline
+    raise RuntimeError(f"feedserver not healthy after {STARTUP_DEADLINE_S}s:\n{server.log_tail()}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=STOP_DEADLINE_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class RestClient:
+    """The feed's REST API as a tenant sees it (FEED_AUTH=none: X-Tenant-ID)."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+
+    def post_event(self, tenant: str, message: str) -> dict[str, Any]:
+        body = json.dumps({"message": message}).encode()
+        return self._request("POST", "/api/events", tenant, body, expected=201)
+
+    def list_events(self, tenant: str, limit: int = 500) -> dict[str, Any]:
+        return self._request("GET", f"/api/events?limit={limit}", tenant, None, expected=200)
+
+    def _request(
+        self, method: str, path: str, tenant: str, body: bytes | None, *, expected: int
+    ) -> dict[str, Any]:
+        headers = {"X-Tenant-ID": tenant, "Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(
+            self.base_url + path, data=body, headers=headers, method=method
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                status, payload = response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            status, payload = exc.code, exc.read()
+        if status != expected:
+            raise AssertionError(f"{method} {path} -> {status}: {payload[:500]!r}")
+        result: dict[str, Any] = json.loads(payload)
+        return result

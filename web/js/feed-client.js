@@ -1,0 +1,224 @@
+// The realtime connection to one tenant's feed: connect, resume with `since`, publish.
+// No DOM access here; the page listens to the events this object dispatches.
+import { io } from '../vendor/socket.io.esm.min.js';
+
+const ACK_TIMEOUT_MS = 10000;
+const SERVER_KICK_RETRY_MS = 2000;
+const MAX_KEPT_ARRIVALS = 200;
+
+/**
+ * Connection states shown by the page:
+ * connecting (first attempt), live, reconnecting (lost, retrying), offline (not trying).
+ */
+export class FeedClient extends EventTarget {
+  #socket = null;
+  #credentials = null;
+  #state = 'offline';
+  #everConnected = false;
+  #cursor = null; // highest seq received from the stream; sent as `since` on reconnect
+  #sentSince = null; // the `since` of the handshake in progress
+  #head = null; // latestSeq from the last connection_established
+  #seen = new Set();
+  #awaitingDelivery = new Map(); // seq -> performance.now() at emit, for own posts
+  #arrivals = new Map(); // seq -> performance.now() at event_created, while posts are in flight
+  #inFlight = 0;
+  #kickTimer = null;
+  lastAuth = null; // the last handshake auth payload, for tests and debugging
+
+  get socket() { return this.#socket; }
+  get state() { return this.#state; }
+  get cursor() { return this.#cursor; }
+  get connected() { return Boolean(this.#socket?.connected); }
+
+  /** Connect with {tenant} or {token}; drops any previous connection and its history. */
+  connect(credentials) {
+    this.disconnect();
+    this.#credentials = credentials;
+    this.#everConnected = false;
+    this.#resetHistory();
+    this.#setState('connecting');
+    const socket = io({
+      forceNew: true,
+      auth: (send) => send(this.#handshakeAuth()),
+    });
+    this.#socket = socket;
+    this.#listen(socket);
+  }
+
+  disconnect() {
+    clearTimeout(this.#kickTimer);
+    if (!this.#socket) return;
+    this.#socket.removeAllListeners();
+    this.#socket.disconnect();
+    this.#socket = null;
+    this.#setState('offline');
+  }
+
+  /** Try again now (used when the browser comes back online). */
+  retry() {
+    if (this.#socket && !this.#socket.connected && !this.#socket.active) this.#socket.connect();
+  }
+
+  /**
+   * Send create_event. Resolves with the server's ack, or {ok:false, error} when the
+   * socket is not connected or no answer comes; never falls back to REST.
+   */
+  publish(message) {
+    const socket = this.#socket;
+    if (!socket?.connected) {
+      return Promise.resolve(failure('offline', 'You are offline: the message was not sent.'));
+    }
+    const sentAt = performance.now();
+    this.#inFlight += 1;
+    return new Promise((resolve) => {
+      socket.timeout(ACK_TIMEOUT_MS).emit('create_event', { message }, (timedOut, reply) => {
+        this.#inFlight -= 1;
+        if (timedOut) {
+          resolve(failure('timeout', 'No answer from the server; the message may not have been sent.'));
+          return;
+        }
+        if (!reply || reply.ok !== true || !reply.event) {
+          resolve(failure(reply?.error?.code ?? 'error', reply?.error?.message ?? 'The server refused the message.', reply?.error));
+          return;
+        }
+        this.#trackDelivery(reply.event.seq, sentAt);
+        // Shown at once even if this socket's event_created is late; the stream stays
+        // the only thing that moves the cursor, so nothing before it can be skipped.
+        this.#add([reply.event], 'ack');
+        resolve(reply);
+      });
+    });
+  }
+
+  #handshakeAuth() {
+    const auth = { ...this.#credentials };
+    if (this.#cursor !== null) auth.since = this.#cursor;
+    this.#sentSince = this.#cursor;
+    this.lastAuth = auth;
+    return auth;
+  }
+
+  #listen(socket) {
+    socket.on('connect', () => {
+      this.#everConnected = true;
+      this.#setState('live');
+    });
+    socket.on('disconnect', (reason) => this.#onDisconnect(socket, reason));
+    socket.on('connect_error', (err) => this.#onConnectError(socket, err));
+    socket.on('connection_established', (info) => this.#onEstablished(socket, info));
+    socket.on('initial_events', (events) => this.#onInitialEvents(events));
+    socket.on('event_created', (event) => this.#onEventCreated(event));
+    socket.on('system_message', (msg) => this.#dispatch('system', msg));
+  }
+
+  #onDisconnect(socket, reason) {
+    if (reason === 'io client disconnect') {
+      this.#setState('offline');
+      return;
+    }
+    this.#setState('reconnecting');
+    // A server-side disconnect is not retried by socket.io itself; we still want to be live.
+    if (reason === 'io server disconnect') {
+      this.#kickTimer = setTimeout(() => socket.connect(), SERVER_KICK_RETRY_MS);
+    }
+  }
+
+  #onConnectError(socket, err) {
+    if (socket.active) {
+      // Transport problem: socket.io keeps retrying with backoff.
+      this.#setState(this.#everConnected ? 'reconnecting' : 'connecting');
+      return;
+    }
+    // Refused by the server (unknown tenant, bad token): retrying would not help.
+    this.#setState('offline');
+    const data = err?.data && typeof err.data === 'object' ? err.data : {};
+    this.#dispatch('refused', { code: data.code ?? 'refused', message: data.message ?? err?.message ?? 'Connection refused.' });
+  }
+
+  #onEstablished(socket, info) {
+    this.#head = Number.isInteger(info?.latestSeq) ? info.latestSeq : null;
+    this.#dispatch('established', info);
+    if (this.#cursor !== null && this.#head !== null && this.#head < this.#cursor) {
+      // The server's history went backwards (e.g. an in-memory store restarted):
+      // our seqs mean nothing any more, so start again from a clean slate.
+      this.#resetHistory();
+      this.#dispatch('reset', {});
+      socket.disconnect().connect();
+      return;
+    }
+    if (this.#sentSince !== null && info?.recovered === false) {
+      this.#dispatch('gap', { since: this.#sentSince, latestSeq: this.#head });
+    }
+  }
+
+  #onInitialEvents(events) {
+    const list = Array.isArray(events) ? events : [];
+    const added = this.#add(list, 'initial');
+    const highest = list.reduce((max, e) => Math.max(max, e.seq), this.#cursor ?? 0);
+    this.#cursor = Math.max(highest, this.#head ?? 0);
+    if (this.#sentSince !== null) this.#dispatch('resynced', { since: this.#sentSince, added: added.length });
+    this.#sentSince = null;
+  }
+
+  #onEventCreated(event) {
+    if (!event || !Number.isInteger(event.seq)) return;
+    this.#noteArrival(event.seq);
+    this.#add([event], 'live');
+    this.#cursor = Math.max(this.#cursor ?? 0, event.seq);
+  }
+
+  #add(events, source) {
+    const fresh = events.filter((e) => e && Number.isInteger(e.seq) && !this.#seen.has(e.seq));
+    for (const e of fresh) this.#seen.add(e.seq);
+    if (fresh.length) this.#dispatch('events', { events: fresh, source });
+    return fresh;
+  }
+
+  #trackDelivery(seq, sentAt) {
+    const arrivedAt = this.#arrivals.get(seq);
+    if (arrivedAt === undefined) {
+      this.#awaitingDelivery.set(seq, sentAt);
+      return;
+    }
+    this.#arrivals.delete(seq);
+    this.#dispatch('delivered', { seq, latencyMs: arrivedAt - sentAt });
+  }
+
+  #noteArrival(seq) {
+    const now = performance.now();
+    const sentAt = this.#awaitingDelivery.get(seq);
+    if (sentAt !== undefined) {
+      this.#awaitingDelivery.delete(seq);
+      this.#dispatch('delivered', { seq, latencyMs: now - sentAt });
+      return;
+    }
+    // The broadcast can beat the ack; remember it until the ack names the seq.
+    if (this.#inFlight > 0) {
+      this.#arrivals.set(seq, now);
+      if (this.#arrivals.size > MAX_KEPT_ARRIVALS) this.#arrivals.delete(this.#arrivals.keys().next().value);
+    }
+  }
+
+  #resetHistory() {
+    this.#cursor = null;
+    this.#sentSince = null;
+    this.#head = null;
+    this.#seen.clear();
+    this.#awaitingDelivery.clear();
+    this.#arrivals.clear();
+  }
+
+  #setState(state) {
+    if (state === this.#state) return;
+    this.#state = state;
+    this.#dispatch('state', { state });
+  }
+
+  #dispatch(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
+
+function failure(code, message, error = {}) {
+  return { ok: false, error: { ...error, code, message } };
+}
