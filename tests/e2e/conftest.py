@@ -14,6 +14,10 @@ from .live_server import FeedServer, RestClient, start_server
 TENANTS = ("tenant_a", "tenant_b")
 LIVE_TIMEOUT_MS = 10_000
 
+# Chromium logs failed requests itself (a server that is down, a refused token); those are
+# expected in some tests and are not errors of the page.
+_NETWORK_NOISE = ("net::ERR_", "Failed to load resource", "WebSocket connection to")
+
 expect.set_options(timeout=5_000)
 
 
@@ -50,10 +54,10 @@ class PageProblems:
 
     def _on_console(self, message: ConsoleMessage) -> None:
         text = message.text
-        if "Content Security Policy" in text or (
-            message.type == "error" and "Failed to load resource" not in text
-        ):
-            self.errors.append(f"console {message.type}: {text}")
+        if "Content Security Policy" in text:
+            self.errors.append(f"CSP violation: {text}")
+        elif message.type == "error" and not any(n in text for n in _NETWORK_NOISE):
+            self.errors.append(f"console error: {text}")
 
 
 OpenFeed = Callable[..., Page]
@@ -61,19 +65,31 @@ OpenFeed = Callable[..., Page]
 
 @pytest.fixture
 def open_feed(browser: Browser, feed_server: FeedServer) -> Iterator[OpenFeed]:
-    """Open the page in a fresh browser context (its own socket) on a tenant, wait for live."""
+    """Open the page in a fresh browser context (its own socket); by default wait for live.
+
+    `open_feed("tenant_b")`, or `open_feed(url=...)` for any address (another server, a
+    `#token=` link); `live=False` skips the wait.
+    """
     contexts = []
     problems = PageProblems()
 
-    def open_page(tenant: str = "tenant_a", *, width: int = 1280, height: int = 800) -> Page:
+    def open_page(
+        tenant: str = "tenant_a",
+        *,
+        url: str | None = None,
+        live: bool = True,
+        width: int = 1280,
+        height: int = 800,
+    ) -> Page:
         context = browser.new_context(viewport={"width": width, "height": height})
         contexts.append(context)
         page = context.new_page()
         problems.watch(page)
-        page.goto(f"{feed_server.url}/?tenant={tenant}")
-        expect(page.get_by_test_id("status")).to_have_attribute(
-            "data-state", "live", timeout=LIVE_TIMEOUT_MS
-        )
+        page.goto(url or f"{feed_server.url}/?tenant={tenant}")
+        if live:
+            expect(page.get_by_test_id("status")).to_have_attribute(
+                "data-state", "live", timeout=LIVE_TIMEOUT_MS
+            )
         return page
 
     yield open_page

@@ -59,11 +59,12 @@ def start_server(
     *,
     tenants: Sequence[str] = ("tenant_a", "tenant_b"),
     env: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> Iterator[FeedServer]:
     """Run `python -m feedserver serve` until the block ends; yields once /api/health answers."""
     if not SOCKETIO_CLIENT.is_dir():
         raise RuntimeError(f"{SOCKETIO_CLIENT} is missing: run `npm ci --prefix web` first")
-    port = free_port()
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     server_env = {k: v for k, v in os.environ.items() if k not in _INHERITED_SETTINGS_TO_DROP}
     server_env |= {
@@ -131,22 +132,34 @@ def _tail(path: Path, lines: int) -> str:
 
 
 class RestClient:
-    """The feed's REST API as a tenant sees it (FEED_AUTH=none: X-Tenant-ID)."""
+    """The feed's REST API as a tenant sees it: X-Tenant-ID, or a bearer token in token mode."""
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
 
-    def post_event(self, tenant: str, message: str) -> dict[str, Any]:
+    def post_event(self, tenant: str, message: str, *, token: str | None = None) -> dict[str, Any]:
         body = json.dumps({"message": message}).encode()
-        return self._request("POST", "/api/events", tenant, body, expected=201)
+        return self._request("POST", "/api/events", _identity(tenant, token), body, expected=201)
 
     def list_events(self, tenant: str, limit: int = 500) -> dict[str, Any]:
-        return self._request("GET", f"/api/events?limit={limit}", tenant, None, expected=200)
+        path = f"/api/events?limit={limit}"
+        return self._request("GET", path, _identity(tenant, None), None, expected=200)
+
+    def post_system_message(self, admin_token: str, message: str, level: str = "info") -> None:
+        body = json.dumps({"message": message, "level": level}).encode()
+        headers = {"Authorization": f"Bearer {admin_token}"}
+        self._request("POST", "/api/system-messages", headers, body, expected=202)
 
     def _request(
-        self, method: str, path: str, tenant: str, body: bytes | None, *, expected: int
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes | None,
+        *,
+        expected: int,
     ) -> dict[str, Any]:
-        headers = {"X-Tenant-ID": tenant, "Accept": "application/json"}
+        headers = {**headers, "Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = "application/json"
         request = urllib.request.Request(
@@ -159,5 +172,11 @@ class RestClient:
             status, payload = exc.code, exc.read()
         if status != expected:
             raise AssertionError(f"{method} {path} -> {status}: {payload[:500]!r}")
-        result: dict[str, Any] = json.loads(payload)
+        result: dict[str, Any] = json.loads(payload) if payload else {}
         return result
+
+
+def _identity(tenant: str, token: str | None) -> dict[str, str]:
+    if token is not None:
+        return {"Authorization": f"Bearer {token}"}
+    return {"X-Tenant-ID": tenant}
