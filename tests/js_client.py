@@ -1,0 +1,195 @@
+"""The real socket.io JavaScript client (socket.io-client@4), driven from async tests.
+
+`tests/js/client.mjs` runs in node and prints one JSON line per thing that happens
+(`connect`, `connect_error`, `disconnect`, `event`, `ack`); this module spawns it and
+lets a test await those lines — no sleeps:
+
+    async with js_client(server_url, query={"tenant": "tenant_a"}) as client:
+        await client.expect_type("connect")
+        events = await client.expect_event("initial_events")
+        ack = await client.emit("create_event", {"message": "hi"})
+
+`expect(predicate)` returns the first unread line that matches and leaves the lines before
+it unread, so a test can await things in whatever order it cares about.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import shutil
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+JS_DIR = Path(__file__).resolve().parent / "js"
+SCRIPT = JS_DIR / "client.mjs"
+DEFAULT_TIMEOUT = 10.0
+
+Line = dict[str, Any]
+Predicate = Callable[[Line], bool]
+
+
+class JsClient:
+    """One node process holding one socket.io-client `Socket`."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self._process = process
+        self._unread: list[Line] = []
+        self._refs = itertools.count(1)
+        self._stderr = bytearray()
+        self.lines: list[Line] = []  # everything received, in order (for failure messages)
+        assert process.stderr is not None
+        self._stderr_task = asyncio.create_task(self._drain_stderr(process.stderr))
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def expect(self, predicate: Predicate, within: float = DEFAULT_TIMEOUT) -> Line:
+        """The first unread line matching `predicate`; fails the test after `within` s."""
+        for index, line in enumerate(self._unread):
+            if predicate(line):
+                return self._unread.pop(index)
+        try:
+            async with asyncio.timeout(within):
+                while True:
+                    line = await self._read_line()
+                    if predicate(line):
+                        return line
+                    self._unread.append(line)
+        except TimeoutError:
+            raise AssertionError(
+                f"no matching line from the JS client within {within}s; "
+                f"received: {self.lines}; stderr: {self.stderr!r}"
+            ) from None
+
+    async def expect_type(self, kind: str, within: float = DEFAULT_TIMEOUT) -> Line:
+        """The next unread line of `kind` ("connect", "connect_error", "disconnect", ...)."""
+        return await self.expect(lambda line: line["type"] == kind, within)
+
+    async def expect_event(self, name: str, within: float = DEFAULT_TIMEOUT) -> list[Any]:
+        """The arguments of the next unread server event called `name`."""
+        line = await self.expect(
+            lambda line: line["type"] == "event" and line["event"] == name, within
+        )
+        args: list[Any] = line["args"]
+        return args
+
+    async def next(self, within: float = DEFAULT_TIMEOUT) -> Line:
+        """The next unread line, whatever it is."""
+        return await self.expect(lambda line: True, within)
+
+    def unread(self) -> list[Line]:
+        """Lines received so far and not yet returned (does not wait)."""
+        return list(self._unread)
+
+    def __aiter__(self) -> AsyncIterator[Line]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Line]:
+        while self._unread:
+            yield self._unread.pop(0)
+        while True:
+            try:
+                yield await self._read_line()
+            except EOFError:
+                return
+
+    async def _read_line(self) -> Line:
+        assert self._process.stdout is not None
+        raw = await self._process.stdout.readline()
+        if not raw:
+            raise EOFError(f"the JS client exited; stderr: {self.stderr!r}")
+        line: Line = json.loads(raw)
+        self.lines.append(line)
+        return line
+
+    async def _drain_stderr(self, stream: asyncio.StreamReader) -> None:
+        while chunk := await stream.read(4096):
+            self._stderr += chunk
+
+    @property
+    def stderr(self) -> str:
+        return self._stderr.decode(errors="replace")
+
+    # -- commands -------------------------------------------------------------------------
+
+    async def emit(self, event: str, *args: Any, within: float = DEFAULT_TIMEOUT) -> Any:
+        """Emit with an acknowledgement callback; return the ack's first argument."""
+        ref = next(self._refs)
+        await self._command({"op": "emit", "event": event, "args": list(args), "ref": ref})
+        line = await self.expect(lambda line: line["type"] == "ack" and line["ref"] == ref, within)
+        return line["args"][0] if line["args"] else None
+
+    async def send(self, event: str, *args: Any) -> None:
+        """Emit without an acknowledgement."""
+        await self._command({"op": "emit", "event": event, "args": list(args)})
+
+    async def disconnect(self) -> None:
+        """Client-side disconnect; await `expect_type("disconnect")` to know it happened."""
+        await self._command({"op": "disconnect"})
+
+    async def connect(self, auth: dict[str, Any] | None = None) -> None:
+        """Connect again on the same Socket (optionally with a new `auth`)."""
+        command: dict[str, Any] = {"op": "connect"}
+        if auth is not None:
+            command["auth"] = auth
+        await self._command(command)
+
+    async def _command(self, command: dict[str, Any]) -> None:
+        assert self._process.stdin is not None
+        self._process.stdin.write(json.dumps(command).encode() + b"\n")
+        await self._process.stdin.drain()
+
+    async def close(self) -> None:
+        """Close stdin (the script then disconnects and exits); kill it if it lingers."""
+        if self._process.stdin is not None and not self._process.stdin.is_closing():
+            self._process.stdin.close()
+        try:
+            await asyncio.wait_for(self._process.wait(), 5)
+        except TimeoutError:
+            self._process.kill()
+            await self._process.wait()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._stderr_task
+
+
+@contextlib.asynccontextmanager
+async def js_client(
+    url: object,
+    *,
+    query: dict[str, Any] | None = None,
+    auth: dict[str, Any] | None = None,
+    transports: list[str] | None = None,
+    **options: Any,
+) -> AsyncIterator[JsClient]:
+    """Start `io(url, options)` in node; the socket connects at once (reconnection off).
+
+    `options` are further socket.io-client options (camelCase, as in JavaScript).
+    """
+    _require_node()
+    named = {"query": query, "auth": auth, "transports": transports}
+    io_options = {k: v for k, v in named.items() if v is not None} | options
+    process = await asyncio.create_subprocess_exec(
+        "node",
+        str(SCRIPT),
+        json.dumps({"url": str(url).rstrip("/"), "options": io_options}),
+        cwd=JS_DIR,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    client = JsClient(process)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+def _require_node() -> None:
+    """Fail (never skip) when the interoperability tests cannot run."""
+    if shutil.which("node") is None:
+        raise RuntimeError("node is not installed; the JS interoperability tests need it")
+    if not (JS_DIR / "node_modules" / "socket.io-client").is_dir():
+        raise RuntimeError("tests/js/node_modules is missing: run `make install`")
