@@ -1,0 +1,360 @@
+"""Fast room broadcast: encode an event once, write the same WebSocket frame to every socket.
+
+python-socketio's room emit creates one asyncio task per recipient, which puts the packet on
+the socket's Engine.IO queue, wakes that socket's writer task, which builds the WebSocket
+frame again. `RoomBroadcaster` encodes the Socket.IO packet, the Engine.IO packet and the
+WebSocket frame (server frames are unmasked, so every recipient gets identical bytes) once
+per event, and writes those bytes straight to the TCP transport of each WebSocket whose
+Engine.IO writer is idle with nothing queued. Every other socket (long-polling, upgrading,
+packets queued, writer busy, socketio send tasks not yet run) gets the packet through the
+normal Engine.IO path, so per-socket order never changes.
+
+Slow readers: a socket whose Engine.IO queue reaches `max_queue` packets, or whose
+transport write buffer passes `max_write_buffer` bytes, is disconnected instead of being
+allowed to grow the server's memory.
+
+Every use of python-socketio / python-engineio / aiohttp internals lives in this module and
+is listed in `REQUIRED_INTERNALS`; `check_internals()` verifies them (at construction, and in
+tests/unit/test_fanout_internals.py), so an upgrade that changes them fails loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import struct
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import engineio
+import socketio
+from aiohttp import web
+from engineio import packet as eio_packet
+from engineio.async_drivers import aiohttp as eio_aiohttp
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "/"
+DEFAULT_MAX_QUEUE = 1000
+DEFAULT_MAX_WRITE_BUFFER = 1 << 20
+
+_TEXT_FIN = 0x81  # FIN + opcode 1 (text), RSV bits clear: uncompressed
+_PACK_LEN1 = struct.Struct("!BB").pack
+_PACK_LEN2 = struct.Struct("!BBH").pack
+_PACK_LEN3 = struct.Struct("!BBQ").pack
+
+SendPacket = Callable[[str, Any], Coroutine[Any, Any, None]]
+
+
+class InternalsChanged(RuntimeError):
+    """The installed python-socketio / engineio / aiohttp no longer match what we rely on."""
+
+
+def encode_event_text(event: str, data_json: str, offset: str | None = None) -> str:
+    """Socket.IO EVENT packet for the default namespace: `2["event",data(,"offset")]`."""
+    event_json = socketio.packet.Packet.json.dumps(event)
+    if offset is None:
+        return f"2[{event_json},{data_json}]"
+    return f"2[{event_json},{data_json},{socketio.packet.Packet.json.dumps(offset)}]"
+
+
+def websocket_text_frame(payload: bytes) -> bytes:
+    """An unmasked, uncompressed, final WebSocket text frame (RFC 6455 5.2)."""
+    length = len(payload)
+    if length < 126:
+        header = _PACK_LEN1(_TEXT_FIN, length)
+    elif length < 65536:
+        header = _PACK_LEN2(_TEXT_FIN, 126, length)
+    else:
+        header = _PACK_LEN3(_TEXT_FIN, 127, length)
+    return header + payload
+
+
+@dataclass(slots=True, eq=False)
+class _WebSocketSlot:
+    """What the fast path needs about one upgraded Engine.IO socket."""
+
+    socket: Any  # engineio.async_socket.AsyncSocket
+    response: web.WebSocketResponse
+    transport: asyncio.Transport
+
+
+class RoomBroadcaster:
+    """Sends one event to every socket in a room of the default namespace, encoded once.
+
+    Construct it right after the `socketio.AsyncServer` (before clients connect): it swaps
+    in a WebSocket driver with permessage-deflate off, which also tells it each upgraded
+    socket's transport, and counts socketio's own in-flight send tasks so that the fast
+    path never overtakes them.
+
+    Only this process's participants are reached (`manager.get_participants`); with several
+    nodes, each node must call `broadcast` for the events it learns about.
+    """
+
+    def __init__(
+        self,
+        server: socketio.AsyncServer,
+        *,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        max_write_buffer: int = DEFAULT_MAX_WRITE_BUFFER,
+    ) -> None:
+        check_internals(server)
+        if max_queue < 1 or max_write_buffer < 1:
+            raise ValueError("max_queue and max_write_buffer must be positive")
+        self._server = server
+        self._eio = server.eio
+        self.max_queue = max_queue
+        self.max_write_buffer = max_write_buffer
+        self._slots: dict[str, _WebSocketSlot] = {}
+        self._sends_in_flight: dict[str, int] = {}
+        # Running totals, for tests and metrics: frames written directly, packets that took
+        # the Engine.IO queue, slow readers disconnected.
+        self.direct_writes = 0
+        self.queued = 0
+        self.evicted = 0
+        self._install_websocket_driver()
+        self._count_socketio_sends()
+
+    # -- public ---------------------------------------------------------------------------
+
+    async def broadcast(
+        self, room: str, event: str, data_json: str, offset: str | None = None
+    ) -> int:
+        """Send `event` with the already-serialized `data_json` to `room`; return recipients.
+
+        The loop over recipients never yields to the event loop, so two broadcasts never
+        interleave and every socket sees them in call order.
+        """
+        text = "4" + encode_event_text(event, data_json, offset)
+        frame = websocket_text_frame(text.encode())
+        pkt = eio_packet.Packet(eio_packet.MESSAGE, data=text[1:])
+        pkt.encode_cache = text  # what Packet.encode() would build, shared by all sockets
+        sockets = self._eio.sockets
+        slots = self._slots
+        in_flight = self._sends_in_flight
+        max_queue = self.max_queue
+        max_buffer = self.max_write_buffer
+        send_tasks: list[asyncio.Task[None]] = []
+        slow: list[Any] = []
+        recipients = direct = 0
+        for _sid, eio_sid in self._server.manager.get_participants(NAMESPACE, room):
+            sock = sockets.get(eio_sid)
+            if sock is None or sock.closing or sock.closed:
+                continue
+            recipients += 1
+            queue = sock.queue
+            slot = slots.get(eio_sid)
+            if (
+                slot is not None
+                and not queue._queue
+                and sock.upgraded
+                and not sock.upgrading
+                and eio_sid not in in_flight
+                and _writer_is_waiting(queue)
+            ):
+                transport = slot.transport
+                if transport.is_closing() or slot.response.closed:
+                    recipients -= 1  # going away; engineio is tearing it down
+                elif transport.get_write_buffer_size() > max_buffer:
+                    slow.append(sock)
+                else:
+                    transport.write(frame)
+                    direct += 1
+                continue
+            if queue.qsize() >= max_queue or (
+                slot is not None and slot.transport.get_write_buffer_size() > max_buffer
+            ):
+                slow.append(sock)
+            elif eio_sid in in_flight:
+                # socketio send tasks for this socket have not run yet: queue behind them
+                send_tasks.append(asyncio.create_task(self._server._send_eio_packet(eio_sid, pkt)))
+            else:
+                queue.put_nowait(pkt)
+        recipients -= len(slow)
+        self.direct_writes += direct
+        self.queued += recipients - direct
+        for sock in slow:
+            await self._evict(sock)
+        if send_tasks:
+            await asyncio.wait(send_tasks)
+        return recipients
+
+    # -- slow readers ---------------------------------------------------------------------
+
+    async def _evict(self, sock: Any) -> None:
+        """Disconnect a socket that does not keep up, dropping what it has not read."""
+        if sock.closing or sock.closed:
+            return
+        self.evicted += 1
+        log.warning("disconnecting slow reader %s (queue %d packets)", sock.sid, sock.queue.qsize())
+        slot = self._slots.get(sock.sid)
+        if slot is not None:
+            # The Engine.IO WebSocket handler sees the connection drop and cleans up.
+            slot.transport.abort()
+        # Free the backlog now, not when the socket is reaped; before any await, so that
+        # the None the WebSocket handler queues to stop its writer is not dropped too.
+        while not sock.queue.empty():
+            sock.queue.get_nowait()
+            sock.queue.task_done()
+        await sock.close(wait=False, abort=True, reason=self._eio.reason.SERVER_DISCONNECT)
+
+    # -- wiring into engineio / socketio --------------------------------------------------
+
+    def _install_websocket_driver(self) -> None:
+        # `_async` is the driver module's shared dict: copy it, never change it in place.
+        drivers = dict(self._eio._async)
+        drivers["websocket"] = _driver_factory(self._slots)
+        self._eio._async = drivers
+
+    def _count_socketio_sends(self) -> None:
+        """Count each socketio send from the moment its task is *created*, not when it runs.
+
+        `AsyncManager.emit` creates one task per recipient calling `_send_eio_packet` (or
+        `_send_packet` with a callback). Until such a task has put its packet on the queue,
+        the fast path must not write to that socket, or our frame would overtake it.
+        """
+        server = self._server
+        server._send_eio_packet = self._counted(server._send_eio_packet)
+        server._send_packet = self._counted(server._send_packet)
+
+    def _counted(self, send: SendPacket) -> Callable[[str, Any], Coroutine[Any, Any, None]]:
+        in_flight = self._sends_in_flight
+
+        def counted_send(eio_sid: str, pkt: Any) -> Coroutine[Any, Any, None]:
+            in_flight[eio_sid] = in_flight.get(eio_sid, 0) + 1
+            return _run_counted(send, eio_sid, pkt, in_flight)
+
+        return counted_send
+
+
+async def _run_counted(send: SendPacket, eio_sid: str, pkt: Any, in_flight: dict[str, int]) -> None:
+    try:
+        await send(eio_sid, pkt)
+    finally:
+        left = in_flight.get(eio_sid, 1) - 1
+        if left > 0:
+            in_flight[eio_sid] = left
+        else:
+            in_flight.pop(eio_sid, None)
+
+
+def _writer_is_waiting(queue: Any) -> bool:
+    """True when the socket's writer task is parked in `queue.get()` with nothing in hand.
+
+    Between a `put` and the writer's return to `get()` (while it wakes up, then writes its
+    batch) no getter is registered, so a packet taken off the queue but not yet written can
+    never be overtaken.
+    """
+    return any(not getter.done() for getter in queue._getters)
+
+
+def _driver_factory(slots: dict[str, _WebSocketSlot]) -> Callable[..., Any]:
+    """Engine.IO's aiohttp WebSocket driver, without permessage-deflate, that registers slots."""
+
+    class FeedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
+        async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
+            request: web.Request = environ["aiohttp.request"]
+            # compress=False: no per-message deflate, whatever the client offers; also what
+            # lets every recipient share one frame.
+            self._sock = web.WebSocketResponse(
+                max_msg_size=self.server.max_http_buffer_size, compress=False
+            )
+            await self._sock.prepare(request)
+            self.environ = environ
+            sock = self.handler.__self__  # the bound AsyncSocket._websocket_handler
+            transport = request.transport
+            if transport is not None:
+                slots[sock.sid] = _WebSocketSlot(sock, self._sock, transport)
+            try:
+                await self.handler(self)
+            finally:
+                if slots.get(sock.sid) is not None and slots[sock.sid].socket is sock:
+                    del slots[sock.sid]
+            return self._sock
+
+    return FeedWebSocket
+
+
+# -- the internals we rely on -------------------------------------------------------------
+
+REQUIRED_INTERNALS = (
+    "engineio AsyncSocket: queue (asyncio.Queue), upgraded, upgrading, closing, closed, sid, "
+    "close(wait=, abort=, reason=), _websocket_handler(ws)",
+    "engineio AsyncServer: sockets dict, _async['websocket'] driver called as "
+    "driver(handler, server) then awaited with environ, reason.SERVER_DISCONNECT",
+    "engineio aiohttp driver: WebSocket(handler, server), _sock, environ['aiohttp.request']",
+    "engineio Packet: MESSAGE == 4, encode() returns encode_cache when set",
+    "asyncio.Queue: _queue deque and _getters deque of futures",
+    "socketio AsyncServer: manager.get_participants(ns, room) -> (sid, eio_sid), "
+    "_send_eio_packet(eio_sid, pkt), _send_packet(eio_sid, pkt); AsyncManager.emit "
+    "creates its send tasks through self.server._send_eio_packet / _send_packet",
+    "aiohttp: WebSocketResponse(compress=False), .closed, Request.transport",
+)
+
+
+def check_internals(server: socketio.AsyncServer) -> None:
+    """Raise `InternalsChanged` naming what is missing; see `REQUIRED_INTERNALS`."""
+    problems: list[str] = []
+
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            problems.append(what)
+
+    eio = getattr(server, "eio", None)
+    need(isinstance(eio, engineio.AsyncServer), "server.eio is an engineio.AsyncServer")
+    if isinstance(eio, engineio.AsyncServer):
+        need(isinstance(getattr(eio, "sockets", None), dict), "eio.sockets is a dict")
+        drivers = getattr(eio, "_async", None)
+        need(
+            isinstance(drivers, dict) and drivers.get("websocket") is eio_aiohttp.WebSocket,
+            "eio._async['websocket'] is engineio.async_drivers.aiohttp.WebSocket "
+            "(async_mode='aiohttp')",
+        )
+        need(
+            hasattr(getattr(eio, "reason", None), "SERVER_DISCONNECT"),
+            "eio.reason.SERVER_DISCONNECT",
+        )
+    sock_cls = engineio.async_socket.AsyncSocket
+    need(hasattr(sock_cls, "_websocket_handler"), "AsyncSocket._websocket_handler")
+    close_params = inspect.signature(sock_cls.close).parameters
+    need(
+        {"wait", "abort", "reason"} <= set(close_params),
+        "AsyncSocket.close(wait, abort, reason)",
+    )
+    base_init = inspect.getsource(engineio.base_socket.BaseSocket.__init__)
+    for attr in ("queue", "upgrading", "upgraded", "closing", "closed", "sid"):
+        need(f"self.{attr} =" in base_init, f"BaseSocket sets self.{attr}")
+    handler_src = inspect.getsource(sock_cls._websocket_handler)
+    need("self.upgrading = True" in handler_src, "_websocket_handler sets upgrading")
+    need("await self.poll()" in handler_src, "the WebSocket writer task takes from poll()")
+    need("await ws.send(pkt.encode())" in handler_src, "the writer sends pkt.encode()")
+    driver_src = inspect.getsource(eio_aiohttp.WebSocket)
+    need("self._sock = WebSocketResponse(" in driver_src, "aiohttp driver's _sock")
+    need("environ['aiohttp.request']" in driver_src, "aiohttp driver reads aiohttp.request")
+    need("await self.handler(self)" in driver_src, "aiohttp driver awaits handler(self)")
+    need(eio_packet.MESSAGE == 4, "engineio packet.MESSAGE == 4")
+    need(
+        "if self.encode_cache:" in inspect.getsource(eio_packet.Packet.encode),
+        "engineio Packet.encode uses encode_cache",
+    )
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    need(hasattr(queue, "_queue") and hasattr(queue, "_getters"), "asyncio.Queue._getters")
+    manager_src = inspect.getsource(socketio.async_manager.AsyncManager.emit)
+    need("self.server._send_eio_packet(" in manager_src, "AsyncManager.emit -> _send_eio_packet")
+    need("self.server._send_packet(" in manager_src, "AsyncManager.emit -> _send_packet")
+    need(
+        hasattr(server, "_send_eio_packet") and hasattr(server, "_send_packet"),
+        "AsyncServer._send_eio_packet/_send_packet",
+    )
+    need(hasattr(server.manager, "get_participants"), "manager.get_participants")
+    need(
+        "compress" in inspect.signature(web.WebSocketResponse).parameters,
+        "aiohttp WebSocketResponse(compress=)",
+    )
+    need(hasattr(web.BaseRequest, "transport"), "aiohttp Request.transport")
+    if problems:
+        raise InternalsChanged(
+            "feedserver.fanout relies on internals that changed: " + "; ".join(problems)
+        )
