@@ -29,7 +29,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     environ = dict(os.environ)
     if args.command == "serve":
         # Flags win over the environment, and go through the same validation.
-        environ.update({k: str(v) for k, v in (("HOST", args.host), ("PORT", args.port)) if v})
+        environ.update(
+            {k: v for k, v in (("HOST", args.host), ("PORT", args.port)) if v is not None}
+        )
     try:
         settings = Settings.from_env(environ, config_file=args.config)
     except ConfigError as exc:
@@ -49,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command")
     serve_cmd = commands.add_parser("serve", help="run the server")
     serve_cmd.add_argument("--host", help="address to bind (default: HOST or 127.0.0.1)")
-    serve_cmd.add_argument("--port", type=int, help="port to bind (default: PORT or 3000)")
+    # A string, so that a bad port gets the one-line PORT error rather than argparse usage.
+    serve_cmd.add_argument("--port", help="port to bind (default: PORT or 3000)")
     commands.add_parser("check-config", help="print the effective configuration and exit")
     return parser
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import TypeVar
 
 TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?"
+_HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$")
 MIN_SECRET_BYTES = 32
 
 T = TypeVar("T")
@@ -118,7 +121,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
     d = Settings()
     return Settings(
         port=get("PORT", _int_range(0, 65535), d.port),
-        host=get("HOST", _str, d.host),
+        host=get("HOST", _host, d.host),
         cors_origins=get("CORS_ORIGIN", _origins, d.cors_origins),
         env=get("FEED_ENV", _choice("development", "production"), d.env),
         tenants=get("FEED_TENANTS", _tenants, d.tenants),
@@ -232,8 +235,20 @@ def _tenants(name: str, raw: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(tenants))
 
 
+def _host(name: str, raw: str) -> str:
+    """An IP address or a DNS name: checked here so that a typo is not a bind traceback."""
+    try:
+        ipaddress.ip_address(raw)
+    except ValueError:
+        if not _HOSTNAME_RE.match(raw):
+            raise _fail(name, raw, "an IP address or a host name") from None
+    return raw
+
+
 def _origins(name: str, raw: str) -> tuple[str, ...]:
     origins = _csv(name, raw)
+    if not origins:
+        raise _fail(name, raw, "'*' or comma-separated origins like http://host:port")
     for origin in origins:
         if origin != "*" and not re.match(r"^https?://[^/\s]+$", origin):
             raise _fail(name, raw, "'*' or comma-separated origins like http://host:port")

@@ -21,13 +21,16 @@ def normalise_message(raw: object, max_length: int) -> str:
     """
     if not isinstance(raw, str):
         raise _invalid("must be a string")
-    text = unicodedata.normalize("NFC", raw.replace("\r\n", "\n")).strip()
+    text = raw.replace("\r\n", "\n")
+    # Checked before trimming: str.strip() would silently drop controls such as \x1c or
+    # \x85 at the edges, and the rule is that they are refused, not cleaned.
+    if _FORBIDDEN.search(text):
+        raise _invalid("must not contain control characters other than newline and tab")
+    text = unicodedata.normalize("NFC", text).strip()
     if not text:
         raise _invalid("must not be empty")
     if len(text) > max_length:
         raise _invalid(f"must be at most {max_length} characters (got {len(text)})")
-    if _FORBIDDEN.search(text):
-        raise _invalid("must not contain control characters other than newline and tab")
     return str(escape(text))
 
 

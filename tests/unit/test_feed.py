@@ -1,0 +1,224 @@
+"""core.Feed over the memory store: publish, history, catch-up and stats."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from feedserver.core import Feed, LocalConnections, TenantStats
+from feedserver.errors import RateLimited, ValidationFailed
+from feedserver.events import Event
+from feedserver.store import MemoryStore
+
+TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+
+
+def make_feed(history_size: int = 5, initial_events: int = 3, **extra: object) -> Feed:
+    return Feed(
+        MemoryStore(history_size),
+        history_size=history_size,
+        initial_events=initial_events,
+        max_message_length=20,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+async def publish_many(feed: Feed, count: int, tenant: str = "tenant_a") -> list[Event]:
+    return [await feed.publish(tenant, {"message": f"m{i}"}) for i in range(1, count + 1)]
+
+
+def seqs(events: list[Event]) -> list[int]:
+    return [e.seq for e in events]
+
+
+# -- publish --------------------------------------------------------------------------------
+
+
+async def test_publish_returns_the_stored_escaped_event() -> None:
+    feed = make_feed()
+    event = await feed.publish("tenant_a", {"message": "  <hi>  "})
+    assert (event.seq, event.tenant_id, event.message) == (1, "tenant_a", "&lt;hi&gt;")
+    assert event.id == "tenant_a-1"
+    assert TIMESTAMP.match(event.timestamp)
+    assert (await feed.history("tenant_a", limit=10)).events == [event]
+
+
+async def test_publish_tells_every_listener_in_order() -> None:
+    feed = make_feed()
+    heard: list[tuple[str, int]] = []
+
+    async def first(event: Event) -> None:
+        heard.append(("first", event.seq))
+
+    async def second(event: Event) -> None:
+        heard.append(("second", event.seq))
+
+    feed.add_listener(first)
+    feed.add_listener(second)
+    await publish_many(feed, 2)
+    assert heard == [("first", 1), ("second", 1), ("first", 2), ("second", 2)]
+
+
+@pytest.mark.parametrize(
+    "payload", [{"message": ""}, {"message": "x" * 21}, {"message": 1}, {"nope": "x"}, "x", None]
+)
+async def test_refused_publish_stores_and_broadcasts_nothing(payload: object) -> None:
+    feed = make_feed()
+    heard: list[Event] = []
+
+    async def listener(event: Event) -> None:
+        heard.append(event)
+
+    feed.add_listener(listener)
+    with pytest.raises(ValidationFailed):
+        await feed.publish("tenant_a", payload)
+    assert heard == []
+    assert (await feed.history("tenant_a", limit=10)).latest_seq == 0
+
+
+async def test_a_rate_limited_publish_stores_nothing() -> None:
+    class Refuse:
+        def __init__(self) -> None:
+            self.tenants: list[str] = []
+
+        async def hit(self, tenant: str) -> None:
+            self.tenants.append(tenant)
+            raise RateLimited(3)
+
+    limiter = Refuse()
+    feed = make_feed(limiter=limiter)
+    with pytest.raises(RateLimited) as refused:
+        await feed.publish("tenant_b", {"message": "hi"})
+    assert refused.value.retry_after == 3
+    assert limiter.tenants == ["tenant_b"]
+    assert (await feed.history("tenant_b", limit=10)).latest_seq == 0
+
+
+async def test_validation_comes_before_the_rate_limit() -> None:
+    class Count:
+        hits = 0
+
+        async def hit(self, tenant: str) -> None:
+            self.hits += 1
+
+    limiter = Count()
+    feed = make_feed(limiter=limiter)
+    with pytest.raises(ValidationFailed):
+        await feed.publish("tenant_a", {"message": ""})
+    await feed.publish("tenant_a", {"message": "ok"})
+    assert limiter.hits == 1
+
+
+# -- history --------------------------------------------------------------------------------
+
+
+async def test_history_pages_with_since_and_before() -> None:
+    feed = make_feed(history_size=10)
+    await publish_many(feed, 8)
+    newest = await feed.history("tenant_a", limit=3)
+    assert (seqs(newest.events), newest.latest_seq) == ([6, 7, 8], 8)
+    back = await feed.history("tenant_a", limit=3, before=6)
+    assert seqs(back.events) == [3, 4, 5]
+    forward = await feed.history("tenant_a", limit=3, since=2)
+    assert seqs(forward.events) == [3, 4, 5]
+    between = await feed.history("tenant_a", limit=3, since=1, before=8)
+    assert seqs(between.events) == [5, 6, 7]
+    assert (await feed.history("tenant_a", limit=3, since=8)).events == []
+
+
+async def test_history_of_a_tenant_without_events() -> None:
+    history = await make_feed().history("tenant_b", limit=50)
+    assert (history.events, history.latest_seq) == ([], 0)
+
+
+# -- catch-up -------------------------------------------------------------------------------
+
+
+async def test_catch_up_without_since_is_the_last_initial_events() -> None:
+    feed = make_feed(history_size=5, initial_events=3)
+    await publish_many(feed, 4)
+    catch_up = await feed.catch_up("tenant_a", None)
+    assert (seqs(catch_up.events), catch_up.latest_seq, catch_up.recovered) == ([2, 3, 4], 4, False)
+
+
+async def test_catch_up_with_since_within_the_buffer_recovers_every_missed_event() -> None:
+    feed = make_feed(history_size=5, initial_events=1)
+    await publish_many(feed, 7)  # holds 3..7
+    for since, missed in [(2, [3, 4, 5, 6, 7]), (4, [5, 6, 7]), (6, [7])]:
+        catch_up = await feed.catch_up("tenant_a", since)
+        assert (seqs(catch_up.events), catch_up.latest_seq, catch_up.recovered) == (
+            missed,
+            7,
+            True,
+        )
+
+
+async def test_catch_up_with_since_equal_to_latest_recovers_nothing_missing() -> None:
+    feed = make_feed()
+    await publish_many(feed, 3)
+    catch_up = await feed.catch_up("tenant_a", 3)
+    assert (catch_up.events, catch_up.latest_seq, catch_up.recovered) == ([], 3, True)
+
+
+async def test_catch_up_with_since_zero_on_an_empty_tenant_is_recovered() -> None:
+    catch_up = await make_feed().catch_up("tenant_a", 0)
+    assert (catch_up.events, catch_up.latest_seq, catch_up.recovered) == ([], 0, True)
+
+
+async def test_catch_up_with_since_older_than_the_buffer_starts_afresh() -> None:
+    feed = make_feed(history_size=5, initial_events=2)
+    await publish_many(feed, 9)  # holds 5..9; 2..4 were dropped
+    for since in (0, 1, 3):
+        catch_up = await feed.catch_up("tenant_a", since)
+        assert (seqs(catch_up.events), catch_up.latest_seq, catch_up.recovered) == (
+            [8, 9],
+            9,
+            False,
+        )
+
+
+async def test_catch_up_with_since_in_the_future_starts_afresh() -> None:
+    feed = make_feed(history_size=5, initial_events=2)
+    await publish_many(feed, 3)
+    catch_up = await feed.catch_up("tenant_a", 10)
+    assert (seqs(catch_up.events), catch_up.latest_seq, catch_up.recovered) == ([2, 3], 3, False)
+
+
+async def test_catch_up_with_initial_events_zero_sends_nothing_without_since() -> None:
+    feed = make_feed(initial_events=0)
+    await publish_many(feed, 2)
+    catch_up = await feed.catch_up("tenant_a", None)
+    assert (catch_up.events, catch_up.latest_seq) == ([], 2)
+    assert seqs((await feed.catch_up("tenant_a", 1)).events) == [2]
+
+
+# -- stats ----------------------------------------------------------------------------------
+
+
+async def test_stats_count_created_held_connections_and_last_event() -> None:
+    connections = LocalConnections()
+    feed = make_feed(history_size=3, connections=connections)
+    events = await publish_many(feed, 5)
+    await publish_many(feed, 1, tenant="tenant_b")
+    connections.opened("tenant_a")
+    connections.opened("tenant_a")
+    connections.opened("tenant_b")
+    connections.closed("tenant_b")
+    connections.closed("tenant_b")  # never below zero
+    stats = await feed.stats(("tenant_a", "tenant_b", "tenant_c"))
+    assert stats["tenant_a"] == TenantStats(5, 3, 2, events[-1].timestamp)
+    assert stats["tenant_b"].events == 1 and stats["tenant_b"].connections == 0
+    assert stats["tenant_c"] == TenantStats(0, 0, 0, None)
+    assert stats["tenant_a"].to_json() == {
+        "events": 5,
+        "held": 3,
+        "connections": 2,
+        "lastEventAt": events[-1].timestamp,
+    }
+
+
+async def test_stats_only_for_the_tenants_asked() -> None:
+    feed = make_feed()
+    await publish_many(feed, 1, tenant="tenant_b")
+    assert list(await feed.stats(("tenant_a",))) == ["tenant_a"]
