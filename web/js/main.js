@@ -4,6 +4,7 @@ import { FeedView, formatMs } from './feed-view.js';
 import { decodeEntities, messageLength } from './text.js';
 
 const CONFIG_RETRY_MS = 3000;
+const SYNC_NOTE_MS = 8000;
 const STATE_LABELS = { connecting: 'Connecting', live: 'Live', reconnecting: 'Reconnecting', offline: 'Offline' };
 const ERROR_TEXT = {
   offline: 'You are offline: the message was not sent.',
@@ -45,7 +46,7 @@ const feed = new FeedView({
   empty: $('feed-empty'),
   count: $('feed-count'),
 });
-const page = { config: null, maxLength: 500, ownSeqs: new Set(), posting: false };
+const page = { config: null, maxLength: 500, ownSeqs: new Set(), posting: false, gapThisConnection: false };
 
 // Exposed for end-to-end tests and for poking at the page from the console.
 window.__feed = {
@@ -64,15 +65,25 @@ function showState(state) {
   refreshComposer();
 }
 
-function showPageError(text) {
+function showPageError(text, kind = 'error') {
   ui.pageError.textContent = text;
+  ui.pageError.dataset.kind = kind;
   ui.pageError.hidden = !text;
 }
 
+function showHint(text) {
+  showPageError(text, 'hint');
+}
+
+let syncNoteTimer = null;
+
 function showSyncNote(text, kind = 'info') {
+  clearTimeout(syncNoteTimer);
   ui.syncNote.textContent = text;
   ui.syncNote.dataset.kind = kind;
   ui.syncNote.hidden = !text;
+  // Good news fades; a warning about lost events stays until the next connection.
+  if (text && kind === 'info') syncNoteTimer = setTimeout(() => { ui.syncNote.hidden = true; }, SYNC_NOTE_MS);
 }
 
 function addBanner({ message, level, timestamp }) {
@@ -166,6 +177,7 @@ client.addEventListener('state', (e) => {
   }
 });
 client.addEventListener('established', (e) => {
+  page.gapThisConnection = false;
   const tenant = e.detail?.tenantId;
   if (tenant) {
     ui.currentTenant.textContent = tenant;
@@ -187,10 +199,11 @@ client.addEventListener('delivered', (e) => {
 });
 client.addEventListener('resynced', (e) => {
   const { added } = e.detail;
-  if (ui.syncNote.dataset.kind === 'warning' && !ui.syncNote.hidden) return;
+  if (page.gapThisConnection) return;
   showSyncNote(added ? `Reconnected: ${added} missed ${added === 1 ? 'event' : 'events'} recovered.` : 'Reconnected: nothing was missed.');
 });
 client.addEventListener('gap', () => {
+  page.gapThisConnection = true;
   showSyncNote('Reconnected, but some events missed while disconnected could not be recovered (no longer held by the server).', 'warning');
 });
 client.addEventListener('reset', () => {
@@ -234,7 +247,7 @@ function chooseTenant(tenant, { updateUrl = true } = {}) {
   if (!tenant) {
     client.disconnect();
     feed.clear();
-    showPageError('Choose a tenant to see its feed.');
+    showHint('Choose a tenant to see its feed.');
     return;
   }
   connectAs({ tenant });
@@ -255,7 +268,7 @@ function setUpTenantPicker(tenants) {
   const tenant = wanted ?? (tenants.length === 1 ? tenants[0] : null);
   if (!tenant) {
     showState('offline');
-    showPageError('Choose a tenant to see its feed.');
+    showHint('Choose a tenant to see its feed.');
     return;
   }
   ui.tenantSelect.value = tenant;
@@ -280,7 +293,7 @@ function setUpTokenForm() {
     event.preventDefault();
     const token = ui.tokenInput.value.trim();
     if (!token) {
-      showPageError('Paste an access token to connect.');
+      showHint('Paste an access token to connect.');
       return;
     }
     connectAs({ token });
@@ -288,7 +301,7 @@ function setUpTokenForm() {
   const token = tokenFromHash();
   if (!token) {
     showState('offline');
-    showPageError('Paste an access token to connect.');
+    showHint('Paste an access token to connect.');
     return;
   }
   ui.tokenInput.value = token;
