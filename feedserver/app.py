@@ -10,11 +10,11 @@ from aiohttp import web
 
 from .api import RestApi, error_middleware
 from .auth import HeaderAuthenticator, TenantCatalogue
+from .cluster import open_backend
 from .config import Settings
 from .core import Feed
 from .realtime import RealtimeGateway
 from .security import install_security_headers
-from .store import EventStore, MemoryStore
 
 WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
 SOCKETIO_CLIENT_DIST = Path("node_modules") / "socket.io-client" / "dist"
@@ -23,23 +23,21 @@ GATEWAY = web.AppKey("gateway", RealtimeGateway)
 FEED = web.AppKey("feed", Feed)
 
 
-def open_store(settings: Settings) -> EventStore:
-    return MemoryStore(settings.history_size)
-
-
 def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
     install_security_headers(app, settings.production)
-    store = open_store(settings)
+    backend = open_backend(settings)
     catalogue = TenantCatalogue(settings.tenants)
     authenticator = HeaderAuthenticator(catalogue)
     feed = Feed(
-        store,
+        backend.store,
         history_size=settings.history_size,
         initial_events=settings.initial_events,
         max_message_length=settings.max_message_length,
+        connections=backend.connections,
+        bus=backend.bus,
     )
-    gateway = RealtimeGateway(settings, feed, authenticator)
+    gateway = RealtimeGateway(settings, feed, authenticator, backend.socket_manager)
     app[FEED] = feed
     app[GATEWAY] = gateway
 
@@ -49,8 +47,9 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
     _serve_page(app, web_root)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await backend.start()
         yield
-        await store.close()
+        await backend.close()
 
     async def say_goodbye(app: web.Application) -> None:
         await gateway.close()

@@ -2,7 +2,7 @@
 
 Both transports (REST in `api`, Socket.IO in `realtime`) call `Feed.publish`, so
 validation, limits and broadcasting are written once. Delivery to subscribers is done by
-listeners that the transports register; the core never imports them.
+listeners that the transports register on an `EventBus`; the core never imports them.
 """
 
 from __future__ import annotations
@@ -23,6 +23,30 @@ class PublishLimiter(Protocol):
     """Raises `RateLimited` when `tenant` may not publish now."""
 
     async def hit(self, tenant: str) -> None: ...
+
+
+class EventBus(Protocol):
+    """How each stored event reaches the listeners: once each, in seq order per tenant."""
+
+    def add_listener(self, listener: Listener) -> None: ...
+
+    async def announce(self, event: Event) -> None:
+        """Called by `Feed.publish` once `event` is stored."""
+        ...
+
+
+class LocalBus:
+    """One process: the publishing call itself delivers the event to every listener."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    async def announce(self, event: Event) -> None:
+        for listener in self._listeners:
+            await listener(event)
 
 
 class ConnectionCounter(Protocol):
@@ -49,6 +73,10 @@ class LocalConnections:
 
     async def count(self, tenant: str) -> int:
         return self._counts.get(tenant, 0)
+
+    def snapshot(self) -> dict[str, int]:
+        """Every tenant seen so far and its count (0 when all its sockets left)."""
+        return dict(self._counts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +120,7 @@ class Feed:
         max_message_length: int,
         limiter: PublishLimiter | None = None,
         connections: ConnectionCounter | None = None,
+        bus: EventBus | None = None,
     ) -> None:
         self.store = store
         self.history_size = history_size
@@ -99,11 +128,11 @@ class Feed:
         self.max_message_length = max_message_length
         self.limiter = limiter
         self.connections: ConnectionCounter = connections or LocalConnections()
-        self._listeners: list[Listener] = []
+        self.bus: EventBus = bus or LocalBus()
 
     def add_listener(self, listener: Listener) -> None:
-        """Call `listener(event)` for every event published through this node."""
-        self._listeners.append(listener)
+        """Call `listener(event)` for every new event this node is to deliver."""
+        self.bus.add_listener(listener)
 
     async def publish(self, tenant: str, payload: object) -> Event:
         """Validate, rate-limit, store and broadcast one event; the one publish path."""
@@ -111,8 +140,7 @@ class Feed:
         if self.limiter is not None:
             await self.limiter.hit(tenant)
         event = await self.store.append(tenant, message, utc_timestamp())
-        for listener in self._listeners:
-            await listener(event)
+        await self.bus.announce(event)
         return event
 
     async def history(

@@ -40,12 +40,19 @@ class Session:
 
 
 class RealtimeGateway:
-    def __init__(self, settings: Settings, feed: Feed, authenticator: Authenticator) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        feed: Feed,
+        authenticator: Authenticator,
+        client_manager: socketio.AsyncManager | None = None,
+    ) -> None:
         self.feed = feed
         self.authenticator = authenticator
         self._origins = frozenset(settings.cors_origins)
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp",
+            client_manager=client_manager,
             cors_allowed_origins=self._origin_allowed,
             json=SocketJson,
             ping_interval=settings.ping_interval,
@@ -156,21 +163,26 @@ class RealtimeGateway:
         return {"ok": True, "event": event.to_json()}
 
     async def deliver(self, event: Event) -> None:
-        """Feed listener: send one new event to its tenant's subscribers."""
+        """Feed listener: send one new event to its tenant's subscribers on this node.
+
+        Every node's bus calls this for every event (see `cluster`), so the emit is local.
+        """
         for session in self._syncing.get(event.tenant_id, ()):
             if session.pending is not None:
                 session.pending.append(event)
-        await self.sio.emit("event_created", event.to_json(), room=event.tenant_id)
+        await self.sio.emit(
+            "event_created", event.to_json(), room=event.tenant_id, ignore_queue=True
+        )
 
     async def system_message(self, message: str, level: str) -> None:
-        """Send `system_message` to every connected socket of every tenant."""
-        await self.sio.emit(
-            "system_message", {"message": message, "level": level, "timestamp": utc_timestamp()}
-        )
+        """Send `system_message` to every connected socket of every tenant, on every node."""
+        await self.sio.emit("system_message", system_notice(message, level))
 
     async def close(self) -> None:
         """Tell every client the server is going, then close every connection."""
-        await self.system_message(SHUTDOWN_NOTICE, "warning")
+        # Only this node is going: the notice must not cross to the other nodes' clients.
+        notice = system_notice(SHUTDOWN_NOTICE, "warning")
+        await self.sio.emit("system_message", notice, ignore_queue=True)
         for sid in list(self._sessions):
             await self.sio.disconnect(sid)
         for task in list(self._tasks):
@@ -199,6 +211,10 @@ def parse_since(raw: object) -> int | None:
     if not 0 <= value <= MAX_SEQ:
         raise ValidationFailed("Invalid since", {"since": "must be a non-negative integer"})
     return value
+
+
+def system_notice(message: str, level: str) -> dict[str, str]:
+    return {"message": message, "level": level, "timestamp": utc_timestamp()}
 
 
 def ack_error(exc: FeedError) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from aiohttp.test_utils import TestServer
 
 from feedserver.app import create_app
 from feedserver.config import Settings
+from tests.redis_server import RedisServer, running_redis
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 
@@ -41,3 +43,10 @@ async def start_server(aiohttp_server: Any) -> ServerFactory:
 @pytest.fixture
 async def server(start_server: ServerFactory) -> TestServer:
     return await start_server()
+
+
+@pytest.fixture
+async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    """A real redis-server of this test's own, with AOF on (restarts keep the data)."""
+    async with running_redis(tmp_path, appendonly=True) as redis:
+        yield redis

@@ -1,0 +1,170 @@
+"""The shared, durable store: one Redis Stream per tenant, for several nodes.
+
+Keys (the `{tenant}` braces are a Redis Cluster hash tag: both keys of a tenant live in
+one slot, which the append script needs):
+
+    feed:{tenant}:seq      the latest seq allocated (a string integer)
+    feed:{tenant}:events   the stream; entry id `<seq>-0`, fields `message`, `timestamp`,
+                           trimmed to exactly `history_size` entries
+
+Because the entry id is the seq, every history window is one XRANGE/XREVRANGE with
+exclusive bounds, and a node follows new events with one XREAD over all tenants.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from ..errors import StoreUnavailable
+from ..events import Event
+from .base import TenantCounts
+
+log = logging.getLogger(__name__)
+
+# A down Redis must fail a request within about this long, not hang it.
+COMMAND_TIMEOUT_S = 2.0
+
+# Atomic: the seq and the entry are written together or not at all (XADD runs before SET,
+# and a script that fails stops there). Two nodes appending at once are serialised by Redis,
+# so seqs never repeat and never skip. `%d` because Lua would print 1e+14 for large seqs.
+_APPEND_SCRIPT = """
+local seq = tonumber(redis.call('GET', KEYS[1]) or '0') + 1
+local id = string.format('%d-0', seq)
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], id, 'message', ARGV[2], 'timestamp', ARGV[3])
+redis.call('SET', KEYS[1], string.format('%d', seq))
+return seq
+"""
+
+
+def seq_key(tenant: str) -> str:
+    return f"feed:{{{tenant}}}:seq"
+
+
+def stream_key(tenant: str) -> str:
+    return f"feed:{{{tenant}}}:events"
+
+
+def redis_client(url: str, *, read_timeout: float = COMMAND_TIMEOUT_S) -> Redis:
+    """A client that fails fast when Redis is down, instead of retrying with backoff.
+
+    One retry, on connection errors only: a pooled connection that died with a Redis
+    restart is replaced once. Timeouts are not retried, since the command (an append) may
+    have run.
+    """
+    return Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=read_timeout,
+        socket_connect_timeout=COMMAND_TIMEOUT_S,
+        socket_keepalive=True,
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        health_check_interval=30,
+    )
+
+
+@contextmanager
+def store_errors() -> Iterator[None]:
+    """Any Redis failure (down, timeout, OOM, loading) is `StoreUnavailable`: a 503."""
+    try:
+        yield
+    except RedisError as exc:
+        log.warning("redis store unavailable: %s", exc)
+        raise StoreUnavailable() from exc
+
+
+class RedisStore:
+    """Events and seqs in Redis: shared by every node, durable when Redis persists (AOF)."""
+
+    backend = "redis"
+
+    def __init__(self, url: str, history_size: int, *, follow_block_ms: int = 2000) -> None:
+        self._history_size = history_size
+        self._redis = redis_client(url)
+        # XREAD BLOCK holds its connection: a client of its own, whose read timeout is
+        # longer than the block.
+        self._follow_block_ms = follow_block_ms
+        self._follower = redis_client(url, read_timeout=follow_block_ms / 1000 + COMMAND_TIMEOUT_S)
+        self._append = self._redis.register_script(_APPEND_SCRIPT)
+
+    async def append(self, tenant: str, message: str, timestamp: str) -> Event:
+        with store_errors():
+            seq = await self._append(
+                keys=[seq_key(tenant), stream_key(tenant)],
+                args=[self._history_size, message, timestamp],
+            )
+        return Event(int(seq), tenant, message, timestamp)
+
+    async def query(
+        self, tenant: str, *, limit: int, since: int | None = None, before: int | None = None
+    ) -> list[Event]:
+        """`select_window`'s rule as one range command (atomic, one round trip).
+
+        Only `since`: the oldest `limit` entries after it (XRANGE). Otherwise the newest
+        `limit` entries below `before` and above `since` (XREVRANGE, then reversed).
+        """
+        key = stream_key(tenant)
+        entries: Any
+        with store_errors():
+            if since is not None and before is None:
+                entries = await self._redis.xrange(key, f"({since}-0", "+", count=limit)
+            elif before is not None and before <= 1:
+                entries = []
+            else:
+                high = "+" if before is None else f"({before}-0"
+                low = "-" if since is None else f"({since}-0"
+                newest_first = await self._redis.xrevrange(key, high, low, count=limit)
+                entries = list(reversed(newest_first or []))
+        return [_event(tenant, entry) for entry in entries]
+
+    async def counts(self, tenant: str) -> TenantCounts:
+        with store_errors():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.get(seq_key(tenant))
+                pipe.xlen(stream_key(tenant))
+                pipe.xrevrange(stream_key(tenant), "+", "-", count=1)
+                latest, held, last = await pipe.execute()
+        return TenantCounts(int(latest or 0), int(held), last[0][1]["timestamp"] if last else None)
+
+    async def latest_seqs(self, tenants: Sequence[str]) -> dict[str, int]:
+        """The latest seq of each tenant, in one round trip."""
+        with store_errors():
+            values = await self._redis.mget([seq_key(t) for t in tenants])
+        return {tenant: int(value or 0) for tenant, value in zip(tenants, values, strict=True)}
+
+    async def follow(self, cursors: Mapping[str, int], *, count: int) -> list[Event]:
+        """Events with seq > cursors[tenant], oldest first per tenant, at most `count` per
+        tenant; waits up to the follow block time for the first one, then returns [] ."""
+        streams: Any = {stream_key(t): f"{seq}-0" for t, seq in cursors.items()}
+        reply: Any
+        with store_errors():
+            reply = await self._follower.xread(streams, count=count, block=self._follow_block_ms)
+        events: list[Event] = []
+        for key, entries in reply or []:
+            tenant = key[len("feed:{") : -len("}:events")]
+            events.extend(_event(tenant, entry) for entry in entries)
+        return events
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def close(self) -> None:
+        await self._follower.aclose()
+        await self._redis.aclose()
+
+
+def _event(tenant: str, entry: Any) -> Event:
+    """An event from an XRANGE/XREAD entry `(id, {field: value})`."""
+    entry_id, fields = entry
+    return Event(int(entry_id.partition("-")[0]), tenant, fields["message"], fields["timestamp"])

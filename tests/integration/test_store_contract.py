@@ -1,0 +1,165 @@
+"""One contract, two stores: the memory ring buffer and Redis Streams pass the same tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from feedserver.store import EventStore, MemoryStore
+from feedserver.store.redis import RedisStore
+from tests.redis_server import RedisServer, running_redis
+
+HISTORY = 5
+TS = "2026-01-20T10:30:00.000Z"
+
+StoreFactory = Callable[[], EventStore]
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
+    """Opens stores of one kind over one backing state (one redis-server for "redis")."""
+    opened: list[EventStore] = []
+    async with contextlib.AsyncExitStack() as stack:
+        redis = None
+        if request.param == "redis":
+            redis = await stack.enter_async_context(running_redis(tmp_path, appendonly=False))
+
+        def open_one() -> EventStore:
+            store: EventStore = (
+                MemoryStore(HISTORY) if redis is None else RedisStore(redis.url, HISTORY)
+            )
+            opened.append(store)
+            return store
+
+        yield open_one
+        for store in opened:
+            await store.close()
+
+
+@pytest.fixture
+def store(open_store: StoreFactory) -> EventStore:
+    return open_store()
+
+
+async def fill(store: EventStore, tenant: str, count: int) -> None:
+    for n in range(1, count + 1):
+        await store.append(tenant, f"m{n}", TS)
+
+
+async def seqs(store: EventStore, **query: int | None) -> list[int]:
+    limit = query.pop("limit", None) or 50
+    return [e.seq for e in await store.query("t", limit=limit, **query)]
+
+
+async def test_append_allocates_seq_from_one_per_tenant(store: EventStore) -> None:
+    first = await store.append("t", "hello &lt;b&gt;", TS)
+    second = await store.append("t", "again", TS)
+    other = await store.append("u", "elsewhere", TS)
+    assert (first.seq, second.seq, other.seq) == (1, 2, 1)
+    assert first.tenant_id == "t" and first.message == "hello &lt;b&gt;"
+    assert first.timestamp == TS and first.id == "t-1"
+    assert await store.query("t", limit=10) == [first, second]
+    assert await store.query("u", limit=10) == [other]
+
+
+async def test_an_empty_tenant_has_nothing(store: EventStore) -> None:
+    counts = await store.counts("t")
+    assert (counts.latest_seq, counts.held, counts.last_event_at) == (0, 0, None)
+    assert await store.query("t", limit=10) == []
+    assert await store.query("t", limit=10, since=0) == []
+    assert await store.query("t", limit=10, before=5) == []
+
+
+async def test_only_the_newest_history_size_events_are_held(store: EventStore) -> None:
+    await fill(store, "t", 8)
+    counts = await store.counts("t")
+    assert (counts.latest_seq, counts.held, counts.oldest_held) == (8, HISTORY, 4)
+    assert await seqs(store) == [4, 5, 6, 7, 8]
+    assert await seqs(store, since=0) == [4, 5, 6, 7, 8]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ({}, [4, 5, 6, 7, 8]),
+        ({"limit": 2}, [7, 8]),
+        ({"since": 5}, [6, 7, 8]),
+        ({"since": 4, "limit": 2}, [5, 6]),
+        ({"since": 8}, []),
+        ({"since": 100}, []),
+        ({"before": 7}, [4, 5, 6]),
+        ({"before": 7, "limit": 2}, [5, 6]),
+        ({"before": 4}, []),
+        ({"before": 1}, []),
+        ({"before": 0}, []),
+        ({"before": 100, "limit": 3}, [6, 7, 8]),
+        ({"since": 4, "before": 8}, [5, 6, 7]),
+        ({"since": 4, "before": 8, "limit": 2}, [6, 7]),
+        ({"since": 6, "before": 7}, []),
+        ({"since": 7, "before": 6}, []),
+    ],
+)
+async def test_query_windows_follow_select_window(
+    store: EventStore, query: dict[str, int], expected: list[int]
+) -> None:
+    await fill(store, "t", 8)
+    assert await seqs(store, **query) == expected
+
+
+async def test_counts_report_latest_held_and_last_timestamp(store: EventStore) -> None:
+    await store.append("t", "a", "2026-01-20T10:30:00.000Z")
+    await store.append("t", "b", "2026-01-20T10:31:00.000Z")
+    counts = await store.counts("t")
+    assert (counts.latest_seq, counts.held) == (2, 2)
+    assert counts.last_event_at == "2026-01-20T10:31:00.000Z"
+
+
+async def test_concurrent_appends_never_repeat_or_skip_a_seq(open_store: StoreFactory) -> None:
+    # Two store objects over one backing state stand for two nodes where that is possible.
+    first = open_store()
+    second = first if isinstance(first, MemoryStore) else open_store()
+    events = await asyncio.gather(
+        *(node.append("t", f"m{n}", TS) for n in range(100) for node in (first, second))
+    )
+    assert sorted(e.seq for e in events) == list(range(1, 201))
+    assert (await first.counts("t")).latest_seq == 200
+
+
+async def test_ping_answers_true_when_the_store_is_up(store: EventStore) -> None:
+    assert await store.ping() is True
+
+
+async def test_text_survives_the_round_trip_unchanged(store: EventStore) -> None:
+    message = "multi\nline\twith ünïcödé, emoji 🎉 and &amp; escapes"
+    event = await store.append("t", message, TS)
+    assert (await store.query("t", limit=1)) == [event]
+    assert event.message == message
+
+
+@pytest.mark.redis
+async def test_redis_events_and_seq_outlive_the_store_object(redis_server: RedisServer) -> None:
+    store = RedisStore(redis_server.url, HISTORY)
+    await fill(store, "t", 3)
+    await store.close()
+    reopened = RedisStore(redis_server.url, HISTORY)
+    try:
+        assert [e.seq for e in await reopened.query("t", limit=10)] == [1, 2, 3]
+        assert (await reopened.append("t", "after", TS)).seq == 4
+    finally:
+        await reopened.close()
+
+
+@pytest.mark.redis
+async def test_redis_events_survive_a_redis_restart_with_aof(redis_server: RedisServer) -> None:
+    store = RedisStore(redis_server.url, HISTORY)
+    try:
+        await fill(store, "t", 3)
+        await redis_server.restart()
+        assert [e.message for e in await store.query("t", limit=10)] == ["m1", "m2", "m3"]
+        assert (await store.append("t", "after", TS)).seq == 4
+    finally:
+        await store.close()

@@ -1,0 +1,224 @@
+"""Two feedserver nodes sharing one real redis-server (FEED_STORE=redis://...)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession, TCPConnector
+from aiohttp.test_utils import TestServer
+
+from feedserver.app import GATEWAY
+from tests.conftest import ServerFactory
+from tests.feed_subscriber import subscribed
+from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.redis
+
+Nodes = tuple[TestServer, TestServer]
+
+
+@pytest.fixture
+async def nodes(start_server: ServerFactory, redis_server: RedisServer) -> Nodes:
+    return await start_server(store=redis_server.url), await start_server(store=redis_server.url)
+
+
+def url(server: TestServer) -> str:
+    return str(server.make_url(""))
+
+
+async def post(
+    http: ClientSession, server: TestServer, message: str, tenant: str = "tenant_a"
+) -> tuple[int, Any]:
+    async with http.post(
+        server.make_url("/api/events"), json={"message": message}, headers={"X-Tenant-ID": tenant}
+    ) as resp:
+        return resp.status, await resp.json()
+
+
+async def get_json(
+    http: ClientSession, server: TestServer, path: str, tenant: str | None = "tenant_a"
+) -> tuple[int, Any]:
+    headers = {"X-Tenant-ID": tenant} if tenant else {}
+    async with http.get(server.make_url(path), headers=headers) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_a_post_on_either_node_reaches_clients_on_both_once_in_order(nodes: Nodes) -> None:
+    a, b = nodes
+    async with (
+        ClientSession() as http,
+        subscribed(url(a), "tenant_a") as on_a,
+        subscribed(url(b), "tenant_a") as on_b,
+        subscribed(url(b), "tenant_b") as other_tenant,
+    ):
+        for n in range(1, 11):
+            status, event = await post(http, a if n % 2 else b, f"m{n}")
+            assert (status, event["seq"]) == (201, n)
+        for sub in (on_a, on_b):
+            await sub.wait_for(lambda sub=sub: sub.last_seq >= 10)
+            assert sub.seqs == list(range(1, 11))
+            assert [e["message"] for e in sub.live] == [f"m{n}" for n in range(1, 11)]
+        status, _ = await post(http, a, "for b only", tenant="tenant_b")
+        await other_tenant.wait_for(lambda: other_tenant.last_seq >= 1)
+        assert [e["tenantId"] for e in other_tenant.live] == ["tenant_b"]
+
+
+async def test_concurrent_posts_on_both_nodes_get_every_seq_once_delivered_in_order(
+    nodes: Nodes,
+) -> None:
+    a, b = nodes
+    async with (
+        ClientSession(connector=TCPConnector(limit=40)) as http,
+        subscribed(url(a), "tenant_a") as on_a,
+        subscribed(url(b), "tenant_a") as on_b,
+    ):
+        results = await asyncio.gather(
+            *(post(http, node, f"{i}") for i in range(500) for node in (a, b))
+        )
+        assert {status for status, _ in results} == {201}
+        assert sorted(event["seq"] for _, event in results) == list(range(1, 1001))
+        for sub in (on_a, on_b):
+            await sub.wait_for(lambda sub=sub: sub.last_seq >= 1000)
+            assert sub.seqs == list(range(1, 1001))
+        pages = []
+        for node in (a, b):
+            first = await get_json(http, node, "/api/events?since=0&limit=500")
+            second = await get_json(http, node, "/api/events?since=500&limit=500")
+            pages.append((first, second))
+        assert pages[0] == pages[1]
+        (_, first), (_, second) = pages[0]
+        assert [e["seq"] for e in first["events"] + second["events"]] == list(range(1, 1001))
+        assert first["latestSeq"] == 1000
+
+
+async def test_sockets_joining_during_a_burst_on_the_other_node_miss_nothing(
+    nodes: Nodes,
+) -> None:
+    a, b = nodes
+    total = 300
+    async with (
+        ClientSession(connector=TCPConnector(limit=10)) as http,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        burst = asyncio.gather(*(post(http, a, f"m{n}") for n in range(total)))
+        joined = [await stack.enter_async_context(subscribed(url(b), "tenant_a")) for _ in range(5)]
+        await burst
+        for sub in joined:
+            await sub.wait_for(lambda sub=sub: sub.last_seq >= total)
+            # its catch-up, then live events: contiguous to the end, nothing twice
+            assert sub.seqs == list(range(sub.seqs[0], total + 1))
+
+
+async def test_stats_count_the_connections_of_every_node(nodes: Nodes) -> None:
+    a, b = nodes
+
+    async def connections_seen_by(node: TestServer) -> int:
+        _, body = await get_json(http, node, "/api/events/stats")
+        count: int = body["tenantStats"]["tenant_a"]["connections"]
+        return count
+
+    async def until(node: TestServer, expected: int) -> None:
+        # Other nodes' counts arrive through Redis a moment after they change: poll.
+        for _ in range(200):
+            if (seen := await connections_seen_by(node)) == expected:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"stats show {seen} connections, expected {expected}")
+
+    async with ClientSession() as http, subscribed(url(a), "tenant_a"):
+        async with subscribed(url(b), "tenant_a"), subscribed(url(b), "tenant_a"):
+            await until(a, 3)
+            await until(b, 3)
+        await until(a, 1)
+        await until(b, 1)
+
+
+async def test_a_system_message_reaches_the_clients_of_every_node(nodes: Nodes) -> None:
+    a, b = nodes
+    async with subscribed(url(a), "tenant_a") as on_a, subscribed(url(b), "tenant_b") as on_b:
+        await both_nodes_listen(nodes)
+        await a.app[GATEWAY].system_message("maintenance at noon", "info")
+        for sub in (on_a, on_b):
+            await sub.wait_for(lambda sub=sub: len(sub.system) == 1)
+            assert sub.system[0]["message"] == "maintenance at noon"
+
+
+async def test_a_node_shutting_down_warns_only_its_own_clients(nodes: Nodes) -> None:
+    a, b = nodes
+    async with subscribed(url(a), "tenant_a") as on_a, subscribed(url(b), "tenant_a") as on_b:
+        await both_nodes_listen(nodes)
+        await a.close()
+        assert [n["message"] for n in on_a.system] == ["server shutting down"]
+        # Pub/sub keeps order: had A's notice crossed, it would arrive before this one.
+        await b.app[GATEWAY].system_message("still here", "info")
+        await on_b.wait_for(lambda: len(on_b.system) >= 1)
+        assert [n["message"] for n in on_b.system] == ["still here"]
+
+
+async def test_a_restarted_node_continues_history_and_seq(
+    start_server: ServerFactory, redis_server: RedisServer
+) -> None:
+    first = await start_server(store=redis_server.url)
+    async with ClientSession() as http:
+        for n in range(3):
+            await post(http, first, f"m{n}")
+        await first.close()
+        again = await start_server(store=redis_server.url)
+        _, history = await get_json(http, again, "/api/events")
+        assert [e["seq"] for e in history["events"]] == [1, 2, 3]
+        status, event = await post(http, again, "after restart")
+        assert (status, event["seq"]) == (201, 4)
+
+
+async def test_events_survive_a_redis_restart_with_aof(
+    nodes: Nodes, redis_server: RedisServer
+) -> None:
+    a, b = nodes
+    async with ClientSession() as http, subscribed(url(b), "tenant_a") as on_b:
+        for n in range(3):
+            await post(http, a, f"m{n}")
+        await redis_server.restart()
+        _, history = await get_json(http, b, "/api/events")
+        assert [e["message"] for e in history["events"]] == ["m0", "m1", "m2"]
+        status, event = await post(http, a, "after")
+        assert (status, event["seq"]) == (201, 4)
+        await on_b.wait_for(lambda: on_b.last_seq >= 4)
+        assert on_b.seqs == [1, 2, 3, 4]
+
+
+async def test_while_redis_is_down_the_nodes_answer_503_and_recover_by_themselves(
+    nodes: Nodes, redis_server: RedisServer
+) -> None:
+    a, b = nodes
+    async with ClientSession() as http, subscribed(url(b), "tenant_a") as on_b:
+        assert (await post(http, a, "before"))[0] == 201
+        await redis_server.stop()
+
+        status, health = await get_json(http, a, "/api/health", tenant=None)
+        assert status == 503
+        assert health["status"] == "unhealthy"
+        assert health["store"] == {"backend": "redis", "ok": False}
+        status, body = await post(http, a, "during")
+        assert (status, body["error"]["code"]) == (503, "store_unavailable")
+        status, body = await get_json(http, b, "/api/events")
+        assert (status, body["error"]["code"]) == (503, "store_unavailable")
+        ack = await on_b.client.call("create_event", {"message": "during"}, timeout=10)
+        assert ack["ok"] is False and ack["error"]["code"] == "store_unavailable"
+        assert on_b.client.connected
+
+        await redis_server.start()
+        status, health = await get_json(http, a, "/api/health", tenant=None)
+        assert (status, health["store"]) == (200, {"backend": "redis", "ok": True})
+        status, event = await post(http, a, "after")
+        assert (status, event["seq"]) == (201, 2)  # nothing was half-written meanwhile
+        await on_b.wait_for(lambda: on_b.last_seq >= 2)
+        assert on_b.seqs == [1, 2] and on_b.client.connected
+
+
+async def both_nodes_listen(nodes: Nodes) -> None:
+    """Wait until both nodes' Socket.IO managers listen on the shared channel."""
+    for node in nodes:
+        await asyncio.wait_for(node.app[GATEWAY].sio.manager.listening.wait(), 10)
