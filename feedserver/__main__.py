@@ -75,8 +75,13 @@ def serve(settings: Settings) -> int:
 
 async def _serve(settings: Settings) -> None:
     app = create_app(settings)
+    # aiohttp waits this long for open handlers (websockets) before cancelling them; keep a
+    # margin so that the whole shutdown, goodbye messages included, fits the timeout.
     runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_timeout
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=max(0.1, settings.shutdown_timeout * 0.8),
     )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, backlog=4096)
@@ -90,7 +95,10 @@ async def _serve(settings: Settings) -> None:
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     log.info("shutting down: telling clients, closing connections")
-    await asyncio.wait_for(runner.cleanup(), timeout=settings.shutdown_timeout + 1)
+    try:
+        await asyncio.wait_for(runner.cleanup(), timeout=settings.shutdown_timeout)
+    except TimeoutError:
+        log.warning("shutdown took longer than FEED_SHUTDOWN_TIMEOUT; stopping anyway")
     log.info("stopped")
 
 
