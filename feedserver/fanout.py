@@ -79,6 +79,8 @@ class _WebSocketSlot:
     socket: Any  # engineio.async_socket.AsyncSocket
     response: web.WebSocketResponse
     transport: asyncio.Transport
+    queued: Any  # socket.queue._queue: the packets waiting for the writer task
+    getters: Any  # socket.queue._getters: the writer task's get(), while it waits
 
 
 class RoomBroadcaster:
@@ -114,6 +116,7 @@ class RoomBroadcaster:
         self.direct_writes = 0
         self.queued = 0
         self.evicted = 0
+        self._batch: list[tuple[bytes, list[_WebSocketSlot]]] | None = None
         self._install_websocket_driver()
         self._count_socketio_sends()
 
@@ -131,55 +134,116 @@ class RoomBroadcaster:
         frame = websocket_text_frame(text.encode())
         pkt = eio_packet.Packet(eio_packet.MESSAGE, data=text[1:])
         pkt.encode_cache = text  # what Packet.encode() would build, shared by all sockets
-        sockets = self._eio.sockets
         slots = self._slots
         in_flight = self._sends_in_flight
-        max_queue = self.max_queue
         max_buffer = self.max_write_buffer
-        send_tasks: list[asyncio.Task[None]] = []
+        direct: list[_WebSocketSlot] = []
+        queued: list[Any] = []  # sockets that take the Engine.IO path
         slow: list[Any] = []
-        recipients = direct = 0
         for _sid, eio_sid in self._server.manager.get_participants(NAMESPACE, room):
-            sock = sockets.get(eio_sid)
-            if sock is None or sock.closing or sock.closed:
-                continue
-            recipients += 1
-            queue = sock.queue
             slot = slots.get(eio_sid)
-            if (
-                slot is not None
-                and not queue._queue
-                and sock.upgraded
-                and not sock.upgrading
-                and eio_sid not in in_flight
-                and _writer_is_waiting(queue)
-            ):
-                transport = slot.transport
-                if transport.is_closing() or slot.response.closed:
-                    recipients -= 1  # going away; engineio is tearing it down
-                elif transport.get_write_buffer_size() > max_buffer:
-                    slow.append(sock)
-                else:
-                    transport.write(frame)
-                    direct += 1
-                continue
-            if queue.qsize() >= max_queue or (
-                slot is not None and slot.transport.get_write_buffer_size() > max_buffer
-            ):
-                slow.append(sock)
-            elif eio_sid in in_flight:
-                # socketio send tasks for this socket have not run yet: queue behind them
-                send_tasks.append(asyncio.create_task(self._server._send_eio_packet(eio_sid, pkt)))
-            else:
-                queue.put_nowait(pkt)
-        recipients -= len(slow)
-        self.direct_writes += direct
-        self.queued += recipients - direct
+            if slot is not None:
+                sock = slot.socket
+                getters = slot.getters
+                # The writer task is parked in queue.get() (a getter is registered) with
+                # nothing queued and no socketio send task in flight. Between a put and the
+                # writer's return to get() (waking up, writing its batch) no getter is
+                # registered, so a packet it holds but has not written is never overtaken.
+                if (
+                    not slot.queued
+                    and getters
+                    and not getters[0].done()
+                    and sock.upgraded
+                    and not sock.upgrading
+                    and not sock.closing
+                    and eio_sid not in in_flight
+                ):
+                    transport = slot.transport
+                    if transport.get_write_buffer_size() > max_buffer:
+                        slow.append(sock)
+                    elif not transport.is_closing():
+                        direct.append(slot)
+                    continue
+            queued.append(eio_sid)
+        if direct:
+            self._defer_write(frame, direct)
+        send_tasks, enqueued = self._enqueue(queued, pkt, slow) if queued else ([], 0)
+        self.direct_writes += len(direct)
+        self.queued += enqueued
+        recipients = len(direct) + enqueued
         for sock in slow:
             await self._evict(sock)
         if send_tasks:
             await asyncio.wait(send_tasks)
         return recipients
+
+    def _enqueue(
+        self, eio_sids: list[str], pkt: Any, slow: list[Any]
+    ) -> tuple[list[asyncio.Task[None]], int]:
+        """The Engine.IO path (polling, upgrading or busy sockets), in socketio's order.
+
+        Returns the send tasks to await and how many sockets got the packet; sockets over
+        a bound go to `slow`.
+        """
+        sockets = self._eio.sockets
+        slots = self._slots
+        in_flight = self._sends_in_flight
+        send_tasks: list[asyncio.Task[None]] = []
+        enqueued = 0
+        for eio_sid in eio_sids:
+            sock = sockets.get(eio_sid)
+            if sock is None or sock.closing or sock.closed:
+                continue
+            slot = slots.get(eio_sid)
+            if sock.queue.qsize() >= self.max_queue or (
+                slot is not None and slot.transport.get_write_buffer_size() > self.max_write_buffer
+            ):
+                slow.append(sock)
+            elif eio_sid in in_flight:
+                # socketio send tasks for this socket have not run yet: queue behind them
+                send_tasks.append(asyncio.create_task(self._server._send_eio_packet(eio_sid, pkt)))
+                enqueued += 1
+            else:
+                sock.queue.put_nowait(pkt)
+                enqueued += 1
+        return send_tasks, enqueued
+
+    # -- coalesced writes -----------------------------------------------------------------
+
+    def _defer_write(self, frame: bytes, slots: list[_WebSocketSlot]) -> None:
+        """Write `frame` to `slots` at the start of the next loop pass, with later frames.
+
+        Every broadcast made before then adds its frame, so a socket gets one write (one
+        send()) for all of them. Order holds: anything else that sends to one of these
+        sockets meanwhile goes through its Engine.IO queue, and the writer task it wakes is
+        scheduled after this flush.
+        """
+        if self._batch is None:
+            self._batch = []
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._batch.append((frame, slots))
+
+    def _flush(self) -> None:
+        batch, self._batch = self._batch or [], None
+        if len(batch) == 1:
+            frame, slots = batch[0]
+            for slot in slots:
+                transport = slot.transport
+                # closed: our close frame may be out (e.g. aiohttp answered a client's close)
+                if not transport.is_closing() and not slot.response.closed:
+                    transport.write(frame)
+            return
+        frames_for: dict[_WebSocketSlot, list[bytes]] = {}
+        for frame, slots in batch:
+            for slot in slots:
+                frames = frames_for.get(slot)
+                if frames is None:
+                    frames_for[slot] = [frame]
+                else:
+                    frames.append(frame)
+        for slot, frames in frames_for.items():
+            if not slot.transport.is_closing() and not slot.response.closed:
+                slot.transport.write(b"".join(frames))
 
     # -- slow readers ---------------------------------------------------------------------
 
@@ -240,16 +304,6 @@ async def _run_counted(send: SendPacket, eio_sid: str, pkt: Any, in_flight: dict
             in_flight.pop(eio_sid, None)
 
 
-def _writer_is_waiting(queue: Any) -> bool:
-    """True when the socket's writer task is parked in `queue.get()` with nothing in hand.
-
-    Between a `put` and the writer's return to `get()` (while it wakes up, then writes its
-    batch) no getter is registered, so a packet taken off the queue but not yet written can
-    never be overtaken.
-    """
-    return any(not getter.done() for getter in queue._getters)
-
-
 def _driver_factory(slots: dict[str, _WebSocketSlot]) -> Callable[..., Any]:
     """Engine.IO's aiohttp WebSocket driver, without permessage-deflate, that registers slots."""
 
@@ -266,7 +320,10 @@ def _driver_factory(slots: dict[str, _WebSocketSlot]) -> Callable[..., Any]:
             sock = self.handler.__self__  # the bound AsyncSocket._websocket_handler
             transport = request.transport
             if transport is not None:
-                slots[sock.sid] = _WebSocketSlot(sock, self._sock, transport)
+                queue = sock.queue
+                slots[sock.sid] = _WebSocketSlot(
+                    sock, self._sock, transport, queue._queue, queue._getters
+                )
             try:
                 await self.handler(self)
             finally:

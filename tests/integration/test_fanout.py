@@ -288,3 +288,19 @@ async def test_polling_client_that_stops_polling_is_disconnected_at_the_queue_bo
         assert await asyncio.wait_for(fan.disconnected.get(), RECEIVE_TIMEOUT) == sid
         assert fan.room_size() == 0
         assert fan.sio.eio.sockets[eio_sid].queue.empty()
+
+
+async def test_engineio_sends_between_coalesced_broadcasts_keep_their_place(
+    fanout_app: FanoutApp, subscriber: Subscriber
+) -> None:
+    await subscriber.client.connect(fanout_app.url, transports=["websocket"])
+    eio_sid = subscriber.client.eio.sid
+    seq = 0
+    for _ in range(50):
+        # none of these awaits yields: all three happen before the broadcasts' flush
+        await fanout_app.broadcaster.broadcast(ROOM, "event_created", event_json(seq + 1))
+        await fanout_app.sio.eio.send(eio_sid, f'2["event_created",{event_json(seq + 2)}]')
+        await fanout_app.broadcaster.broadcast(ROOM, "event_created", event_json(seq + 3))
+        seq += 3
+    assert await subscriber.received(seq) == list(range(1, seq + 1))
+    assert fanout_app.broadcaster.direct_writes >= 1
