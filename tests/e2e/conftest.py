@@ -21,7 +21,7 @@ _NETWORK_NOISE = ("net::ERR_", "Failed to load resource", "WebSocket connection 
 expect.set_options(timeout=5_000)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def feed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FeedServer]:
     """One real feedserver for the whole e2e session, on a free port."""
     log_path = tmp_path_factory.mktemp("feedserver") / "server.log"
@@ -29,13 +29,15 @@ def feed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FeedServer
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def rest(feed_server: FeedServer) -> RestClient:
     return RestClient(feed_server.url)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
+    """Package scope, not session: the sync Playwright API keeps an asyncio loop running
+    in this thread while it is open, which would break the async tests of other folders."""
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         yield browser

@@ -84,6 +84,7 @@ def test_markup_in_messages_is_shown_as_literal_text_and_never_runs(
     entities = f"5 &lt; 6 &amp;&amp; \"quoted\" 'single' <b>bold</b> {marker}"
 
     post_from_page(page, attack)
+    expect(page.get_by_test_id("event-message").filter(has_text=marker)).to_have_count(1)
     rest.post_event("tenant_a", entities)
 
     expect(page.get_by_test_id("event-message").filter(has_text=marker)).to_have_text(
