@@ -230,3 +230,22 @@ def test_page_is_served_with_a_strict_csp(feed_server: FeedServer, open_feed: Op
     assert "unsafe-inline" not in csp
     # The page still works under it (the fixture also fails on any CSP violation).
     expect(page.get_by_test_id("status")).to_have_attribute("data-state", "live")
+
+
+def test_browser_offline_shows_offline_and_the_page_comes_back_by_itself(
+    open_feed: OpenFeed, rest: RestClient
+) -> None:
+    page = open_feed("tenant_a")
+    marker = unique("while the browser was offline")
+
+    page.context.set_offline(True)
+    page.evaluate("() => window.__feed.socket.io.engine.close()")
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "offline")
+    rest.post_event("tenant_a", marker)
+    post_from_page(page, unique("not sent"))
+    expect(page.get_by_test_id("post-error")).to_contain_text("offline")
+
+    page.context.set_offline(False)
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "live", timeout=15_000)
+    expect(page.get_by_test_id("event-message").filter(has_text=marker)).to_have_count(1)
+    expect(page.get_by_test_id("post-error")).to_be_hidden()

@@ -53,3 +53,15 @@ def test_an_unknown_tenant_in_the_link_is_refused_with_a_clear_message(
     expect(page.get_by_test_id("page-error")).to_contain_text("Unknown tenant")
     expect(page.get_by_test_id("status")).to_have_attribute("data-state", "offline")
     expect(page.get_by_test_id("tenant-select")).to_have_value("")
+
+
+def test_a_post_the_server_refuses_shows_the_servers_reason(open_feed: OpenFeed) -> None:
+    page = open_feed("tenant_a")
+    box = page.get_by_test_id("message-input")
+
+    box.fill("bell \u0007 character")
+    box.press("Enter")
+
+    expect(page.get_by_test_id("post-error")).to_contain_text("Not posted")
+    expect(page.get_by_test_id("post-error")).to_contain_text("control characters")
+    expect(box).to_have_value("bell \u0007 character")

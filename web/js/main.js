@@ -113,7 +113,10 @@ function showPostError(text) {
 }
 
 function describeRefusal(error) {
-  if (error.code === 'validation_error') return `Not posted: ${error.message || 'the message is not valid.'}`;
+  if (error.code === 'validation_error') {
+    const why = typeof error.details?.message === 'string' ? error.details.message : '';
+    return why ? `Not posted: the message ${why}.` : `Not posted: ${error.message || 'the message is not valid.'}`;
+  }
   return ERROR_TEXT[error.code] ?? `Not posted: ${error.message || 'the server refused the message.'}`;
 }
 
