@@ -27,7 +27,7 @@ from .errors import (
     ValidationFailed,
 )
 from .events import utc_timestamp
-from .schemas import parse_history_query
+from .schemas import IDEMPOTENCY_KEY_HEADER, parse_history_query, parse_idempotency_key
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +125,13 @@ class RestApi:
 
     async def create_event(self, request: web.Request) -> web.Response:
         tenant = self.authenticator.from_headers(request.headers).require_tenant()
+        raw_key = request.headers.get(IDEMPOTENCY_KEY_HEADER)
+        key = None if raw_key is None else parse_idempotency_key(raw_key)
         payload = await read_json(request, self.settings.max_body_bytes)
-        event = await self.feed.publish(tenant, payload)
-        return json_response(event.to_json(), 201)
+        published = await self.feed.publish(tenant, payload, idempotency_key=key)
+        if published.replayed:
+            return json_response(published.event.to_json(), 200, {"Idempotent-Replayed": "true"})
+        return json_response(published.event.to_json(), 201)
 
     async def list_events(self, request: web.Request) -> web.Response:
         tenant = self.authenticator.from_headers(request.headers).require_tenant()

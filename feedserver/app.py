@@ -36,6 +36,7 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
         max_message_length=settings.max_message_length,
         connections=backend.connections,
         bus=backend.bus,
+        idempotency_ttl=settings.idempotency_ttl,
     )
     gateway = RealtimeGateway(settings, feed, authenticator, backend.socket_manager)
     app[FEED] = feed

@@ -11,9 +11,10 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from .errors import ValidationFailed
 from .events import Event, utc_timestamp
 from .messages import normalise_message
-from .schemas import parse_publish
+from .schemas import IDEMPOTENCY_KEY_HEADER, parse_publish
 from .store import EventStore, TenantCounts
 
 Listener = Callable[[Event], Awaitable[None]]
@@ -80,6 +81,12 @@ class LocalConnections:
 
 
 @dataclass(frozen=True, slots=True)
+class Published:
+    event: Event
+    replayed: bool  # True: the idempotency key was seen before; `event` is the first one
+
+
+@dataclass(frozen=True, slots=True)
 class History:
     events: list[Event]
     latest_seq: int
@@ -118,12 +125,14 @@ class Feed:
         history_size: int,
         initial_events: int,
         max_message_length: int,
+        idempotency_ttl: int = 600,
         limiter: PublishLimiter | None = None,
         connections: ConnectionCounter | None = None,
         bus: EventBus | None = None,
     ) -> None:
         self.store = store
         self.history_size = history_size
+        self.idempotency_ttl = idempotency_ttl
         self.initial_events = initial_events
         self.max_message_length = max_message_length
         self.limiter = limiter
@@ -134,14 +143,29 @@ class Feed:
         """Call `listener(event)` for every new event this node is to deliver."""
         self.bus.add_listener(listener)
 
-    async def publish(self, tenant: str, payload: object) -> Event:
-        """Validate, rate-limit, store and broadcast one event; the one publish path."""
-        message = normalise_message(parse_publish(payload), self.max_message_length)
+    async def publish(
+        self, tenant: str, payload: object, idempotency_key: str | None = None
+    ) -> Published:
+        """Validate, rate-limit, store and broadcast one event; the one publish path.
+
+        With an idempotency key (the REST header, or `idempotencyKey` in the payload) a
+        repeat within `idempotency_ttl` seconds stores and broadcasts nothing and returns
+        the first event.
+        """
+        request = parse_publish(payload)
+        key = _one_key(idempotency_key, request.idempotency_key)
+        message = normalise_message(request.message, self.max_message_length)
         if self.limiter is not None:
             await self.limiter.hit(tenant)
-        event = await self.store.append(tenant, message, utc_timestamp())
-        await self.bus.announce(event)
-        return event
+        if key is None:
+            event, created = await self.store.append(tenant, message, utc_timestamp()), True
+        else:
+            event, created = await self.store.append_once(
+                tenant, key, message, utc_timestamp(), ttl=self.idempotency_ttl
+            )
+        if created:
+            await self.bus.announce(event)
+        return Published(event, replayed=not created)
 
     async def history(
         self, tenant: str, *, limit: int, since: int | None = None, before: int | None = None
@@ -177,3 +201,12 @@ class Feed:
                 counts.last_event_at,
             )
         return out
+
+
+def _one_key(header: str | None, payload: str | None) -> str | None:
+    if header is not None and payload is not None and header != payload:
+        raise ValidationFailed(
+            "Two different idempotency keys",
+            {IDEMPOTENCY_KEY_HEADER: "differs from idempotencyKey in the body"},
+        )
+    return header if header is not None else payload

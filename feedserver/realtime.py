@@ -4,6 +4,10 @@ A connecting socket is first *syncing*: it is not yet in its tenant's room, and 
 for its tenant are parked in its session. Once its catch-up (`initial_events`) is sent, the
 parked events that the catch-up did not cover follow, and only then does it join the room.
 So every subscriber sees each event once, in seq order, whichever store is behind.
+
+A reconnect of the socket.io JS client with `{pid, offset}` in its auth is resumed as
+socket.io's native connection state recovery (see `recovery`): same pid, and the missed
+events as `event_created` instead of `initial_events`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from .core import CatchUp, Feed
 from .errors import FeedError, InternalError, ValidationFailed
 from .events import Event, utc_timestamp
 from .jsoncodec import SocketJson
+from .recovery import ConnectionRecovery, RecoveringServer
 from .schemas import MAX_SEQ
 
 log = logging.getLogger(__name__)
@@ -50,7 +55,8 @@ class RealtimeGateway:
         self.feed = feed
         self.authenticator = authenticator
         self._origins = frozenset(settings.cors_origins)
-        self.sio = socketio.AsyncServer(
+        self.recovery = ConnectionRecovery(feed.store, enabled=settings.connection_state_recovery)
+        self.sio = RecoveringServer(
             async_mode="aiohttp",
             client_manager=client_manager,
             cors_allowed_origins=self._origin_allowed,
@@ -89,40 +95,55 @@ class RealtimeGateway:
         try:
             tenant = self.authenticator.from_handshake(handshake, query).require_tenant()
             since = parse_since(handshake.get("since", query.get("since")))
+            resume = await self.recovery.requested(handshake)
+            pid = await self.recovery.new_pid()
+            session = Session(tenant)
+            # Read before the CONNECT reply: its pid says whether the client is recovered.
+            catch_up = await self._catch_up(session, since if resume is None else resume.offset)
         except FeedError as exc:
             raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.to_json()) from None
-        session = Session(tenant)
+        replay = resume is not None and catch_up.recovered
+        if resume is not None and replay:
+            pid = resume.pid
         self._sessions[sid] = session
-        self._syncing.setdefault(tenant, set()).add(session)
         self.feed.connections.opened(tenant)
         # The CONNECT reply is sent after this handler returns; the catch-up must follow it.
-        self._spawn(self._sync(sid, session, since))
+        self._spawn(self._sync(sid, session, catch_up, replay))
+        if self.recovery.enabled:
+            self.sio.grant_pid(sid, pid)
 
-    async def _sync(self, sid: str, session: Session, since: int | None) -> None:
+    async def _catch_up(self, session: Session, since: int | None) -> CatchUp:
+        """The session's catch-up; live events are parked from before it is read."""
+        self._syncing.setdefault(session.tenant, set()).add(session)
         try:
-            catch_up = await self.feed.catch_up(session.tenant, since)
-        except FeedError:
-            log.warning("catch-up failed for a %s socket; disconnecting it", session.tenant)
-            await self.sio.disconnect(sid)
-            return
-        await self._send_catch_up(sid, catch_up)
+            return await self.feed.catch_up(session.tenant, since)
+        except BaseException:
+            self._stop_syncing(session)
+            raise
+
+    async def _sync(self, sid: str, session: Session, catch_up: CatchUp, replay: bool) -> None:
+        await self._send_catch_up(sid, session, catch_up, replay)
         sent_up_to = max([catch_up.latest_seq] + [e.seq for e in catch_up.events[-1:]])
         while session.pending:
             batch, session.pending = session.pending, []
             for event in batch:
                 if event.seq > sent_up_to:
-                    await self.sio.emit("event_created", event.to_json(), to=sid)
+                    await self._send_event(sid, event)
                     sent_up_to = event.seq
         self._stop_syncing(session)
         if self._sessions.get(sid) is session:
             await self.sio.enter_room(sid, session.tenant)
 
-    async def _send_catch_up(self, sid: str, catch_up: CatchUp) -> None:
-        tenant = self._sessions[sid].tenant if sid in self._sessions else None
+    async def _send_catch_up(
+        self, sid: str, session: Session, catch_up: CatchUp, replay: bool
+    ) -> None:
+        """`connection_established`, then the missed events: replayed one by one as
+        `event_created` to a natively recovered socket (an `initial_events` would make a
+        client that resets its list on it drop what it holds), else `initial_events`."""
         await self.sio.emit(
             "connection_established",
             {
-                "tenantId": tenant,
+                "tenantId": session.tenant,
                 "socketId": sid,
                 "timestamp": utc_timestamp(),
                 "recovered": catch_up.recovered,
@@ -130,7 +151,14 @@ class RealtimeGateway:
             },
             to=sid,
         )
-        await self.sio.emit("initial_events", [e.to_json() for e in catch_up.events], to=sid)
+        if not replay:
+            await self.sio.emit("initial_events", self.recovery.initial_args(catch_up), to=sid)
+            return
+        for event in catch_up.events:
+            await self._send_event(sid, event)
+
+    async def _send_event(self, sid: str, event: Event) -> None:
+        await self.sio.emit("event_created", self.recovery.event_args(event), to=sid)
 
     def _stop_syncing(self, session: Session) -> None:
         session.pending = None
@@ -154,13 +182,15 @@ class RealtimeGateway:
         if session is None:
             return ack_error(InternalError("Not connected"))
         try:
-            event = await self.feed.publish(session.tenant, payload)
+            published = await self.feed.publish(session.tenant, payload)
         except FeedError as exc:
             return ack_error(exc)
         except Exception:
             log.exception("create_event failed")
             return ack_error(InternalError())
-        return {"ok": True, "event": event.to_json()}
+        if published.replayed:
+            return {"ok": True, "event": published.event.to_json(), "replayed": True}
+        return {"ok": True, "event": published.event.to_json()}
 
     async def deliver(self, event: Event) -> None:
         """Feed listener: send one new event to its tenant's subscribers on this node.
@@ -171,7 +201,10 @@ class RealtimeGateway:
             if session.pending is not None:
                 session.pending.append(event)
         await self.sio.emit(
-            "event_created", event.to_json(), room=event.tenant_id, ignore_queue=True
+            "event_created",
+            self.recovery.event_args(event),
+            room=event.tenant_id,
+            ignore_queue=True,
         )
 
     async def system_message(self, message: str, level: str) -> None:

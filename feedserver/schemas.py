@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
@@ -10,6 +11,15 @@ from .errors import ValidationFailed
 
 MAX_LIMIT = 500
 MAX_SEQ = 2**53 - 1  # JavaScript's MAX_SAFE_INTEGER: seq must round-trip through JSON in JS
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+IDEMPOTENCY_KEY_RULE = "must be 1..128 visible ASCII characters"
+_idempotency_key = validate.Regexp(r"^[\x21-\x7e]{1,128}\Z", error=IDEMPOTENCY_KEY_RULE)
+
+
+@dataclass(frozen=True, slots=True)
+class PublishRequest:
+    message: str  # as sent: `messages.normalise_message` applies the text rules
+    idempotency_key: str | None = None
 
 
 class PublishSchema(Schema):
@@ -17,6 +27,7 @@ class PublishSchema(Schema):
         unknown = RAISE
 
     message = fields.String(required=True)
+    idempotencyKey = fields.String(load_default=None, validate=_idempotency_key)
 
 
 class HistoryQuerySchema(Schema):
@@ -53,12 +64,24 @@ def load(schema: Schema, data: Any) -> dict[str, Any]:
     return result
 
 
-def parse_publish(payload: Any) -> str:
-    """The raw message of a publish payload (REST body or socket `create_event`)."""
+def parse_publish(payload: Any) -> PublishRequest:
+    """A publish payload (REST body or socket `create_event`), checked field by field."""
     # The common, valid shape skips marshmallow: same answer, a fraction of the cost.
     if type(payload) is dict and len(payload) == 1 and type(payload.get("message")) is str:
-        return payload["message"]  # type: ignore[no-any-return]
-    return str(load(_publish, payload)["message"])
+        return PublishRequest(payload["message"])
+    loaded = load(_publish, payload)
+    return PublishRequest(str(loaded["message"]), loaded["idempotencyKey"])
+
+
+def parse_idempotency_key(raw: str) -> str:
+    """The `Idempotency-Key` header, by the same rule as `idempotencyKey` in a payload."""
+    try:
+        _idempotency_key(raw)
+    except ValidationError:
+        raise ValidationFailed(
+            "Invalid Idempotency-Key", {IDEMPOTENCY_KEY_HEADER: IDEMPOTENCY_KEY_RULE}
+        ) from None
+    return raw
 
 
 def parse_history_query(query: dict[str, str]) -> dict[str, Any]:

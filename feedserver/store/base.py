@@ -29,6 +29,23 @@ class EventStore(Protocol):
         """Allocate the next seq for `tenant` and store the event atomically."""
         ...
 
+    async def append_once(
+        self, tenant: str, key: str, message: str, timestamp: str, *, ttl: int
+    ) -> tuple[Event, bool]:
+        """`append` under an idempotency key: `(event, True)` for the first claim of `key`.
+
+        When `tenant` claimed `key` in the last `ttl` seconds, nothing is stored and the
+        event of that first claim is returned with False (even if the ring buffer has
+        dropped it since). Check, append and claim are one atomic step, so concurrent
+        calls with one key create exactly one event.
+        """
+        ...
+
+    async def epoch(self) -> str:
+        """Names this store's seq numbering: an offset read under one epoch means the
+        same event wherever the same epoch is reported, and nothing under another."""
+        ...
+
     async def query(
         self, tenant: str, *, limit: int, since: int | None = None, before: int | None = None
     ) -> list[Event]:

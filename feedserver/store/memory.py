@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
 from ..events import Event
 from .base import TenantCounts, select_window
 
@@ -31,14 +36,42 @@ class _Ring:
         return [self.slots[(seq - 1) % capacity] for seq in range(lo, hi + 1)]  # type: ignore[misc]
 
 
+class _Claims:
+    """One tenant's idempotency keys with their first event, in claim order.
+
+    Every claim of a store uses the same TTL in practice, so claim order is also expiry
+    order and expiring is popping from the front.
+    """
+
+    __slots__ = ("_keys",)
+
+    def __init__(self) -> None:
+        # OrderedDict: O(1) look at and pop of the oldest entry, however many were popped.
+        self._keys: OrderedDict[str, tuple[float, Event]] = OrderedDict()
+
+    def get(self, key: str, now: float) -> Event | None:
+        keys = self._keys
+        while keys and next(iter(keys.values()))[0] <= now:
+            keys.popitem(last=False)
+        claim = keys.get(key)
+        return None if claim is None else claim[1]
+
+    def put(self, key: str, event: Event, expires_at: float) -> None:
+        self._keys[key] = (expires_at, event)
+
+
 class MemoryStore:
     """Not shared between processes and lost on restart; `FEED_STORE=redis://` is durable."""
 
     backend = "memory"
 
-    def __init__(self, history_size: int) -> None:
+    def __init__(self, history_size: int, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._history_size = history_size
         self._rings: dict[str, _Ring] = {}
+        self._claims: dict[str, _Claims] = {}
+        self._clock = clock
+        # Seqs start again at 1 in every process: each one is its own epoch.
+        self._epoch = secrets.token_urlsafe(6)
 
     def _ring(self, tenant: str) -> _Ring:
         ring = self._rings.get(tenant)
@@ -48,6 +81,21 @@ class MemoryStore:
 
     async def append(self, tenant: str, message: str, timestamp: str) -> Event:
         return self._ring(tenant).append(tenant, message, timestamp)
+
+    async def append_once(
+        self, tenant: str, key: str, message: str, timestamp: str, *, ttl: int
+    ) -> tuple[Event, bool]:
+        # No await between the check and the claim: atomic on the event loop.
+        claims = self._claims.get(tenant)
+        if claims is None:
+            claims = self._claims[tenant] = _Claims()
+        now = self._clock()
+        first = claims.get(key, now)
+        if first is not None:
+            return first, False
+        event = self._ring(tenant).append(tenant, message, timestamp)
+        claims.put(key, event, now + ttl)
+        return event, True
 
     async def query(
         self, tenant: str, *, limit: int, since: int | None = None, before: int | None = None
@@ -62,8 +110,12 @@ class MemoryStore:
         ring = self._ring(tenant)
         return TenantCounts(ring.latest, ring.held, ring.last_event_at)
 
+    async def epoch(self) -> str:
+        return self._epoch
+
     async def ping(self) -> bool:
         return True
 
     async def close(self) -> None:
         self._rings.clear()
+        self._claims.clear()

@@ -1,0 +1,112 @@
+"""socket.io's native connection state recovery, as the socket.io v4 JavaScript client does it.
+
+socket.io-client 4.x (`build/cjs/socket.js`) recovers a connection by itself when:
+1. the server's CONNECT reply carries a `pid` (the client then sets
+   `socket.recovered = pid && this._pid === pid` and keeps the pid);
+2. events end with an offset: a trailing string argument (the client keeps the last one);
+3. the server honours the `{pid, offset}` that the client adds to its next CONNECT auth.
+
+python-socketio does none of this, so this module adds it, without state on the server:
+- an offset is an event's `seq` as a string (the numbers of `auth.since` and REST `since`);
+  `initial_events` ends with the seq of its last event (`latestSeq` when it is empty), so
+  a client that disconnects before any `event_created` can recover too;
+- a pid is `<store epoch>.<random>`. A reconnect is resumed with the *same* pid when its
+  pid names this store's epoch and the store still holds every event after the offset;
+  any node can decide that, also after a restart (Redis). Otherwise the socket gets a new
+  pid, so the client sees `recovered === false`.
+
+`RecoveringServer` is `socketio.AsyncServer` with one override, `_send_packet`, and only
+for CONNECT packets: it adds the pid granted to that socket by the connect handler
+(`grant_pid`). It relies on `AsyncServer._handle_connect` sending the CONNECT reply, for
+a socket id in `data["sid"]`, after the connect handler returns (the default,
+`always_connect=False`). Tested with python-socketio 5.18.1 (pyproject pins >=5.18,<5.19);
+tests/unit/test_recovery.py checks these assumptions.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import socketio
+from socketio import packet
+
+from .core import CatchUp
+from .events import Event
+from .schemas import MAX_SEQ
+from .store import EventStore
+
+_PID = re.compile(r"^([A-Za-z0-9_-]{1,32})\.[A-Za-z0-9_-]{1,64}\Z")
+_OFFSET = re.compile(r"^[0-9]{1,16}\Z")
+
+
+class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
+    """`socketio.AsyncServer` whose CONNECT reply carries the pid granted to the socket."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pids: dict[str, str] = {}
+
+    def grant_pid(self, sid: str, pid: str) -> None:
+        """Put `pid` in the CONNECT reply to `sid`; call it last in the connect handler."""
+        self._pids[sid] = pid
+
+    async def _send_packet(self, eio_sid: str, pkt: Any) -> None:
+        if pkt.packet_type == packet.CONNECT and isinstance(pkt.data, dict) and self._pids:
+            pid = self._pids.pop(str(pkt.data.get("sid")), None)
+            if pid is not None:
+                pkt.data = {**pkt.data, "pid": pid}
+        await super()._send_packet(eio_sid, pkt)
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """A reconnect that asks to continue after `offset` under `pid`."""
+
+    pid: str
+    offset: int
+
+
+class ConnectionRecovery:
+    """Pids and offsets for the gateway; with `enabled` False, neither is ever sent."""
+
+    def __init__(self, store: EventStore, *, enabled: bool) -> None:
+        self._store = store
+        self.enabled = enabled
+
+    async def requested(self, handshake: dict[str, Any]) -> Resume | None:
+        """The resume this handshake asks for, if it is one this store can answer.
+
+        A pid of another epoch (a memory store that restarted, a flushed Redis), or a
+        pid or offset this server never sends, is not an error: the client is simply
+        not recovered, and starts afresh.
+        """
+        if not self.enabled:
+            return None
+        pid, offset = handshake.get("pid"), handshake.get("offset")
+        if not isinstance(pid, str) or not isinstance(offset, str):
+            return None
+        match = _PID.match(pid)
+        if match is None or _OFFSET.match(offset) is None or int(offset) > MAX_SEQ:
+            return None
+        if match.group(1) != await self._store.epoch():
+            return None
+        return Resume(pid, int(offset))
+
+    async def new_pid(self) -> str:
+        return f"{await self._store.epoch()}.{secrets.token_urlsafe(12)}"
+
+    def event_args(self, event: Event) -> Any:
+        """The arguments of an `event_created` packet: the event, then its offset."""
+        if not self.enabled:
+            return event.to_json()
+        return (event.to_json(), str(event.seq))
+
+    def initial_args(self, catch_up: CatchUp) -> Any:
+        """The arguments of `initial_events`: the list, then the offset it brings the client to."""
+        events = [e.to_json() for e in catch_up.events]
+        if not self.enabled:
+            return events
+        return (events, str(catch_up.events[-1].seq if catch_up.events else catch_up.latest_seq))
