@@ -1,0 +1,161 @@
+"""socket.io's native connection state recovery with the real JS client (memory store).
+
+The JS client has no recovery code of its own (tests/js/swarm.mjs): it only reconnects,
+and socket.io-client sends back the pid and the last offset it was given.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
+
+from tests.conftest import ServerFactory
+from tests.js_swarm import JsSwarm, js_swarm
+
+pytestmark = pytest.mark.node
+
+TENANT = {"tenant": "tenant_a"}
+# Long enough for the test to post while the socket is away; socket.io's own backoff.
+SLOW_RECONNECT = {"reconnectionDelay": 1000, "reconnectionDelayMax": 1000}
+
+
+async def post_events(server: TestServer, count: int, tenant: str = "tenant_a") -> list[int]:
+    seqs = []
+    async with ClientSession() as http:
+        for i in range(count):
+            async with http.post(
+                server.make_url("/api/events"),
+                json={"message": f"event {i}"},
+                headers={"X-Tenant-ID": tenant},
+            ) as resp:
+                assert resp.status == 201
+                seqs.append((await resp.json())["seq"])
+    return seqs
+
+
+async def first_initial(swarm: JsSwarm) -> dict[str, Any]:
+    """The first `initial_events` line, after reading the first connect in order."""
+    assert (await swarm.expect_type("connect"))["recovered"] is False
+    assert (await swarm.expect_type("established"))["data"]["recovered"] is False
+    return await swarm.expect_type("initial")
+
+
+async def reconnected(swarm: JsSwarm) -> tuple[bool, dict[str, Any]]:
+    """socket.recovered of the next connect, and its connection_established."""
+    connect = await swarm.expect_type("connect")
+    established = await swarm.expect_type("established")
+    return connect["recovered"], established["data"]
+
+
+async def replayed(swarm: JsSwarm, count: int) -> list[int]:
+    seqs = []
+    for _ in range(count):
+        line = await swarm.expect_type("event")
+        assert line["offset"] == str(line["seq"])
+        seqs.append(line["seq"])
+    return seqs
+
+
+async def test_js_client_gets_every_missed_event_exactly_once_in_order(
+    server: TestServer,
+) -> None:
+    async with js_swarm([server.make_url("")], auth=TENANT, verbose=True, **SLOW_RECONNECT) as s:
+        await first_initial(s)
+        assert await post_events(server, 1) == [1]
+        assert await replayed(s, 1) == [1]
+        await s.drop(0)
+        await s.expect_type("disconnect")
+        missed = await post_events(server, 20)
+
+        recovered, established = await reconnected(s)
+        assert recovered is True
+        assert established["recovered"] is True and established["latestSeq"] == 21
+        assert await replayed(s, 20) == missed
+        [client] = await s.report()
+    assert client["held"] == list(range(1, 22))
+    assert client["badOffsets"] == 0
+    assert [line for line in s.lines if line["type"] == "initial"] == [s.lines[2]]
+
+
+@pytest.mark.parametrize("held_before", [0, 3])
+async def test_client_that_never_received_an_event_recovers(
+    server: TestServer, held_before: int
+) -> None:
+    await post_events(server, held_before)
+    async with js_swarm([server.make_url("")], auth=TENANT, verbose=True, **SLOW_RECONNECT) as s:
+        initial = await first_initial(s)
+        # The offset of `initial_events` is its last seq, or latestSeq when it is empty.
+        assert initial["offset"] == str(held_before)
+        await s.drop(0)
+        await s.expect_type("disconnect")
+        missed = await post_events(server, 5)
+
+        recovered, _ = await reconnected(s)
+        assert recovered is True
+        assert await replayed(s, 5) == missed
+        [client] = await s.report()
+    assert client["held"] == list(range(1, held_before + 6))
+
+
+async def test_gap_older_than_the_ring_buffer_is_not_recovered(
+    start_server: ServerFactory,
+) -> None:
+    server = await start_server(history_size=10)
+    async with js_swarm([server.make_url("")], auth=TENANT, **SLOW_RECONNECT) as s:
+        await first_initial(s)
+        await s.drop(0)
+        await s.expect_type("disconnect")
+        await post_events(server, 15)
+
+        recovered, established = await reconnected(s)
+        assert recovered is False
+        assert established["recovered"] is False
+        fresh = await s.expect_type("initial")
+        assert fresh["seqs"] == list(range(6, 16)) and fresh["offset"] == "15"
+        [client] = await s.report()
+    assert client["held"] == list(range(6, 16))
+
+
+async def test_offset_of_another_memory_store_is_never_taken_as_recovered(
+    start_server: ServerFactory,
+) -> None:
+    """A restarted memory store numbers new events 1, 2, ... again: the old offset is void."""
+    first, second = await start_server(), await start_server()
+    await post_events(second, 5)
+    async with js_swarm([first.make_url("")], auth=TENANT, **SLOW_RECONNECT) as s:
+        await first_initial(s)
+        await post_events(first, 2)
+        await s.drop(0, url=second.make_url(""))
+        await s.expect_type("disconnect")
+
+        recovered, established = await reconnected(s)
+        assert recovered is False and established["recovered"] is False
+        assert (await s.expect_type("initial"))["seqs"] == [1, 2, 3, 4, 5]
+
+
+async def test_recovery_off_sends_no_pid_and_no_offsets(start_server: ServerFactory) -> None:
+    server = await start_server(connection_state_recovery=False)
+    async with js_swarm([server.make_url("")], auth=TENANT, verbose=True, **SLOW_RECONNECT) as s:
+        assert (await first_initial(s))["offset"] is None
+        await post_events(server, 1)
+        assert (await s.expect_type("event"))["offset"] is None
+        await s.drop(0)
+        await s.expect_type("disconnect")
+        await post_events(server, 2)
+
+        recovered, established = await reconnected(s)
+        assert recovered is False and established["recovered"] is False
+        assert (await s.expect_type("initial"))["seqs"] == [1, 2, 3]
+
+
+async def test_auth_since_still_resumes_a_client_that_manages_its_own_offsets(
+    server: TestServer,
+) -> None:
+    await post_events(server, 5)
+    auth = {**TENANT, "since": 2}
+    async with js_swarm([server.make_url("")], auth=auth) as s:
+        assert (await s.expect_type("established"))["data"]["recovered"] is True
+        assert (await s.expect_type("initial"))["seqs"] == [3, 4, 5]

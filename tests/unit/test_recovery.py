@@ -1,0 +1,73 @@
+"""The pieces of native connection state recovery, and the python-socketio it relies on."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import socketio
+
+from feedserver.core import CatchUp
+from feedserver.events import Event
+from feedserver.recovery import ConnectionRecovery, RecoveringServer, Resume
+from feedserver.store import MemoryStore
+
+EVENT = Event(7, "tenant_a", "hi", "2026-01-20T10:30:00.000Z")
+
+
+async def test_a_pid_of_this_store_with_an_offset_is_a_resume() -> None:
+    recovery = ConnectionRecovery(MemoryStore(10), enabled=True)
+    pid = await recovery.new_pid()
+    assert await recovery.requested({"pid": pid, "offset": "12"}) == Resume(pid, 12)
+    assert await recovery.new_pid() != pid
+
+
+@pytest.mark.parametrize(
+    "handshake",
+    [
+        {},
+        {"offset": "3"},
+        {"pid": "PID", "offset": "3"},  # replaced below by a pid of this store
+        {"pid": "PID", "offset": 3},
+        {"pid": "PID", "offset": "-1"},
+        {"pid": "PID", "offset": "9007199254740992"},
+        {"pid": "PID"},
+        {"pid": "not a pid", "offset": "3"},
+    ],
+)
+async def test_anything_else_is_a_fresh_start(handshake: dict[str, object]) -> None:
+    store = MemoryStore(10)
+    recovery = ConnectionRecovery(store, enabled=True)
+    other_store_pid = await ConnectionRecovery(MemoryStore(10), enabled=True).new_pid()
+    handshake = {k: other_store_pid if v == "PID" else v for k, v in handshake.items()}
+    assert await recovery.requested(handshake) is None
+
+
+async def test_recovery_off_resumes_nothing_and_sends_no_offsets() -> None:
+    store = MemoryStore(10)
+    pid = await ConnectionRecovery(store, enabled=True).new_pid()
+    recovery = ConnectionRecovery(store, enabled=False)
+    assert await recovery.requested({"pid": pid, "offset": "1"}) is None
+    assert recovery.event_args(EVENT) == EVENT.to_json()
+    assert recovery.initial_args(CatchUp([EVENT], 7, recovered=False)) == [EVENT.to_json()]
+
+
+def test_offsets_are_seq_strings() -> None:
+    recovery = ConnectionRecovery(MemoryStore(10), enabled=True)
+    assert recovery.event_args(EVENT) == (EVENT.to_json(), "7")
+    assert recovery.initial_args(CatchUp([EVENT], 9, recovered=False)) == ([EVENT.to_json()], "7")
+    assert recovery.initial_args(CatchUp([], 9, recovered=False)) == ([], "9")
+
+
+def test_python_socketio_still_sends_connect_through_send_packet_after_the_handler() -> None:
+    """What `RecoveringServer` overrides must still be the path of the CONNECT reply."""
+    source = inspect.getsource(socketio.AsyncServer._handle_connect)
+    assert "packet.CONNECT, {'sid': sid}" in source
+    assert source.index("'connect', namespace, sid") < source.rindex("packet.CONNECT")
+    assert inspect.signature(socketio.AsyncServer._send_packet).parameters.keys() == {
+        "self",
+        "eio_sid",
+        "pkt",
+    }
+    assert socketio.AsyncServer().always_connect is False
+    assert issubclass(RecoveringServer, socketio.AsyncServer)
