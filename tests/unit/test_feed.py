@@ -25,7 +25,7 @@ def make_feed(history_size: int = 5, initial_events: int = 3, **extra: object) -
 
 
 async def publish_many(feed: Feed, count: int, tenant: str = "tenant_a") -> list[Event]:
-    return [await feed.publish(tenant, {"message": f"m{i}"}) for i in range(1, count + 1)]
+    return [(await feed.publish(tenant, {"message": f"m{i}"})).event for i in range(1, count + 1)]
 
 
 def seqs(events: list[Event]) -> list[int]:
@@ -37,7 +37,9 @@ def seqs(events: list[Event]) -> list[int]:
 
 async def test_publish_returns_the_stored_escaped_event() -> None:
     feed = make_feed()
-    event = await feed.publish("tenant_a", {"message": "  <hi>  "})
+    published = await feed.publish("tenant_a", {"message": "  <hi>  "})
+    event = published.event
+    assert not published.replayed
     assert (event.seq, event.tenant_id, event.message) == (1, "tenant_a", "&lt;hi&gt;")
     assert event.id == "tenant_a-1"
     assert TIMESTAMP.match(event.timestamp)
