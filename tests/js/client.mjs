@@ -14,11 +14,10 @@
 //   {"op": "disconnect"}
 //   {"op": "connect", "auth": {...}}                     reconnect, optionally with a new auth
 //   {"op": "exit"}
-import { createInterface } from "node:readline";
 import { io } from "socket.io-client";
+import { print, runCommands } from "./commands.mjs";
 
 const spec = JSON.parse(process.argv[2] ?? "{}");
-const print = (line) => process.stdout.write(JSON.stringify(line) + "\n");
 
 const socket = io(spec.url, { reconnection: false, ...spec.options });
 
@@ -57,16 +56,8 @@ const commands = {
   },
 };
 
-const input = createInterface({ input: process.stdin });
-input.on("line", (text) => {
-  if (!text.trim()) return;
-  const command = JSON.parse(text);
-  const run = commands[command.op];
-  if (run === undefined) print({ type: "error", message: `unknown op ${command.op}` });
-  else run(command);
-});
 // The parent closing our stdin means the test is over.
-input.on("close", () => {
+runCommands(commands, () => {
   socket.disconnect();
   process.exit(0);
 });

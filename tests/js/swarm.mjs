@@ -19,11 +19,10 @@
 //                                      with "url", the reconnect goes there
 //   {"op": "report"}
 //   {"op": "exit"}
-import { createInterface } from "node:readline";
 import { io } from "socket.io-client";
+import { print, runCommands } from "./commands.mjs";
 
 const spec = JSON.parse(process.argv[2] ?? "{}");
-const print = (line) => process.stdout.write(JSON.stringify(line) + "\n");
 
 const clients = Array.from({ length: spec.count ?? 1 }, (_, index) => {
   const state = { held: [], connects: 0, recovered: 0, badOffsets: 0 };
@@ -82,13 +81,5 @@ const commands = {
   },
 };
 
-const input = createInterface({ input: process.stdin });
-input.on("line", (text) => {
-  if (!text.trim()) return;
-  const command = JSON.parse(text);
-  const run = commands[command.op];
-  if (run === undefined) print({ type: "error", message: `unknown op ${command.op}` });
-  else run(command);
-});
 // The parent closing our stdin means the test is over.
-input.on("close", () => commands.exit());
+runCommands(commands, () => commands.exit());
