@@ -95,16 +95,15 @@ class RealtimeGateway:
         try:
             tenant = self.authenticator.from_handshake(handshake, query).require_tenant()
             since = parse_since(handshake.get("since", query.get("since")))
-            resume = await self.recovery.requested(handshake)
-            pid = await self.recovery.new_pid()
+            reconnect = await self.recovery.read(handshake)
+            resume = reconnect.resume
             session = Session(tenant)
             # Read before the CONNECT reply: its pid says whether the client is recovered.
             catch_up = await self._catch_up(session, since if resume is None else resume.offset)
         except FeedError as exc:
             raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.to_json()) from None
         replay = resume is not None and catch_up.recovered
-        if resume is not None and replay:
-            pid = resume.pid
+        pid = resume.pid if resume is not None and replay else reconnect.new_pid
         self._sessions[sid] = session
         self.feed.connections.opened(tenant)
         # The CONNECT reply is sent after this handler returns; the catch-up must follow it.

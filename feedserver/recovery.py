@@ -69,6 +69,14 @@ class Resume:
     offset: int
 
 
+@dataclass(frozen=True, slots=True)
+class Reconnect:
+    """What a connect may continue (`resume`), and the pid it gets if it does not."""
+
+    resume: Resume | None
+    new_pid: str
+
+
 class ConnectionRecovery:
     """Pids and offsets for the gateway; with `enabled` False, neither is ever sent."""
 
@@ -76,7 +84,7 @@ class ConnectionRecovery:
         self._store = store
         self.enabled = enabled
 
-    async def requested(self, handshake: dict[str, Any]) -> Resume | None:
+    async def read(self, handshake: dict[str, Any]) -> Reconnect:
         """The resume this handshake asks for, if it is one this store can answer.
 
         A pid of another epoch (a memory store that restarted, a flushed Redis), or a
@@ -84,19 +92,9 @@ class ConnectionRecovery:
         not recovered, and starts afresh.
         """
         if not self.enabled:
-            return None
-        pid, offset = handshake.get("pid"), handshake.get("offset")
-        if not isinstance(pid, str) or not isinstance(offset, str):
-            return None
-        match = _PID.match(pid)
-        if match is None or _OFFSET.match(offset) is None or int(offset) > MAX_SEQ:
-            return None
-        if match.group(1) != await self._store.epoch():
-            return None
-        return Resume(pid, int(offset))
-
-    async def new_pid(self) -> str:
-        return f"{await self._store.epoch()}.{secrets.token_urlsafe(12)}"
+            return Reconnect(None, "")
+        epoch = await self._store.epoch()
+        return Reconnect(_resume(handshake, epoch), f"{epoch}.{secrets.token_urlsafe(12)}")
 
     def event_args(self, event: Event) -> Any:
         """The arguments of an `event_created` packet: the event, then its offset."""
@@ -110,3 +108,15 @@ class ConnectionRecovery:
         if not self.enabled:
             return events
         return (events, str(catch_up.events[-1].seq if catch_up.events else catch_up.latest_seq))
+
+
+def _resume(handshake: dict[str, Any], epoch: str) -> Resume | None:
+    pid, offset = handshake.get("pid"), handshake.get("offset")
+    if not isinstance(pid, str) or not isinstance(offset, str):
+        return None
+    match = _PID.match(pid)
+    if match is None or match.group(1) != epoch:
+        return None
+    if _OFFSET.match(offset) is None or int(offset) > MAX_SEQ:
+        return None
+    return Resume(pid, int(offset))

@@ -6,6 +6,10 @@ one slot, which the append script needs):
     feed:{tenant}:seq      the latest seq allocated (a string integer)
     feed:{tenant}:events   the stream; entry id `<seq>-0`, fields `message`, `timestamp`,
                            trimmed to exactly `history_size` entries
+    feed:{tenant}:claim:K  idempotency key K: "<seq>\n<timestamp>\n<message>" of the event
+                           its first publish created; expires after the key's TTL
+    feed:epoch             names this Redis's seq numbering (see `EventStore.epoch`); made
+                           on first use, so a flushed Redis gets a new one
 
 Because the entry id is the seq, every history window is one XRANGE/XREVRANGE with
 exclusive bounds, and a node follows new events with one XREAD over all tenants.
@@ -14,6 +18,7 @@ exclusive bounds, and a node follows new events with one XREAD over all tenants.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -36,13 +41,34 @@ COMMAND_TIMEOUT_S = 2.0
 # Atomic: the seq and the entry are written together or not at all (XADD runs before SET,
 # and a script that fails stops there). Two nodes appending at once are serialised by Redis,
 # so seqs never repeat and never skip. `%d` because Lua would print 1e+14 for large seqs.
-_APPEND_SCRIPT = """
+_APPEND_LUA = """
 local seq = tonumber(redis.call('GET', KEYS[1]) or '0') + 1
 local id = string.format('%d-0', seq)
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], id, 'message', ARGV[2], 'timestamp', ARGV[3])
 redis.call('SET', KEYS[1], string.format('%d', seq))
-return seq
 """
+_APPEND_SCRIPT = _APPEND_LUA + "return seq\n"
+# The same append, unless the claim key exists: then its first event, and nothing written.
+# One script, so 100 concurrent publishes with one key, on any nodes, create one event.
+_APPEND_ONCE_SCRIPT = (
+    """
+local first = redis.call('GET', KEYS[3])
+if first then return {0, first} end
+"""
+    + _APPEND_LUA
+    + """
+local claim = string.format('%d', seq) .. '\\n' .. ARGV[3] .. '\\n' .. ARGV[2]
+redis.call('SET', KEYS[3], claim, 'EX', ARGV[4])
+return {1, claim}
+"""
+)
+_EPOCH_SCRIPT = """
+local epoch = redis.call('GET', KEYS[1])
+if epoch then return epoch end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+"""
+EPOCH_KEY = "feed:epoch"
 
 
 def seq_key(tenant: str) -> str:
@@ -51,6 +77,10 @@ def seq_key(tenant: str) -> str:
 
 def stream_key(tenant: str) -> str:
     return f"feed:{{{tenant}}}:events"
+
+
+def claim_key(tenant: str, key: str) -> str:
+    return f"feed:{{{tenant}}}:claim:{key}"
 
 
 def redis_client(url: str, *, read_timeout: float = COMMAND_TIMEOUT_S) -> Redis:
@@ -94,6 +124,8 @@ class RedisStore:
         self._follow_block_ms = follow_block_ms
         self._follower = redis_client(url, read_timeout=follow_block_ms / 1000 + COMMAND_TIMEOUT_S)
         self._append = self._redis.register_script(_APPEND_SCRIPT)
+        self._append_once = self._redis.register_script(_APPEND_ONCE_SCRIPT)
+        self._epoch = self._redis.register_script(_EPOCH_SCRIPT)
 
     async def append(self, tenant: str, message: str, timestamp: str) -> Event:
         with store_errors():
@@ -102,6 +134,22 @@ class RedisStore:
                 args=[self._history_size, message, timestamp],
             )
         return Event(int(seq), tenant, message, timestamp)
+
+    async def append_once(
+        self, tenant: str, key: str, message: str, timestamp: str, *, ttl: int
+    ) -> tuple[Event, bool]:
+        with store_errors():
+            created, claim = await self._append_once(
+                keys=[seq_key(tenant), stream_key(tenant), claim_key(tenant, key)],
+                args=[self._history_size, message, timestamp, ttl],
+            )
+        seq, first_timestamp, first_message = claim.split("\n", 2)
+        return Event(int(seq), tenant, first_message, first_timestamp), bool(created)
+
+    async def epoch(self) -> str:
+        with store_errors():
+            epoch: str = await self._epoch(keys=[EPOCH_KEY], args=[secrets.token_urlsafe(6)])
+        return epoch
 
     async def query(
         self, tenant: str, *, limit: int, since: int | None = None, before: int | None = None

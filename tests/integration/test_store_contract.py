@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from feedserver.store import EventStore, MemoryStore
-from feedserver.store.redis import RedisStore
+from feedserver.store.redis import RedisStore, claim_key, redis_client
 from tests.redis_server import RedisServer, running_redis
 
 HISTORY = 5
@@ -162,4 +162,73 @@ async def test_redis_events_survive_a_redis_restart_with_aof(redis_server: Redis
         assert [e.message for e in await store.query("t", limit=10)] == ["m1", "m2", "m3"]
         assert (await store.append("t", "after", TS)).seq == 4
     finally:
+        await store.close()
+
+
+# -- idempotency keys and epochs (docs/delivery.md) -----------------------------------------
+
+
+async def test_a_claimed_key_returns_the_first_event_and_stores_nothing(
+    store: EventStore,
+) -> None:
+    first, created = await store.append_once("t", "k", "one\ntwo", TS, ttl=60)
+    again, created_again = await store.append_once("t", "k", "other", TS, ttl=60)
+    assert (created, created_again) == (True, False)
+    assert again == first and first.message == "one\ntwo"
+    assert (await store.counts("t")).latest_seq == 1
+    assert (await store.append_once("t", "k2", "m", TS, ttl=60))[0].seq == 2
+
+
+async def test_concurrent_claims_of_one_key_create_one_event(store: EventStore) -> None:
+    results = await asyncio.gather(
+        *(store.append_once("t", "k", f"m{i}", TS, ttl=60) for i in range(100))
+    )
+    assert sum(created for _, created in results) == 1
+    assert {event for event, _ in results} == {results[0][0]}
+    assert (await store.counts("t")).latest_seq == 1
+
+
+async def test_the_first_event_is_returned_after_the_ring_buffer_dropped_it(
+    store: EventStore,
+) -> None:
+    first, _ = await store.append_once("t", "k", "one", TS, ttl=60)
+    await fill(store, "t", HISTORY + 2)
+    assert await store.append_once("t", "k", "again", TS, ttl=60) == (first, False)
+
+
+async def test_keys_of_one_tenant_never_claim_for_another(store: EventStore) -> None:
+    await store.append_once("a", "k", "one", TS, ttl=60)
+    event, created = await store.append_once("b", "k", "one", TS, ttl=60)
+    assert created and (event.tenant_id, event.seq) == ("b", 1)
+
+
+async def test_memory_stores_are_each_their_own_epoch() -> None:
+    store = MemoryStore(HISTORY)
+    assert await store.epoch() == await store.epoch() != await MemoryStore(HISTORY).epoch()
+
+
+@pytest.mark.redis
+async def test_redis_epoch_is_shared_and_changes_when_redis_is_flushed(
+    redis_server: RedisServer,
+) -> None:
+    one, two = RedisStore(redis_server.url, HISTORY), RedisStore(redis_server.url, HISTORY)
+    try:
+        epoch = await one.epoch()
+        assert await two.epoch() == epoch
+        await redis_client(redis_server.url).flushall()
+        assert await two.epoch() != epoch
+    finally:
+        await one.close()
+        await two.close()
+
+
+@pytest.mark.redis
+async def test_redis_claims_expire_after_their_ttl(redis_server: RedisServer) -> None:
+    store = RedisStore(redis_server.url, HISTORY)
+    redis = redis_client(redis_server.url)
+    try:
+        await store.append_once("t", "k", "one", TS, ttl=60)
+        assert 59_000 < await redis.pttl(claim_key("t", "k")) <= 60_000
+    finally:
+        await redis.aclose()
         await store.close()

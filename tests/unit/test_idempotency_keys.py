@@ -1,8 +1,8 @@
-"""Idempotency keys: the memory store's atomic claim, and the key rule of both edges."""
+"""Idempotency keys: the memory store's expiry, and the key rule of both edges.
+
+The claim itself is in the store contract (tests/integration/test_store_contract.py)."""
 
 from __future__ import annotations
-
-import asyncio
 
 import pytest
 from hypothesis import given
@@ -23,24 +23,6 @@ class Clock:
         return self.now
 
 
-async def test_a_claimed_key_returns_the_first_event_and_stores_nothing() -> None:
-    store = MemoryStore(10)
-    first, created = await store.append_once("t", "k", "one", TS, ttl=60)
-    again, created_again = await store.append_once("t", "k", "two", TS, ttl=60)
-    assert created and not created_again
-    assert again == first and first.message == "one"
-    assert (await store.counts("t")).latest_seq == 1
-
-
-async def test_concurrent_claims_of_one_key_create_one_event() -> None:
-    store = MemoryStore(10)
-    results = await asyncio.gather(
-        *(store.append_once("t", "k", f"m{i}", TS, ttl=60) for i in range(100))
-    )
-    assert sum(created for _, created in results) == 1
-    assert {event.seq for event, _ in results} == {1}
-
-
 async def test_a_key_is_free_again_after_its_ttl() -> None:
     clock = Clock()
     store = MemoryStore(10, clock=clock)
@@ -50,26 +32,6 @@ async def test_a_key_is_free_again_after_its_ttl() -> None:
     clock.now += 0.2
     event, created = await store.append_once("t", "k", "three", TS, ttl=60)
     assert created and event.seq == 2
-
-
-async def test_the_first_event_is_returned_after_the_ring_buffer_dropped_it() -> None:
-    store = MemoryStore(2)
-    first, _ = await store.append_once("t", "k", "one", TS, ttl=60)
-    for i in range(5):
-        await store.append("t", f"m{i}", TS)
-    assert await store.append_once("t", "k", "again", TS, ttl=60) == (first, False)
-
-
-async def test_keys_of_one_tenant_do_not_claim_for_another() -> None:
-    store = MemoryStore(10)
-    await store.append_once("a", "k", "one", TS, ttl=60)
-    event, created = await store.append_once("b", "k", "one", TS, ttl=60)
-    assert created and event.tenant_id == "b"
-
-
-async def test_each_memory_store_is_its_own_epoch() -> None:
-    store = MemoryStore(10)
-    assert await store.epoch() == await store.epoch() != await MemoryStore(10).epoch()
 
 
 @given(

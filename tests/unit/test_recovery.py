@@ -17,9 +17,10 @@ EVENT = Event(7, "tenant_a", "hi", "2026-01-20T10:30:00.000Z")
 
 async def test_a_pid_of_this_store_with_an_offset_is_a_resume() -> None:
     recovery = ConnectionRecovery(MemoryStore(10), enabled=True)
-    pid = await recovery.new_pid()
-    assert await recovery.requested({"pid": pid, "offset": "12"}) == Resume(pid, 12)
-    assert await recovery.new_pid() != pid
+    pid = (await recovery.read({})).new_pid
+    reconnect = await recovery.read({"pid": pid, "offset": "12"})
+    assert reconnect.resume == Resume(pid, 12)
+    assert reconnect.new_pid != pid
 
 
 @pytest.mark.parametrize(
@@ -27,27 +28,30 @@ async def test_a_pid_of_this_store_with_an_offset_is_a_resume() -> None:
     [
         {},
         {"offset": "3"},
-        {"pid": "PID", "offset": "3"},  # replaced below by a pid of this store
+        {"pid": "OTHER", "offset": "3"},
         {"pid": "PID", "offset": 3},
         {"pid": "PID", "offset": "-1"},
         {"pid": "PID", "offset": "9007199254740992"},
         {"pid": "PID"},
         {"pid": "not a pid", "offset": "3"},
+        {"pid": ["PID"], "offset": "3"},
     ],
 )
 async def test_anything_else_is_a_fresh_start(handshake: dict[str, object]) -> None:
-    store = MemoryStore(10)
-    recovery = ConnectionRecovery(store, enabled=True)
-    other_store_pid = await ConnectionRecovery(MemoryStore(10), enabled=True).new_pid()
-    handshake = {k: other_store_pid if v == "PID" else v for k, v in handshake.items()}
-    assert await recovery.requested(handshake) is None
+    recovery = ConnectionRecovery(MemoryStore(10), enabled=True)
+    pids = {
+        "PID": (await recovery.read({})).new_pid,
+        "OTHER": (await ConnectionRecovery(MemoryStore(10), enabled=True).read({})).new_pid,
+    }
+    handshake = {k: pids.get(v, v) if isinstance(v, str) else v for k, v in handshake.items()}
+    assert (await recovery.read(handshake)).resume is None
 
 
 async def test_recovery_off_resumes_nothing_and_sends_no_offsets() -> None:
     store = MemoryStore(10)
-    pid = await ConnectionRecovery(store, enabled=True).new_pid()
+    pid = (await ConnectionRecovery(store, enabled=True).read({})).new_pid
     recovery = ConnectionRecovery(store, enabled=False)
-    assert await recovery.requested({"pid": pid, "offset": "1"}) is None
+    assert (await recovery.read({"pid": pid, "offset": "1"})).resume is None
     assert recovery.event_args(EVENT) == EVENT.to_json()
     assert recovery.initial_args(CatchUp([EVENT], 7, recovered=False)) == [EVENT.to_json()]
 
