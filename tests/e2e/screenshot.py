@@ -20,8 +20,12 @@ if __package__:
     from .chromium import launch_chromium
     from .live_server import REPO_ROOT, RestClient, start_server
 else:  # run as a file: this folder is on sys.path
-    from chromium import launch_chromium  # type: ignore[no-redef]
-    from live_server import REPO_ROOT, RestClient, start_server  # type: ignore[no-redef]
+    from chromium import launch_chromium  # type: ignore[import-not-found,no-redef]
+    from live_server import (  # type: ignore[import-not-found,no-redef]
+        REPO_ROOT,
+        RestClient,
+        start_server,
+    )
 
 DEFAULT_OUT = REPO_ROOT / "docs" / "screenshot.png"
 TENANT = "tenant_a"

@@ -28,10 +28,11 @@ def messages_with(page: Page, marker: str) -> list[str]:
 
 
 def shown_seqs(page: Page) -> list[int]:
-    return page.eval_on_selector_all(
+    seqs: list[int] = page.eval_on_selector_all(
         '[data-testid="feed"] [data-testid="event"]',
         "items => items.map(i => Number(i.dataset.seq))",
     )
+    return seqs
 
 
 def post_from_page(page: Page, text: str) -> None:
