@@ -9,8 +9,8 @@ lets a test await those lines — no sleeps:
         events = await client.expect_event("initial_events")
         ack = await client.emit("create_event", {"message": "hi"})
 
-`expect(predicate)` returns the first unread line that matches and leaves the lines before
-it unread, so a test can await things in whatever order it cares about.
+The waiting (`expect`, `expect_type`, `expect_event`, `async for`) is `tests.lines.LineReader`,
+shared with the python-socketio client of `tests/socket_client.py`.
 """
 
 from __future__ import annotations
@@ -20,81 +20,28 @@ import contextlib
 import itertools
 import json
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from tests.lines import DEFAULT_TIMEOUT, Line, LineReader
+
 JS_DIR = Path(__file__).resolve().parent / "js"
 SCRIPT = JS_DIR / "client.mjs"
-DEFAULT_TIMEOUT = 10.0
-
-Line = dict[str, Any]
-Predicate = Callable[[Line], bool]
 
 
-class JsClient:
+class JsClient(LineReader):
     """One node process holding one socket.io-client `Socket`."""
 
     def __init__(self, process: asyncio.subprocess.Process) -> None:
+        super().__init__()
         self._process = process
-        self._unread: list[Line] = []
         self._refs = itertools.count(1)
         self._stderr = bytearray()
-        self.lines: list[Line] = []  # everything received, in order (for failure messages)
         assert process.stderr is not None
         self._stderr_task = asyncio.create_task(self._drain_stderr(process.stderr))
 
     # -- reading --------------------------------------------------------------------------
-
-    async def expect(self, predicate: Predicate, within: float = DEFAULT_TIMEOUT) -> Line:
-        """The first unread line matching `predicate`; fails the test after `within` s."""
-        for index, line in enumerate(self._unread):
-            if predicate(line):
-                return self._unread.pop(index)
-        try:
-            async with asyncio.timeout(within):
-                while True:
-                    line = await self._read_line()
-                    if predicate(line):
-                        return line
-                    self._unread.append(line)
-        except TimeoutError:
-            raise AssertionError(
-                f"no matching line from the JS client within {within}s; "
-                f"received: {self.lines}; stderr: {self.stderr!r}"
-            ) from None
-
-    async def expect_type(self, kind: str, within: float = DEFAULT_TIMEOUT) -> Line:
-        """The next unread line of `kind` ("connect", "connect_error", "disconnect", ...)."""
-        return await self.expect(lambda line: line["type"] == kind, within)
-
-    async def expect_event(self, name: str, within: float = DEFAULT_TIMEOUT) -> list[Any]:
-        """The arguments of the next unread server event called `name`."""
-        line = await self.expect(
-            lambda line: line["type"] == "event" and line["event"] == name, within
-        )
-        args: list[Any] = line["args"]
-        return args
-
-    async def next(self, within: float = DEFAULT_TIMEOUT) -> Line:
-        """The next unread line, whatever it is."""
-        return await self.expect(lambda line: True, within)
-
-    def unread(self) -> list[Line]:
-        """Lines received so far and not yet returned (does not wait)."""
-        return list(self._unread)
-
-    def __aiter__(self) -> AsyncIterator[Line]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[Line]:
-        while self._unread:
-            yield self._unread.pop(0)
-        while True:
-            try:
-                yield await self._read_line()
-            except EOFError:
-                return
 
     async def _read_line(self) -> Line:
         assert self._process.stdout is not None
@@ -102,12 +49,14 @@ class JsClient:
         if not raw:
             raise EOFError(f"the JS client exited; stderr: {self.stderr!r}")
         line: Line = json.loads(raw)
-        self.lines.append(line)
         return line
 
     async def _drain_stderr(self, stream: asyncio.StreamReader) -> None:
         while chunk := await stream.read(4096):
             self._stderr += chunk
+
+    def _diagnostics(self) -> str:
+        return f"; stderr: {self.stderr!r}"
 
     @property
     def stderr(self) -> str:

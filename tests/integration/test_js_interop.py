@@ -5,51 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
-from tests.js_client import JsClient, js_client
+from tests.js_client import js_client
+from tests.rest_calls import latest_seq, publish
 
 pytestmark = pytest.mark.node
-
-
-async def post(server: TestServer, tenant: str, message: str) -> dict[str, Any]:
-    async with (
-        ClientSession() as http,
-        http.post(
-            server.make_url("/api/events"),
-            json={"message": message},
-            headers={"X-Tenant-ID": tenant},
-        ) as resp,
-    ):
-        assert resp.status == 201
-        event: dict[str, Any] = await resp.json()
-        return event
-
-
-async def established(client: JsClient) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Wait for the connect, then `connection_established` and `initial_events` in order."""
-    await client.expect_type("connect")
-    first = await client.expect(lambda line: line["type"] == "event")
-    second = await client.expect(lambda line: line["type"] == "event")
-    assert (first["event"], second["event"]) == ("connection_established", "initial_events")
-    return first["args"][0], second["args"][0]
-
-
-async def next_live_event(client: JsClient) -> dict[str, Any]:
-    args = await client.expect_event("event_created")
-    event: dict[str, Any] = args[0]
-    return event
 
 
 @pytest.mark.parametrize("transport", ["websocket", "polling"])
 async def test_query_handshake_gets_established_then_initial_events(
     server: TestServer, transport: str
 ) -> None:
-    first = await post(server, "tenant_a", "before you came")
+    first = await publish(server, "tenant_a", "before you came")
     url = server.make_url("")
     async with js_client(url, query={"tenant": "tenant_a"}, transports=[transport]) as client:
-        info, initial = await established(client)
+        info, initial = await client.expect_established()
     assert info["tenantId"] == "tenant_a"
     assert info["latestSeq"] == 1
     assert info["recovered"] is False
@@ -61,16 +32,16 @@ async def test_query_handshake_gets_established_then_initial_events(
 async def test_auth_handshake_selects_the_tenant(server: TestServer, transport: str) -> None:
     url = server.make_url("")
     async with js_client(url, auth={"tenant": "tenant_b"}, transports=[transport]) as client:
-        info, initial = await established(client)
+        info, initial = await client.expect_established()
     assert info["tenantId"] == "tenant_b"
     assert initial == []
 
 
 async def test_default_transport_upgrades_and_still_receives_events(server: TestServer) -> None:
     async with js_client(server.make_url(""), query={"tenant": "tenant_a"}) as client:
-        await established(client)
-        event = await post(server, "tenant_a", "after upgrade")
-        assert await next_live_event(client) == event
+        await client.expect_established()
+        event = await publish(server, "tenant_a", "after upgrade")
+        assert await client.expect_live_event() == event
 
 
 @pytest.mark.parametrize("transport", ["websocket", "polling"])
@@ -84,13 +55,13 @@ async def test_event_reaches_every_client_of_the_tenant_and_none_of_another(
         js_client(url, query={"tenant": "tenant_b"}, transports=[transport]) as b,
     ):
         for client in (a1, a2, b):
-            await established(client)
-        event_a = await post(server, "tenant_a", "only for a")
-        assert await next_live_event(a1) == event_a
-        assert await next_live_event(a2) == event_a
+            await client.expect_established()
+        event_a = await publish(server, "tenant_a", "only for a")
+        assert await a1.expect_live_event() == event_a
+        assert await a2.expect_live_event() == event_a
         # b's connection is ordered: had it been sent event_a, it would come before event_b.
-        event_b = await post(server, "tenant_b", "only for b")
-        assert await next_live_event(b) == event_b
+        event_b = await publish(server, "tenant_b", "only for b")
+        assert await b.expect_live_event() == event_b
         assert not [line for line in b.unread() if line.get("event") == "event_created"]
 
 
@@ -100,15 +71,15 @@ async def test_create_event_ack_ok_and_broadcast(server: TestServer) -> None:
         js_client(url, query={"tenant": "tenant_a"}) as sender,
         js_client(url, query={"tenant": "tenant_a"}, transports=["polling"]) as listener,
     ):
-        await established(sender)
-        await established(listener)
+        await sender.expect_established()
+        await listener.expect_established()
         ack = await sender.emit("create_event", {"message": "from <js>"})
         assert ack["ok"] is True
         event = ack["event"]
         assert event["message"] == "from &lt;js&gt;"
         assert event["tenantId"] == "tenant_a" and event["seq"] == 1
-        assert await next_live_event(listener) == event
-        assert await next_live_event(sender) == event
+        assert await listener.expect_live_event() == event
+        assert await sender.expect_live_event() == event
 
 
 @pytest.mark.parametrize(
@@ -119,17 +90,13 @@ async def test_create_event_ack_error_stores_nothing(
     server: TestServer, payload: Any, field: str
 ) -> None:
     async with js_client(server.make_url(""), query={"tenant": "tenant_a"}) as client:
-        info, _ = await established(client)
+        info, _ = await client.expect_established()
         ack = await client.emit("create_event", payload)
     assert ack["ok"] is False
     assert ack["error"]["code"] == "validation_error"
     assert field in ack["error"]["details"]
     assert info["latestSeq"] == 0
-    async with (
-        ClientSession() as http,
-        http.get(server.make_url("/api/events"), headers={"X-Tenant-ID": "tenant_a"}) as resp,
-    ):
-        assert (await resp.json())["latestSeq"] == 0
+    assert await latest_seq(server, "tenant_a") == 0
 
 
 @pytest.mark.parametrize(
@@ -157,30 +124,30 @@ async def test_reconnect_with_since_receives_exactly_the_missed_events(
     # recovery of a reused Socket is a different path (tests of the delivery guarantees).
     url = server.make_url("")
     async with js_client(url, auth={"tenant": "tenant_a"}) as client:
-        await established(client)
-        seen = [await post(server, "tenant_a", f"seen {i}") for i in range(3)]
+        await client.expect_established()
+        seen = [await publish(server, "tenant_a", f"seen {i}") for i in range(3)]
         for event in seen:
-            assert await next_live_event(client) == event
-    missed = [await post(server, "tenant_a", f"missed {i}") for i in range(4)]
+            assert await client.expect_live_event() == event
+    missed = [await publish(server, "tenant_a", f"missed {i}") for i in range(4)]
     since = {"tenant": "tenant_a", "since": seen[-1]["seq"]}
     async with js_client(url, auth=since, transports=["websocket"]) as client:
-        info, initial = await established(client)
+        info, initial = await client.expect_established()
         assert info["recovered"] is True
         assert info["latestSeq"] == missed[-1]["seq"]
         assert initial == missed
-        live = await post(server, "tenant_a", "live again")
-        assert await next_live_event(client) == live
+        live = await publish(server, "tenant_a", "live again")
+        assert await client.expect_live_event() == live
 
 
 async def test_reconnect_of_the_same_socket_with_since_in_auth(server: TestServer) -> None:
     url = server.make_url("")
     async with js_client(url, auth={"tenant": "tenant_a"}) as client:
-        await established(client)
-        seen = await post(server, "tenant_a", "seen")
-        assert await next_live_event(client) == seen
+        await client.expect_established()
+        seen = await publish(server, "tenant_a", "seen")
+        assert await client.expect_live_event() == seen
         await client.disconnect()
         await client.expect_type("disconnect")
-        missed = [await post(server, "tenant_a", f"missed {i}") for i in range(2)]
+        missed = [await publish(server, "tenant_a", f"missed {i}") for i in range(2)]
         await client.connect(auth={"tenant": "tenant_a", "since": seen["seq"]})
         await client.expect_type("connect")
         replayed = []
@@ -199,8 +166,8 @@ async def test_since_older_than_the_buffer_is_not_recovered(
     start_server: Any,
 ) -> None:
     server = await start_server(history_size=3, initial_events=2)
-    events = [await post(server, "tenant_a", f"e{i}") for i in range(6)]
+    events = [await publish(server, "tenant_a", f"e{i}") for i in range(6)]
     async with js_client(server.make_url(""), auth={"tenant": "tenant_a", "since": 1}) as client:
-        info, initial = await established(client)
+        info, initial = await client.expect_established()
     assert info["recovered"] is False
     assert initial == events[-2:]
