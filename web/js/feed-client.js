@@ -18,6 +18,7 @@ export class FeedClient extends EventTarget {
   #cursor = null; // highest seq received from the stream; sent as `since` on reconnect
   #sentSince = null; // the `since` of the handshake in progress
   #head = null; // latestSeq from the last connection_established
+  #replay = null; // {upTo, added} while a natively recovered socket gets its missed events
   #seen = new Set();
   #awaitingDelivery = new Map(); // seq -> performance.now() at emit, for own posts
   #arrivals = new Map(); // seq -> performance.now() at event_created, while posts are in flight
@@ -149,9 +150,15 @@ export class FeedClient extends EventTarget {
     if (this.#sentSince !== null && info?.recovered === false) {
       this.#dispatch('gap', { since: this.#sentSince, latestSeq: this.#head });
     }
+    if (this.#sentSince !== null && socket.recovered) {
+      // socket.io's own recovery: the missed events follow as event_created, not initial_events.
+      this.#replay = { upTo: this.#head ?? this.#sentSince, added: 0 };
+      this.#endReplayIfDone();
+    }
   }
 
   #onInitialEvents(events) {
+    this.#replay = null;
     const list = Array.isArray(events) ? events : [];
     const added = this.#add(list, 'initial');
     const highest = list.reduce((max, e) => Math.max(max, e.seq), this.#cursor ?? 0);
@@ -163,8 +170,19 @@ export class FeedClient extends EventTarget {
   #onEventCreated(event) {
     if (!event || !Number.isInteger(event.seq)) return;
     this.#noteArrival(event.seq);
-    this.#add([event], 'live');
+    const added = this.#add([event], 'live');
     this.#cursor = Math.max(this.#cursor ?? 0, event.seq);
+    if (this.#replay) {
+      this.#replay.added += added.length;
+      this.#endReplayIfDone();
+    }
+  }
+
+  #endReplayIfDone() {
+    if ((this.#cursor ?? 0) < this.#replay.upTo) return;
+    this.#dispatch('resynced', { since: this.#sentSince, added: this.#replay.added });
+    this.#replay = null;
+    this.#sentSince = null;
   }
 
   #add(events, source) {
@@ -203,6 +221,7 @@ export class FeedClient extends EventTarget {
     this.#cursor = null;
     this.#sentSince = null;
     this.#head = null;
+    this.#replay = null;
     this.#seen.clear();
     this.#awaitingDelivery.clear();
     this.#arrivals.clear();
