@@ -64,8 +64,18 @@ format: install
 	$(BIN)/ruff format feedserver tests
 	$(BIN)/ruff check --fix feedserver tests
 
+# Python packages, then the npm packages the page ships to browsers. --strict: a package
+# that could not be checked (no vulnerability service reachable) fails the audit instead of
+# being skipped under "No known vulnerabilities found".
 audit: install
-	$(BIN)/pip-audit --skip-editable
+	@$(BIN)/pip-audit --skip-editable --strict --progress-spinner off || { \
+	  echo "make audit: FAILED: pip-audit found a vulnerability or could not reach its" \
+	       "vulnerability service (PyPI's JSON API or OSV); see docs/security.md" >&2; \
+	  exit 1; }
+	@npm audit --omit=dev --prefix web || { \
+	  echo "make audit: FAILED: npm audit found a vulnerability or the registry's audit" \
+	       "endpoint did not answer; see docs/security.md" >&2; \
+	  exit 1; }
 
 clean:
 	rm -rf $(VENV) tests/js/node_modules web/node_modules .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

@@ -1,4 +1,4 @@
-"""Command line: `feedserver serve | check-config`, and `--version`."""
+"""Command line: `feedserver serve | check-config | token`, and `--version`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from aiohttp import web
 
 from . import __version__
 from .app import GATEWAY, create_app
-from .config import ConfigError, Settings
+from .auth import mint_token
+from .config import MIN_SECRET_BYTES, ConfigError, Settings
 from .logs import configure_logging
 
 log = logging.getLogger("feedserver")
@@ -41,6 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key, value in settings.masked().items():
             print(f"{key} = {value}")
         return 0
+    if args.command == "token":
+        return print_token(settings, args.tenant, args.ttl, args.admin)
     return serve(settings)
 
 
@@ -54,7 +57,29 @@ def build_parser() -> argparse.ArgumentParser:
     # A string, so that a bad port gets the one-line PORT error rather than argparse usage.
     serve_cmd.add_argument("--port", help="port to bind (default: PORT or 3000)")
     commands.add_parser("check-config", help="print the effective configuration and exit")
+    token_cmd = commands.add_parser("token", help="print a token signed with FEED_AUTH_SECRET")
+    token_cmd.add_argument("--tenant", required=True, help="the tenant the token acts for")
+    token_cmd.add_argument("--ttl", type=int, default=3600, help="seconds valid (default 3600)")
+    token_cmd.add_argument("--admin", action="store_true", help="also grant the admin role")
     return parser
+
+
+def print_token(settings: Settings, tenant: str, ttl: int, admin: bool) -> int:
+    if len(settings.auth_secret.encode()) < MIN_SECRET_BYTES:
+        print(
+            f"feedserver: invalid FEED_AUTH_SECRET: a secret of at least {MIN_SECRET_BYTES} "
+            "bytes is needed to sign tokens",
+            file=sys.stderr,
+        )
+        return 2
+    if tenant not in settings.tenants:
+        print(f"feedserver: invalid --tenant: {tenant!r} is not in FEED_TENANTS", file=sys.stderr)
+        return 2
+    if ttl < 1:
+        print(f"feedserver: invalid --ttl: {ttl} (expected seconds >= 1)", file=sys.stderr)
+        return 2
+    print(mint_token(settings.auth_secret, tenant, ttl, admin=admin))
+    return 0
 
 
 def serve(settings: Settings) -> int:

@@ -10,8 +10,10 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from . import __version__
+from .addresses import ClientAddresses, is_loopback
 from .auth import Authenticator, TenantCatalogue
 from .config import Settings
 from .core import Feed
@@ -27,11 +29,20 @@ from .errors import (
     ValidationFailed,
 )
 from .events import utc_timestamp
-from .schemas import IDEMPOTENCY_KEY_HEADER, parse_history_query, parse_idempotency_key
+from .openapi import openapi_document
+from .quotas import RequestLimiter
+from .schemas import (
+    IDEMPOTENCY_KEY_HEADER,
+    parse_history_query,
+    parse_idempotency_key,
+    parse_system_message,
+)
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Deeper JSON than any request of ours needs; refused before validation walks it.
+MAX_JSON_DEPTH = 32
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -68,6 +79,36 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(InternalError())
 
 
+def rate_limit_middleware(limiter: RequestLimiter, addresses: ClientAddresses) -> Middleware:
+    """Per client address on every `/api/` call; every answer says where the caller stands.
+
+    It runs outside `error_middleware`, so errors get the `RateLimit-*` headers too.
+    """
+
+    @web.middleware
+    async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith("/api/") or request.method == "OPTIONS":
+            return await handler(request)
+        try:
+            quota = await limiter.hit(client_address(addresses, request))
+        except Exception:
+            log.exception("rate limit storage failed")
+            return error_response(InternalError())
+        if quota.allowed:
+            response = await handler(request)
+        else:
+            response = error_response(RateLimited(quota.reset_after))
+        response.headers.update(quota.headers())
+        return response
+
+    return limit
+
+
+def client_address(addresses: ClientAddresses, request: web.Request) -> str:
+    forwarded = request.headers.getall("X-Forwarded-For", None)
+    return addresses.resolve(request.remote, ",".join(forwarded) if forwarded else None)
+
+
 def _from_http_exception(exc: web.HTTPException) -> web.Response:
     if isinstance(exc, web.HTTPNotFound):
         return error_response(NotFound())
@@ -93,9 +134,26 @@ async def read_json(request: web.Request, max_bytes: int) -> Any:
         raise PayloadTooLarge()
     body = await request.read()
     try:
-        return orjson.loads(body)
+        data = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise ValidationFailed("Malformed JSON", {"body": "invalid JSON"}) from None
+    if nested_deeper_than(data, MAX_JSON_DEPTH):
+        raise ValidationFailed(
+            "JSON nested too deeply", {"body": f"must not nest deeper than {MAX_JSON_DEPTH}"}
+        )
+    return data
+
+
+def nested_deeper_than(value: Any, limit: int) -> bool:
+    """True when `value` has more than `limit` levels of objects and arrays."""
+    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 class RestApi:
@@ -107,12 +165,15 @@ class RestApi:
         feed: Feed,
         authenticator: Authenticator,
         catalogue: TenantCatalogue,
+        addresses: ClientAddresses,
     ) -> None:
         self.settings = settings
         self.feed = feed
         self.authenticator = authenticator
         self.catalogue = catalogue
+        self.addresses = addresses
         self.started = time.monotonic()
+        self._openapi = orjson.dumps(openapi_document(settings))
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -121,6 +182,8 @@ class RestApi:
             web.get("/api/events/stats", self.stats, allow_head=False),
             web.get("/api/health", self.health, allow_head=False),
             web.get("/api/config", self.config, allow_head=False),
+            web.post("/api/system-messages", self.system_message),
+            web.get("/api/openapi.json", self.openapi, allow_head=False),
         ]
 
     async def create_event(self, request: web.Request) -> web.Response:
@@ -147,14 +210,12 @@ class RestApi:
         )
 
     async def stats(self, request: web.Request) -> web.Response:
+        """One tenant's row; all tenants for an admin token, or in `none` mode with no tenant."""
         principal = self.authenticator.from_headers(request.headers)
-        if principal.tenant is not None:
-            tenants: tuple[str, ...] = (principal.tenant,)
-        elif principal.admin or self.settings.auth == "none":
-            tenants = self.catalogue.tenants
-        else:
-            raise Forbidden("Stats of all tenants need an admin token")
-        rows = await self.feed.stats(tenants)
+        everyone = principal.admin or principal.tenant is None
+        rows = await self.feed.stats(
+            self.catalogue.tenants if everyone else (principal.require_tenant(),)
+        )
         return json_response(
             {
                 "totalEvents": sum(row.events for row in rows.values()),
@@ -173,6 +234,25 @@ class RestApi:
             "store": {"backend": self.feed.store.backend, "ok": ok},
         }
         return json_response(body, 200 if ok else 503)
+
+    async def system_message(self, request: web.Request) -> web.Response:
+        """Admin: send `system_message` to every socket of every tenant."""
+        self._require_admin(request)
+        message, level = parse_system_message(
+            await read_json(request, self.settings.max_body_bytes)
+        )
+        return json_response(await self.feed.announce(message, level), 202)
+
+    def _require_admin(self, request: web.Request) -> None:
+        """An admin token; in `none` mode (no credentials exist) a client on this host."""
+        if self.settings.auth == "none":
+            if not is_loopback(client_address(self.addresses, request)):
+                raise Forbidden("Admin calls need FEED_AUTH=token, or a loopback client")
+        elif not self.authenticator.from_headers(request.headers).admin:
+            raise Forbidden("An admin token is required")
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._openapi, content_type="application/json", charset="utf-8")
 
     async def config(self, request: web.Request) -> web.Response:
         """What the web page needs to draw itself; no tenant list in token mode."""

@@ -8,13 +8,22 @@ from pathlib import Path
 import aiohttp_cors
 from aiohttp import web
 
-from .api import RestApi, error_middleware
-from .auth import HeaderAuthenticator, TenantCatalogue
+from .addresses import ClientAddresses
+from .api import RestApi, error_middleware, rate_limit_middleware
+from .auth import Authenticator, HeaderAuthenticator, TenantCatalogue, TokenAuthenticator
 from .cluster import open_backend
 from .config import Settings
-from .core import Feed
-from .realtime import RealtimeGateway
-from .security import install_security_headers
+from .core import Feed, LocalConnections
+from .quotas import (
+    ConnectionCaps,
+    FixedWindow,
+    RequestLimiter,
+    TenantPublishLimiter,
+    open_limit_storage,
+    window_seconds,
+)
+from .realtime import MAX_PACKET_BYTES, SOCKETIO_PATH, RealtimeGateway
+from .security import install_security_headers, polling_body_limit
 
 WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
 SOCKETIO_CLIENT_DIST = Path("node_modules") / "socket.io-client" / "dist"
@@ -23,12 +32,35 @@ GATEWAY = web.AppKey("gateway", RealtimeGateway)
 FEED = web.AppKey("feed", Feed)
 
 
+def open_authenticator(settings: Settings, catalogue: TenantCatalogue) -> Authenticator:
+    if settings.auth == "token":
+        return TokenAuthenticator(catalogue, settings.auth_secret)
+    return HeaderAuthenticator(catalogue)
+
+
 def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    limit_storage = open_limit_storage("memory://")
+    requests = RequestLimiter(
+        FixedWindow(
+            limit_storage,
+            "ip",
+            settings.rate_limit_max_requests,
+            window_seconds(settings.rate_limit_window_ms),
+        )
+    )
+    addresses = ClientAddresses(settings.trust_proxy)
+    app = web.Application(
+        middlewares=[
+            rate_limit_middleware(requests, addresses),
+            error_middleware,
+            polling_body_limit(f"/{SOCKETIO_PATH}/", MAX_PACKET_BYTES),
+        ],
+        client_max_size=settings.max_body_bytes,
+    )
     install_security_headers(app, settings.production)
     backend = open_backend(settings)
     catalogue = TenantCatalogue(settings.tenants)
-    authenticator = HeaderAuthenticator(catalogue)
+    authenticator = open_authenticator(settings, catalogue)
     feed = Feed(
         backend.store,
         history_size=settings.history_size,
@@ -37,12 +69,24 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
         connections=backend.connections,
         bus=backend.bus,
         idempotency_ttl=settings.idempotency_ttl,
+        limiter=TenantPublishLimiter(
+            FixedWindow(limit_storage, "tenant", settings.tenant_max_events_per_sec, 1)
+        ),
     )
-    gateway = RealtimeGateway(settings, feed, authenticator, backend.socket_manager)
+    caps = ConnectionCaps(
+        feed.connections,
+        LocalConnections(),
+        per_tenant=settings.max_connections_per_tenant,
+        per_address=settings.max_connections_per_ip,
+    )
+    gateway = RealtimeGateway(
+        settings, feed, authenticator, requests, addresses, caps, backend.socket_manager
+    )
     app[FEED] = feed
     app[GATEWAY] = gateway
 
-    api_routes = app.router.add_routes(RestApi(settings, feed, authenticator, catalogue).routes())
+    rest = RestApi(settings, feed, authenticator, catalogue, addresses)
+    api_routes = app.router.add_routes(rest.routes())
     _allow_cors(app, settings, api_routes)
     gateway.attach(app)
     _serve_page(app, web_root)

@@ -18,6 +18,8 @@ from .schemas import IDEMPOTENCY_KEY_HEADER, parse_publish
 from .store import EventStore, TenantCounts
 
 Listener = Callable[[Event], Awaitable[None]]
+SystemNotice = dict[str, str]  # {"message", "level", "timestamp"}: the `system_message` body
+Announcer = Callable[[SystemNotice], Awaitable[None]]
 
 
 class PublishLimiter(Protocol):
@@ -70,14 +72,23 @@ class LocalConnections:
         self._counts[tenant] = self._counts.get(tenant, 0) + 1
 
     def closed(self, tenant: str) -> None:
-        self._counts[tenant] = max(0, self._counts.get(tenant, 0) - 1)
+        left = self._counts.get(tenant, 0) - 1
+        if left > 0:
+            self._counts[tenant] = left
+        else:
+            # Keys may be client addresses: forget them, or the dict grows with every client.
+            self._counts.pop(tenant, None)
 
     async def count(self, tenant: str) -> int:
         return self._counts.get(tenant, 0)
 
     def snapshot(self) -> dict[str, int]:
-        """Every tenant seen so far and its count (0 when all its sockets left)."""
+        """Every key with a live connection and its count."""
         return dict(self._counts)
+
+
+def system_notice(message: str, level: str) -> SystemNotice:
+    return {"message": message, "level": level, "timestamp": utc_timestamp()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,10 +149,22 @@ class Feed:
         self.limiter = limiter
         self.connections: ConnectionCounter = connections or LocalConnections()
         self.bus: EventBus = bus or LocalBus()
+        self._announcers: list[Announcer] = []
 
     def add_listener(self, listener: Listener) -> None:
         """Call `listener(event)` for every new event this node is to deliver."""
         self.bus.add_listener(listener)
+
+    def add_announcer(self, announcer: Announcer) -> None:
+        """Call `announcer(notice)` for every system message announced on this node."""
+        self._announcers.append(announcer)
+
+    async def announce(self, message: str, level: str) -> SystemNotice:
+        """Send a system message (same text rules as events) to every tenant's subscribers."""
+        notice = system_notice(normalise_message(message, self.max_message_length), level)
+        for announcer in self._announcers:
+            await announcer(notice)
+        return notice
 
     async def publish(
         self, tenant: str, payload: object, idempotency_key: str | None = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,24 +23,31 @@ from urllib.parse import parse_qsl
 import socketio
 from aiohttp import web
 
+from .addresses import ClientAddresses
 from .auth import Authenticator
 from .config import Settings
-from .core import CatchUp, Feed
-from .errors import FeedError, InternalError, ValidationFailed
+from .core import CatchUp, Feed, SystemNotice, system_notice
+from .errors import FeedError, InternalError, RateLimited, ValidationFailed
 from .events import Event, utc_timestamp
 from .jsoncodec import SocketJson
+from .quotas import ConnectionCaps, RequestLimiter
 from .recovery import ConnectionRecovery, RecoveringServer
 from .schemas import MAX_SEQ
 
 log = logging.getLogger(__name__)
 
 SOCKETIO_PATH = "socket.io"
+# Socket packets are small JSON; a large buffer only helps an attacker.
+MAX_PACKET_BYTES = 64 * 1024
 SHUTDOWN_NOTICE = "server shutting down"
 
 
 @dataclass(slots=True, eq=False)
 class Session:
     tenant: str
+    address: str
+    # Disconnects the socket when its token expires; cancelled when it leaves first.
+    expiry: asyncio.TimerHandle | None = None
     # Events that arrived while the socket was syncing; None once it is in its room.
     pending: list[Event] | None = field(default_factory=list)
 
@@ -50,10 +58,16 @@ class RealtimeGateway:
         settings: Settings,
         feed: Feed,
         authenticator: Authenticator,
+        requests: RequestLimiter,
+        addresses: ClientAddresses,
+        caps: ConnectionCaps,
         client_manager: socketio.AsyncManager | None = None,
     ) -> None:
         self.feed = feed
         self.authenticator = authenticator
+        self.requests = requests
+        self.addresses = addresses
+        self.caps = caps
         self._origins = frozenset(settings.cors_origins)
         self.recovery = ConnectionRecovery(feed.store, enabled=settings.connection_state_recovery)
         self.sio = RecoveringServer(
@@ -63,8 +77,7 @@ class RealtimeGateway:
             json=SocketJson,
             ping_interval=settings.ping_interval,
             ping_timeout=settings.ping_timeout,
-            # Socket packets are small JSON; a large buffer only helps an attacker.
-            max_http_buffer_size=64 * 1024,
+            max_http_buffer_size=MAX_PACKET_BYTES,
             http_compression=False,
             logger=False,
             engineio_logger=False,
@@ -77,6 +90,7 @@ class RealtimeGateway:
         self.sio.on("disconnect", self._on_disconnect)
         self.sio.on("create_event", self._on_create_event)
         feed.add_listener(self.deliver)
+        feed.add_announcer(self.announce)
 
     def attach(self, app: web.Application) -> None:
         self.sio.attach(app, socketio_path=SOCKETIO_PATH)
@@ -93,20 +107,33 @@ class RealtimeGateway:
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
         handshake = auth if isinstance(auth, dict) else {}
         query = dict(parse_qsl(environ.get("QUERY_STRING", "")))
+        # engine.io's environ says REMOTE_ADDR=127.0.0.1 for everyone; ask aiohttp.
+        address = self.addresses.resolve(
+            environ["aiohttp.request"].remote, environ.get("HTTP_X_FORWARDED_FOR")
+        )
         try:
-            tenant = self.authenticator.from_handshake(handshake, query).require_tenant()
+            principal = self.authenticator.from_handshake(handshake, query)
+            tenant = principal.require_tenant()
             since = parse_since(handshake.get("since", query.get("since")))
+            await self.caps.admit(tenant, address)
+        except FeedError as exc:
+            raise refusal(exc) from None
+        session = Session(tenant, address)
+        try:
             reconnect = await self.recovery.read(handshake)
             resume = reconnect.resume
-            session = Session(tenant)
             # Read before the CONNECT reply: its pid says whether the client is recovered.
             catch_up = await self._catch_up(session, since if resume is None else resume.offset)
         except FeedError as exc:
-            raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.to_json()) from None
+            self.caps.release(tenant, address)
+            raise refusal(exc) from None
         replay = resume is not None and catch_up.recovered
         pid = resume.pid if resume is not None and replay else reconnect.new_pid
         self._sessions[sid] = session
-        self.feed.connections.opened(tenant)
+        if principal.expires_at is not None:
+            session.expiry = asyncio.get_running_loop().call_later(
+                principal.expires_at - time.time(), self._expire, sid
+            )
         # The CONNECT reply is sent after this handler returns; the catch-up must follow it.
         self._spawn(self._sync(sid, session, catch_up, replay))
         if self.recovery.enabled:
@@ -173,7 +200,13 @@ class RealtimeGateway:
         if session is None:
             return
         self._stop_syncing(session)
-        self.feed.connections.closed(session.tenant)
+        if session.expiry is not None:
+            session.expiry.cancel()
+        self.caps.release(session.tenant, session.address)
+
+    def _expire(self, sid: str) -> None:
+        log.info("token expired: disconnecting a socket")
+        self._spawn(self.sio.disconnect(sid))
 
     # -- events ---------------------------------------------------------------------------
 
@@ -182,6 +215,9 @@ class RealtimeGateway:
         if session is None:
             return ack_error(InternalError("Not connected"))
         try:
+            quota = await self.requests.hit(session.address)
+            if not quota.allowed:
+                return ack_error(RateLimited(quota.reset_after))
             published = await self.feed.publish(session.tenant, payload)
         except FeedError as exc:
             return ack_error(exc)
@@ -207,9 +243,12 @@ class RealtimeGateway:
             ignore_queue=True,
         )
 
+    async def announce(self, notice: SystemNotice) -> None:
+        """Feed announcer: send `system_message` to every socket of every tenant, on every node."""
+        await self.sio.emit("system_message", notice)
+
     async def system_message(self, message: str, level: str) -> None:
-        """Send `system_message` to every connected socket of every tenant, on every node."""
-        await self.sio.emit("system_message", system_notice(message, level))
+        await self.announce(system_notice(message, level))
 
     async def close(self, grace: float = 0.0) -> None:
         """Tell every client the server is going, disconnect it, and give the clients up to
@@ -268,8 +307,9 @@ def parse_since(raw: object) -> int | None:
     return value
 
 
-def system_notice(message: str, level: str) -> dict[str, str]:
-    return {"message": message, "level": level, "timestamp": utc_timestamp()}
+def refusal(exc: FeedError) -> socketio.exceptions.ConnectionRefusedError:
+    """The one mapping of a refusal to `connect_error` (`err.data` is `{code, message}`)."""
+    return socketio.exceptions.ConnectionRefusedError(exc.message, exc.to_json())
 
 
 def ack_error(exc: FeedError) -> dict[str, Any]:

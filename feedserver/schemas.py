@@ -14,6 +14,7 @@ MAX_SEQ = 2**53 - 1  # JavaScript's MAX_SAFE_INTEGER: seq must round-trip throug
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 IDEMPOTENCY_KEY_RULE = "must be 1..128 visible ASCII characters"
 _idempotency_key = validate.Regexp(r"^[\x21-\x7e]{1,128}\Z", error=IDEMPOTENCY_KEY_RULE)
+SYSTEM_MESSAGE_LEVELS = ("info", "warning")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +40,19 @@ class HistoryQuerySchema(Schema):
     before = fields.Integer(load_default=None, validate=validate.Range(0, MAX_SEQ))
 
 
-class EventSchema(Schema):
-    """The event object (documentation only: events are serialised by `Event.to_json`)."""
+class SystemMessageSchema(Schema):
+    class Meta:
+        unknown = RAISE
 
+    message = fields.String(required=True)
+    level = fields.String(required=True, validate=validate.OneOf(SYSTEM_MESSAGE_LEVELS))
+
+
+# The schemas below document responses (the OpenAPI document is generated from them);
+# responses themselves are built by `to_json` methods, which the tests check against them.
+
+
+class EventSchema(Schema):
     id = fields.String(required=True)
     seq = fields.Integer(required=True)
     tenantId = fields.String(required=True)
@@ -49,8 +60,73 @@ class EventSchema(Schema):
     timestamp = fields.String(required=True)
 
 
+class HistorySchema(Schema):
+    tenantId = fields.String(required=True)
+    events = fields.List(fields.Nested(EventSchema), required=True)
+    count = fields.Integer(required=True)
+    latestSeq = fields.Integer(required=True)
+
+
+class TenantStatsSchema(Schema):
+    events = fields.Integer(required=True)
+    held = fields.Integer(required=True)
+    connections = fields.Integer(required=True)
+    lastEventAt = fields.String(required=True, allow_none=True)
+
+
+class StatsSchema(Schema):
+    totalEvents = fields.Integer(required=True)
+    tenantStats = fields.Dict(
+        keys=fields.String(), values=fields.Nested(TenantStatsSchema), required=True
+    )
+
+
+class MemorySchema(Schema):
+    rss = fields.Integer(required=True)
+
+
+class StoreHealthSchema(Schema):
+    backend = fields.String(required=True)
+    ok = fields.Boolean(required=True)
+
+
+class HealthSchema(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(("healthy", "unhealthy")))
+    timestamp = fields.String(required=True)
+    version = fields.String(required=True)
+    uptime = fields.Float(required=True)
+    memory = fields.Nested(MemorySchema, required=True)
+    store = fields.Nested(StoreHealthSchema, required=True)
+
+
+class ClientConfigSchema(Schema):
+    tenants = fields.List(fields.String(), required=True)
+    auth = fields.String(required=True, validate=validate.OneOf(("none", "token")))
+    maxMessageLength = fields.Integer(required=True)
+    version = fields.String(required=True)
+
+
+class SystemNoticeSchema(Schema):
+    """What `system_message` carries to every socket, and what the 202 answer echoes."""
+
+    message = fields.String(required=True)
+    level = fields.String(required=True, validate=validate.OneOf(SYSTEM_MESSAGE_LEVELS))
+    timestamp = fields.String(required=True)
+
+
+class ErrorBodySchema(Schema):
+    code = fields.String(required=True)
+    message = fields.String(required=True)
+    details = fields.Dict(keys=fields.String(), values=fields.String())
+
+
+class ErrorSchema(Schema):
+    error = fields.Nested(ErrorBodySchema, required=True)
+
+
 _publish = PublishSchema()
 _history = HistoryQuerySchema()
+_system_message = SystemMessageSchema()
 
 
 def load(schema: Schema, data: Any) -> dict[str, Any]:
@@ -82,6 +158,12 @@ def parse_idempotency_key(raw: str) -> str:
             "Invalid Idempotency-Key", {IDEMPOTENCY_KEY_HEADER: IDEMPOTENCY_KEY_RULE}
         ) from None
     return raw
+
+
+def parse_system_message(payload: Any) -> tuple[str, str]:
+    """(message, level) of a `POST /api/system-messages` body."""
+    data = load(_system_message, payload)
+    return data["message"], data["level"]
 
 
 def parse_history_query(query: dict[str, str]) -> dict[str, Any]:

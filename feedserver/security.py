@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from .errors import PayloadTooLarge
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -49,3 +52,20 @@ def install_security_headers(app: web.Application, production: bool) -> None:
         response.headers.update(headers)
 
     app.on_response_prepare.append(add_headers)
+
+
+def polling_body_limit(path: str, max_bytes: int) -> Middleware:
+    """Refuse an oversized Engine.IO long-polling POST before engine.io sees it.
+
+    engine.io would refuse it too, but by closing the session and then waiting for a poll
+    that never comes, so the request (and its connection) hangs.
+    """
+
+    @web.middleware
+    async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        length = request.content_length
+        if length is not None and length > max_bytes and request.path.startswith(path):
+            raise PayloadTooLarge()
+        return await handler(request)
+
+    return limit

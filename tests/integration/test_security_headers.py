@@ -1,0 +1,66 @@
+"""Helmet's headers on every kind of response, HSTS only in production, no version banner."""
+
+from __future__ import annotations
+
+import pytest
+from aiohttp import ClientSession, WSMsgType
+from multidict import CIMultiDictProxy
+
+from feedserver.auth import mint_token
+from tests.conftest import ServerFactory
+
+HELMET = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+TENANT_A = {"X-Tenant-ID": "tenant_a"}
+
+
+def assert_hardened(headers: CIMultiDictProxy[str], *, production: bool) -> None:
+    for name, value in HELMET.items():
+        assert headers.get(name) == value, name
+    policy = headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+    assert headers.getall("Server") == ["feedserver"]  # no name/version of aiohttp or Python
+    assert ("Strict-Transport-Security" in headers) is production
+
+
+@pytest.mark.parametrize("production", [False, True], ids=["development", "production"])
+async def test_every_kind_of_response_carries_the_security_headers(
+    start_server: ServerFactory, production: bool
+) -> None:
+    overrides: dict[str, object] = {"max_body_bytes": 1024}
+    tenant = TENANT_A
+    if production:
+        overrides |= {"env": "production", "auth": "token", "auth_secret": "p" * 32}
+        tenant = {"Authorization": f"Bearer {mint_token('p' * 32, 'tenant_a', 60)}"}
+    server = await start_server(**overrides)
+    requests = [
+        ("GET", "/", {}, 200),  # the page
+        ("GET", "/api/health", {}, 200),
+        ("GET", "/api/openapi.json", {}, 200),
+        ("GET", "/api/nowhere", {}, 404),
+        ("GET", "/nowhere", {}, 404),
+        ("PUT", "/api/health", {}, 405),
+        ("POST", "/api/events", {"data": b"x" * 2048, "headers": tenant}, 415),
+        (
+            "POST",
+            "/api/events",
+            {"data": b"x" * 2048, "headers": {**tenant, "Content-Type": "application/json"}},
+            413,
+        ),
+        ("GET", "/api/events", {}, 401 if production else 400),
+        ("GET", "/socket.io/?EIO=4&transport=polling", {}, 200),  # engine.io handshake
+        ("GET", "/socket.io/?EIO=4&transport=polling&sid=unknown", {}, 400),
+        ("OPTIONS", "/api/events", {"headers": {"Origin": "http://evil.example"}}, 403),
+    ]
+    async with ClientSession(str(server.make_url(""))) as http:
+        for method, path, kwargs, status in requests:
+            async with http.request(method, path, **kwargs) as resp:  # type: ignore[arg-type]
+                assert resp.status == status, (method, path, await resp.text())
+                assert_hardened(resp.headers, production=production)
+        async with http.ws_connect("/socket.io/?EIO=4&transport=websocket") as ws:
+            assert_hardened(ws._response.headers, production=production)
+            opening = await ws.receive()
+            assert opening.type == WSMsgType.TEXT and opening.data.startswith("0{")
