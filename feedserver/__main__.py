@@ -6,14 +6,10 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
 
-from aiohttp import web
-
-from . import __version__
-from .app import GATEWAY, create_app
+from . import __version__, lifecycle
 from .auth import mint_token
 from .config import MIN_SECRET_BYTES, ConfigError, Settings
 from .logs import configure_logging
@@ -92,47 +88,8 @@ def serve(settings: Settings) -> int:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
-        asyncio.run(_serve(settings))
-    else:
-        uvloop.run(_serve(settings))
-    return 0
-
-
-async def _serve(settings: Settings) -> None:
-    # Signals are ours before the "listening" line: a supervisor that stops the server as
-    # soon as it is up must get the graceful path, not the default (death by signal).
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    app = create_app(settings)
-    # aiohttp waits this long for open handlers (websockets) before cancelling them; keep a
-    # margin so that the whole shutdown, goodbye messages included, fits the timeout.
-    runner = web.AppRunner(
-        app,
-        access_log=None,
-        handle_signals=False,
-        shutdown_timeout=max(0.1, settings.shutdown_timeout * 0.8),
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, backlog=4096)
-    await site.start()
-    for address in runner.addresses:
-        host, port = address[0], address[1]
-        log.info("feedserver %s listening on http://%s:%d", __version__, host, port)
-    await stop.wait()
-    log.info("shutting down: telling clients, closing connections")
-    started = loop.time()
-    # Before runner.cleanup(): once aiohttp shuts down it stops reading open connections, so
-    # clients could no longer answer the goodbye by closing theirs, and every websocket
-    # would hold the shutdown for the whole timeout.
-    await app[GATEWAY].close(grace=settings.shutdown_timeout / 2)
-    remaining = settings.shutdown_timeout - (loop.time() - started)
-    try:
-        await asyncio.wait_for(runner.cleanup(), timeout=max(0.1, remaining))
-    except TimeoutError:
-        log.warning("shutdown took longer than FEED_SHUTDOWN_TIMEOUT; stopping anyway")
-    log.info("stopped")
+        return asyncio.run(lifecycle.serve(settings))
+    return uvloop.run(lifecycle.serve(settings))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -166,12 +167,14 @@ class RestApi:
         authenticator: Authenticator,
         catalogue: TenantCatalogue,
         addresses: ClientAddresses,
+        shutting_down: asyncio.Event,
     ) -> None:
         self.settings = settings
         self.feed = feed
         self.authenticator = authenticator
         self.catalogue = catalogue
         self.addresses = addresses
+        self.shutting_down = shutting_down
         self.started = time.monotonic()
         self._openapi = orjson.dumps(openapi_document(settings))
 
@@ -181,6 +184,7 @@ class RestApi:
             web.get("/api/events", self.list_events, allow_head=False),
             web.get("/api/events/stats", self.stats, allow_head=False),
             web.get("/api/health", self.health, allow_head=False),
+            web.get("/api/ready", self.ready, allow_head=False),
             web.get("/api/config", self.config, allow_head=False),
             web.post("/api/system-messages", self.system_message),
             web.get("/api/openapi.json", self.openapi, allow_head=False),
@@ -253,6 +257,19 @@ class RestApi:
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.Response(body=self._openapi, content_type="application/json", charset="utf-8")
+
+    async def ready(self, request: web.Request) -> web.Response:
+        """Readiness, unlike liveness: 503 while the store is unreachable or we shut down."""
+        store_ok = await self.feed.store.ping()
+        shutting_down = self.shutting_down.is_set()
+        ready = store_ok and not shutting_down
+        body = {
+            "status": "ready" if ready else "unavailable",
+            "timestamp": utc_timestamp(),
+            "store": {"ok": store_ok},
+            "shuttingDown": shutting_down,
+        }
+        return json_response(body, 200 if ready else 503)
 
     async def config(self, request: web.Request) -> web.Response:
         """What the web page needs to draw itself; no tenant list in token mode."""

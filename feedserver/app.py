@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp_cors
 from aiohttp import web
 
+from .access import access_middleware, install_request_id_header
 from .addresses import ClientAddresses
 from .api import RestApi, error_middleware, rate_limit_middleware
 from .auth import Authenticator, HeaderAuthenticator, TenantCatalogue, TokenAuthenticator
 from .cluster import open_backend
 from .config import Settings
 from .core import Feed, LocalConnections
+from .metrics import METRICS_PATH, FeedMetrics, metrics_view
 from .quotas import (
     ConnectionCaps,
     FixedWindow,
@@ -30,6 +33,9 @@ SOCKETIO_CLIENT_DIST = Path("node_modules") / "socket.io-client" / "dist"
 
 GATEWAY = web.AppKey("gateway", RealtimeGateway)
 FEED = web.AppKey("feed", Feed)
+METRICS = web.AppKey("metrics", FeedMetrics)
+# Set on SIGTERM: /api/ready answers 503 from then on.
+SHUTTING_DOWN = web.AppKey("shutting_down", asyncio.Event)
 
 
 def open_authenticator(settings: Settings, catalogue: TenantCatalogue) -> Authenticator:
@@ -39,6 +45,7 @@ def open_authenticator(settings: Settings, catalogue: TenantCatalogue) -> Authen
 
 
 def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application:
+    metrics = FeedMetrics(settings.tenants)
     limit_storage = open_limit_storage("memory://")
     requests = RequestLimiter(
         FixedWindow(
@@ -51,6 +58,7 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
     addresses = ClientAddresses(settings.trust_proxy)
     app = web.Application(
         middlewares=[
+            access_middleware(metrics),
             rate_limit_middleware(requests, addresses),
             error_middleware,
             polling_body_limit(f"/{SOCKETIO_PATH}/", MAX_PACKET_BYTES),
@@ -58,6 +66,7 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
         client_max_size=settings.max_body_bytes,
     )
     install_security_headers(app, settings.production)
+    install_request_id_header(app)
     backend = open_backend(settings)
     catalogue = TenantCatalogue(settings.tenants)
     authenticator = open_authenticator(settings, catalogue)
@@ -72,6 +81,7 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
         limiter=TenantPublishLimiter(
             FixedWindow(limit_storage, "tenant", settings.tenant_max_events_per_sec, 1)
         ),
+        observer=metrics,
     )
     caps = ConnectionCaps(
         feed.connections,
@@ -80,13 +90,19 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
         per_address=settings.max_connections_per_ip,
     )
     gateway = RealtimeGateway(
-        settings, feed, authenticator, requests, addresses, caps, backend.socket_manager
+        settings, feed, authenticator, requests, addresses, caps, metrics, backend.socket_manager
     )
+    shutting_down = asyncio.Event()
     app[FEED] = feed
     app[GATEWAY] = gateway
+    app[METRICS] = metrics
+    app[SHUTTING_DOWN] = shutting_down
 
-    rest = RestApi(settings, feed, authenticator, catalogue, addresses)
+    rest = RestApi(settings, feed, authenticator, catalogue, addresses, shutting_down)
     api_routes = app.router.add_routes(rest.routes())
+    if settings.metrics_port is None:
+        admins_only = authenticator if settings.auth == "token" else None
+        app.router.add_get(METRICS_PATH, metrics_view(metrics, admins_only), allow_head=False)
     _allow_cors(app, settings, api_routes)
     gateway.attach(app)
     _serve_page(app, web_root)

@@ -77,7 +77,8 @@ class Settings:
         return settings
 
     def check(self) -> None:
-        """Cross-field rules: production needs token auth and a long secret."""
+        """Cross-field rules: token auth needs a long secret, production token auth, and the
+        metrics port is not the main one."""
         if self.auth == "token" and len(self.auth_secret.encode()) < MIN_SECRET_BYTES:
             raise ConfigError(
                 f"invalid FEED_AUTH_SECRET: FEED_AUTH=token needs a secret of at least "
@@ -85,6 +86,8 @@ class Settings:
             )
         if self.production and self.auth != "token":
             raise ConfigError("invalid FEED_AUTH: FEED_ENV=production requires FEED_AUTH=token")
+        if self.metrics_port is not None and self.metrics_port == self.port:
+            raise ConfigError("invalid FEED_METRICS_PORT: must differ from PORT")
 
     def masked(self) -> dict[str, object]:
         """The effective settings with secrets hidden, for `check-config` and logs."""

@@ -7,12 +7,14 @@ listeners that the transports register on an `EventBus`; the core never imports 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
 from .errors import ValidationFailed
 from .events import Event, utc_timestamp
+from .logs import bind_tenant
 from .messages import normalise_message
 from .schemas import IDEMPOTENCY_KEY_HEADER, parse_publish
 from .store import EventStore, TenantCounts
@@ -50,6 +52,12 @@ class LocalBus:
     async def announce(self, event: Event) -> None:
         for listener in self._listeners:
             await listener(event)
+
+
+class PublishObserver(Protocol):
+    """Told how long each successful publish took; metrics live outside the core."""
+
+    def published(self, tenant: str, seconds: float) -> None: ...
 
 
 class ConnectionCounter(Protocol):
@@ -140,6 +148,7 @@ class Feed:
         limiter: PublishLimiter | None = None,
         connections: ConnectionCounter | None = None,
         bus: EventBus | None = None,
+        observer: PublishObserver | None = None,
     ) -> None:
         self.store = store
         self.history_size = history_size
@@ -150,6 +159,7 @@ class Feed:
         self.connections: ConnectionCounter = connections or LocalConnections()
         self.bus: EventBus = bus or LocalBus()
         self._announcers: list[Announcer] = []
+        self.observer = observer
 
     def add_listener(self, listener: Listener) -> None:
         """Call `listener(event)` for every new event this node is to deliver."""
@@ -175,6 +185,8 @@ class Feed:
         repeat within `idempotency_ttl` seconds stores and broadcasts nothing and returns
         the first event.
         """
+        started = time.perf_counter()
+        bind_tenant(tenant)
         request = parse_publish(payload)
         key = _one_key(idempotency_key, request.idempotency_key)
         message = normalise_message(request.message, self.max_message_length)
@@ -187,18 +199,22 @@ class Feed:
                 tenant, key, message, utc_timestamp(), ttl=self.idempotency_ttl
             )
         if created:
+            if self.observer is not None:
+                self.observer.published(tenant, time.perf_counter() - started)
             await self.bus.announce(event)
         return Published(event, replayed=not created)
 
     async def history(
         self, tenant: str, *, limit: int, since: int | None = None, before: int | None = None
     ) -> History:
+        bind_tenant(tenant)
         counts = await self.store.counts(tenant)
         events = await self.store.query(tenant, limit=limit, since=since, before=before)
         return History(events, max(counts.latest_seq, events[-1].seq if events else 0))
 
     async def catch_up(self, tenant: str, since: int | None) -> CatchUp:
         """The last `initial_events`, or everything after `since` that is still held."""
+        bind_tenant(tenant)
         if since is None:
             history = await self.history(tenant, limit=self.initial_events)
             return CatchUp(history.events, history.latest_seq, recovered=False)

@@ -30,6 +30,7 @@ from .core import CatchUp, Feed, SystemNotice, system_notice
 from .errors import FeedError, InternalError, RateLimited, ValidationFailed
 from .events import Event, utc_timestamp
 from .jsoncodec import SocketJson
+from .metrics import FeedMetrics
 from .quotas import ConnectionCaps, RequestLimiter
 from .recovery import ConnectionRecovery, RecoveringServer
 from .schemas import MAX_SEQ
@@ -61,6 +62,7 @@ class RealtimeGateway:
         requests: RequestLimiter,
         addresses: ClientAddresses,
         caps: ConnectionCaps,
+        metrics: FeedMetrics,
         client_manager: socketio.AsyncManager | None = None,
     ) -> None:
         self.feed = feed
@@ -68,6 +70,7 @@ class RealtimeGateway:
         self.requests = requests
         self.addresses = addresses
         self.caps = caps
+        self.metrics = metrics
         self._origins = frozenset(settings.cors_origins)
         self.recovery = ConnectionRecovery(feed.store, enabled=settings.connection_state_recovery)
         self.sio = RecoveringServer(
@@ -134,6 +137,7 @@ class RealtimeGateway:
             session.expiry = asyncio.get_running_loop().call_later(
                 principal.expires_at - time.time(), self._expire, sid
             )
+        self.metrics.connection_opened(tenant)
         # The CONNECT reply is sent after this handler returns; the catch-up must follow it.
         self._spawn(self._sync(sid, session, catch_up, replay))
         if self.recovery.enabled:
@@ -203,6 +207,7 @@ class RealtimeGateway:
         if session.expiry is not None:
             session.expiry.cancel()
         self.caps.release(session.tenant, session.address)
+        self.metrics.connection_closed(session.tenant)
 
     def _expire(self, sid: str) -> None:
         log.info("token expired: disconnecting a socket")
@@ -217,9 +222,11 @@ class RealtimeGateway:
         try:
             quota = await self.requests.hit(session.address)
             if not quota.allowed:
-                return ack_error(RateLimited(quota.reset_after))
+                raise RateLimited(quota.reset_after)
             published = await self.feed.publish(session.tenant, payload)
         except FeedError as exc:
+            if isinstance(exc, RateLimited):
+                self.metrics.rate_limited.labels("socket").inc()
             return ack_error(exc)
         except Exception:
             log.exception("create_event failed")
@@ -233,15 +240,20 @@ class RealtimeGateway:
 
         Every node's bus calls this for every event (see `cluster`), so the emit is local.
         """
+        started = time.perf_counter()
+        parked = 0
         for session in self._syncing.get(event.tenant_id, ()):
             if session.pending is not None:
                 session.pending.append(event)
+                parked += 1
         await self.sio.emit(
             "event_created",
             self.recovery.event_args(event),
             room=event.tenant_id,
             ignore_queue=True,
         )
+        in_room = len(self.sio.manager.rooms.get("/", {}).get(event.tenant_id, ()))
+        self.metrics.delivered(event.tenant_id, in_room + parked, time.perf_counter() - started)
 
     async def announce(self, notice: SystemNotice) -> None:
         """Feed announcer: send `system_message` to every socket of every tenant, on every node."""

@@ -1,0 +1,90 @@
+"""One middleware per HTTP request: its `X-Request-ID`, its access log line, its metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from . import logs
+from .metrics import FeedMetrics
+
+log = logging.getLogger("feedserver.access")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+REQUEST_ID = web.RequestKey("request_id", str)
+# A caller's id is kept when it cannot break a log line or a header; otherwise we make one.
+SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._~:/+=@-]{1,128}")
+UNMATCHED_ROUTE = "unmatched"
+# nginx's code for "the client closed the connection before the response was sent".
+CLIENT_CLOSED_REQUEST = 499
+
+
+def request_id_for(header: str | None) -> str:
+    """The caller's `X-Request-ID` when it is 1..128 safe characters, else a new one."""
+    if header is not None and SAFE_REQUEST_ID.fullmatch(header):
+        return header
+    return uuid.uuid4().hex
+
+
+def route_template(request: web.Request) -> str:
+    """`/api/events`, `/css`, `/socket.io/` ...: bounded, unlike the raw path."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else UNMATCHED_ROUTE
+
+
+def access_middleware(metrics: FeedMetrics) -> Middleware:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        rid = request_id_for(request.headers.get(REQUEST_ID_HEADER))
+        request[REQUEST_ID] = rid
+        rid_token, tenant_token = logs.request_id.set(rid), logs.tenant.set(None)
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        except asyncio.CancelledError:
+            status = CLIENT_CLOSED_REQUEST
+            raise
+        finally:
+            seconds = time.perf_counter() - started
+            route = route_template(request)
+            metrics.http_request(request.method, route, status, seconds)
+            log.info(
+                "%s %s %d %.1fms",
+                request.method,
+                route,
+                status,
+                seconds * 1000,
+                extra={
+                    "method": request.method,
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 3),
+                },
+            )
+            logs.tenant.reset(tenant_token)
+            logs.request_id.reset(rid_token)
+
+    return middleware
+
+
+def install_request_id_header(app: web.Application) -> None:
+    """Echo the request id on every response, including WebSocket upgrades and errors."""
+
+    async def add_header(request: web.Request, response: web.StreamResponse) -> None:
+        rid = request.get(REQUEST_ID)
+        if rid is not None:
+            response.headers[REQUEST_ID_HEADER] = rid
+
+    app.on_response_prepare.append(add_header)

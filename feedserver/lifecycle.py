@@ -1,0 +1,115 @@
+"""The server's life: checks before the port opens, serving, and a bounded drain on SIGTERM.
+
+Start: the app's start-up hooks open the store, then the store must answer a ping; only
+then do the ports open. Any failure is one log line and exit code 1.
+
+SIGTERM or SIGINT, all within `FEED_SHUTDOWN_TIMEOUT`: `/api/ready` turns 503, the
+listening sockets close (no new connections), every socket.io client gets
+`system_message` and is disconnected (up to half the budget for the clients to close their
+side), then aiohttp finishes the requests still running and the store is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from . import __version__
+from .app import FEED, GATEWAY, METRICS, SHUTTING_DOWN, create_app
+from .config import Settings
+from .metrics import metrics_app
+
+log = logging.getLogger("feedserver")
+
+EXIT_OK = 0
+EXIT_START_FAILED = 1
+
+
+async def serve(settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT; the process exit code."""
+    # Signals are ours before the "listening" line: a supervisor that stops the server as
+    # soon as it is up must get the graceful path, not the default (death by signal).
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    app = create_app(settings)
+    # aiohttp waits this long for open handlers before cancelling them; keep a margin so
+    # that the whole shutdown, goodbye included, fits the timeout.
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=max(0.1, settings.shutdown_timeout * 0.8),
+    )
+    metrics_runner = web.AppRunner(metrics_app(app[METRICS]), access_log=None)
+    sites: list[web.TCPSite] = []
+    started = await _start(settings, app, runner, metrics_runner, sites)
+    if started:
+        await stop.wait()
+    deadline = loop.time() + settings.shutdown_timeout
+    if started:
+        await _drain(settings, app, sites)
+    await _clean_up(max(0.1, deadline - loop.time()), runner, metrics_runner)
+    log.info("stopped")
+    return EXIT_OK if started else EXIT_START_FAILED
+
+
+async def _start(
+    settings: Settings,
+    app: web.Application,
+    runner: web.AppRunner,
+    metrics_runner: web.AppRunner,
+    sites: list[web.TCPSite],
+) -> bool:
+    try:
+        await runner.setup()
+    except Exception as exc:
+        log.error("cannot start: %s", exc)
+        return False
+    store = app[FEED].store
+    if not await store.ping():
+        log.error("cannot start: the %s store is unreachable (FEED_STORE)", store.backend)
+        return False
+    try:
+        if settings.metrics_port is not None:
+            await metrics_runner.setup()
+            sites.append(web.TCPSite(metrics_runner, settings.host, settings.metrics_port))
+        sites.append(web.TCPSite(runner, settings.host, settings.port, backlog=4096))
+        for site in sites:
+            await site.start()
+    except OSError as exc:
+        log.error("cannot listen on %s: %s", settings.host, exc.strerror or exc)
+        return False
+    # The metrics line first: "listening" is the last line of a successful start.
+    for address in metrics_runner.addresses:
+        log.info("metrics on http://%s:%d/metrics", *address[:2])
+    for address in runner.addresses:
+        log.info("feedserver %s listening on http://%s:%d", __version__, *address[:2])
+    return True
+
+
+async def _drain(settings: Settings, app: web.Application, sites: list[web.TCPSite]) -> None:
+    """Not ready, no new connections, then the goodbye while aiohttp still reads sockets."""
+    log.info("shutting down: telling clients, closing connections")
+    app[SHUTTING_DOWN].set()
+    for site in sites:
+        await site.stop()
+    # Before runner.cleanup(): once aiohttp shuts down it stops reading open connections, so
+    # clients could no longer answer the goodbye by closing theirs.
+    await app[GATEWAY].close(grace=settings.shutdown_timeout / 2)
+
+
+async def _clean_up(within: float, runner: web.AppRunner, metrics_runner: web.AppRunner) -> None:
+    """Clean up what was set up (`server` is None when `setup()` did not finish)."""
+    if runner.server is not None:
+        try:
+            async with asyncio.timeout(within):
+                await runner.cleanup()
+        except TimeoutError:
+            log.warning("shutdown took longer than FEED_SHUTDOWN_TIMEOUT; stopping anyway")
+    if metrics_runner.server is not None:
+        await metrics_runner.cleanup()

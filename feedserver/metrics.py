@@ -1,0 +1,147 @@
+"""Prometheus metrics of one app, in its own `CollectorRegistry` (no process-wide state).
+
+Label values are bounded: tenants are the configured ones (their children are made once,
+here, so an unknown tenant can never add a label), HTTP routes are route templates and
+methods a fixed set. The fan-out path records once per event, never once per socket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.exposition import choose_encoder
+
+from .auth import Authenticator
+from .errors import Forbidden
+
+METRICS_PATH = "/metrics"
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Seconds, from a memory-store publish (tens of microseconds) to a slow Redis or a fan-out
+# to tens of thousands of sockets.
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0,
+)  # fmt: skip
+
+
+class FeedMetrics:
+    """Every metric the server exports, and one method per thing that happened."""
+
+    def __init__(self, tenants: Iterable[str]) -> None:
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        ProcessCollector(registry=registry)
+        connections = Gauge(
+            "feed_connections", "Open Socket.IO connections on this node", ["tenant"],
+            registry=registry,
+        )  # fmt: skip
+        published = Counter(
+            "feed_events_published", "Events published through this node", ["tenant"],
+            registry=registry,
+        )  # fmt: skip
+        delivered = Counter(
+            "feed_events_delivered",
+            "event_created packets sent by the live fan-out of this node",
+            ["tenant"],
+            registry=registry,
+        )
+        self.publish_latency = Histogram(
+            "feed_publish_latency_seconds",
+            "One publish: validation, rate limit and store append",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.fanout_latency = Histogram(
+            "feed_fanout_latency_seconds",
+            "Handing one event to every subscriber of its tenant on this node",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.http_requests = Counter(
+            "feed_http_requests",
+            "HTTP requests by method, route template and status",
+            ["method", "route", "status"],
+            registry=registry,
+        )
+        self.http_duration = Histogram(
+            "feed_http_request_duration_seconds",
+            "HTTP request duration by route template (a WebSocket counts until it closes)",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.rate_limited = Counter(
+            "feed_rate_limited",
+            "Requests and socket events refused by a rate limit",
+            ["transport"],
+            registry=registry,
+        )
+        self.slow_consumer_disconnects = Counter(
+            "feed_slow_consumer_disconnects",
+            "Sockets disconnected because they did not read fast enough",
+            registry=registry,
+        )
+        self.store_errors = Counter(
+            "feed_store_errors", "Store operations that failed", registry=registry
+        )
+        # Children made once per configured tenant: cheap on the hot path, bounded labels.
+        self._connections = {t: connections.labels(t) for t in tenants}
+        self._published = {t: published.labels(t) for t in self._connections}
+        self._delivered = {t: delivered.labels(t) for t in self._connections}
+        for transport in ("http", "socket"):
+            self.rate_limited.labels(transport)
+
+    def connection_opened(self, tenant: str) -> None:
+        if (gauge := self._connections.get(tenant)) is not None:
+            gauge.inc()
+
+    def connection_closed(self, tenant: str) -> None:
+        if (gauge := self._connections.get(tenant)) is not None:
+            gauge.dec()
+
+    def published(self, tenant: str, seconds: float) -> None:
+        if (counter := self._published.get(tenant)) is not None:
+            counter.inc()
+        self.publish_latency.observe(seconds)
+
+    def delivered(self, tenant: str, recipients: int, seconds: float) -> None:
+        """One call per event and node, with the number of sockets it was sent to."""
+        if recipients and (counter := self._delivered.get(tenant)) is not None:
+            counter.inc(recipients)
+        self.fanout_latency.observe(seconds)
+
+    def http_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """`route` must be a route template, never a raw path."""
+        method = method if method in HTTP_METHODS else "other"
+        self.http_requests.labels(method, route, str(status)).inc()
+        self.http_duration.labels(route).observe(seconds)
+        if status == 429:
+            self.rate_limited.labels("http").inc()
+
+    def render(self, accept: str | None) -> tuple[bytes, str]:
+        """The exposition (Prometheus text or OpenMetrics, as `accept` asks) and its type."""
+        encode, content_type = choose_encoder(accept or "")
+        return encode(self.registry), content_type
+
+
+def metrics_view(
+    metrics: FeedMetrics, admins_only: Authenticator | None = None
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """`GET /metrics`; given an authenticator, only for callers with an admin token."""
+
+    async def view(request: web.Request) -> web.Response:
+        if admins_only is not None and not admins_only.from_headers(request.headers).admin:
+            raise Forbidden("Metrics need an admin token")
+        body, content_type = metrics.render(request.headers.get("Accept"))
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    return view
+
+
+def metrics_app(metrics: FeedMetrics) -> web.Application:
+    """The app of `FEED_METRICS_PORT`: `/metrics` alone, for a network only scrapers reach."""
+    app = web.Application()
+    app.router.add_get(METRICS_PATH, metrics_view(metrics), allow_head=False)
+    return app

@@ -1,0 +1,75 @@
+"""Every response carries an `X-Request-ID`: the caller's when it is safe, else a new one."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
+
+from feedserver.access import request_id_for
+from feedserver.app import SHUTTING_DOWN
+
+GENERATED = re.compile(r"[0-9a-f]{32}")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/api/health", 200),
+        ("GET", "/api/events", 400),  # no tenant
+        ("GET", "/css/feed.css", 200),
+        ("GET", "/no/such/page", 404),
+        ("DELETE", "/api/health", 405),
+        ("GET", "/socket.io/?EIO=4&transport=polling", 200),
+        ("GET", "/metrics", 200),
+    ],
+)
+async def test_the_callers_request_id_is_echoed_on_every_kind_of_response(
+    server: TestServer, method: str, path: str, status: int
+) -> None:
+    async with (
+        ClientSession(str(server.make_url(""))) as http,
+        http.request(method, path, headers={"X-Request-ID": "trace-7f:a/b=c"}) as resp,
+    ):
+        assert resp.status == status
+        assert resp.headers["X-Request-ID"] == "trace-7f:a/b=c"
+
+
+@pytest.mark.parametrize("given", [None, "", "x" * 129, "has space", "semi;colon"])
+async def test_a_missing_or_unsafe_request_id_is_replaced_by_a_generated_one(
+    server: TestServer, given: str | None
+) -> None:
+    headers = {} if given is None else {"X-Request-ID": given}
+    async with ClientSession(str(server.make_url(""))) as http:
+        ids = []
+        for _ in range(2):
+            async with http.get("/api/health", headers=headers) as resp:
+                ids.append(resp.headers["X-Request-ID"])
+    assert all(GENERATED.fullmatch(rid) for rid in ids) and ids[0] != ids[1]
+
+
+@pytest.mark.parametrize("given", ["new\nline", "tab\there", 'quote"', "ünïcode", "<script>"])
+def test_request_ids_that_could_break_a_log_line_or_header_are_not_kept(given: str) -> None:
+    assert GENERATED.fullmatch(request_id_for(given))
+
+
+def test_the_longest_safe_request_id_is_kept() -> None:
+    assert request_id_for("a" * 128) == "a" * 128
+
+
+async def test_ready_turns_503_once_shutdown_begins_while_health_stays_200(
+    server: TestServer,
+) -> None:
+    async with ClientSession(str(server.make_url(""))) as http:
+        async with http.get("/api/ready") as resp:
+            assert resp.status == 200
+            assert (await resp.json())["status"] == "ready"
+        server.app[SHUTTING_DOWN].set()
+        async with http.get("/api/ready") as resp:
+            assert resp.status == 503
+            body = await resp.json()
+        assert body["status"] == "unavailable" and body["shuttingDown"] is True
+        async with http.get("/api/health") as resp:
+            assert resp.status == 200
