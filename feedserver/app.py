@@ -68,6 +68,7 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
     install_security_headers(app, settings.production)
     install_request_id_header(app)
     backend = open_backend(settings)
+    metrics.read_store_errors = lambda: backend.store.failures
     catalogue = TenantCatalogue(settings.tenants)
     authenticator = open_authenticator(settings, catalogue)
     feed = Feed(

@@ -7,11 +7,13 @@ methods a fixed set. The fan-out path records once per event, never once per soc
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 
 from .auth import Authenticator
 from .errors import Forbidden
@@ -78,14 +80,11 @@ class FeedMetrics:
             ["transport"],
             registry=registry,
         )
-        self.slow_consumer_disconnects = Counter(
-            "feed_slow_consumer_disconnects",
-            "Sockets disconnected because they did not read fast enough",
-            registry=registry,
-        )
-        self.store_errors = Counter(
-            "feed_store_errors", "Store operations that failed", registry=registry
-        )
+        # Totals their owners keep as plain ints (nothing to pay on their paths), read
+        # when scraped; the owners replace these readers.
+        self.read_store_errors: Callable[[], int] = lambda: 0
+        self.read_slow_consumer_disconnects: Callable[[], int] = lambda: 0
+        registry.register(_OwnedTotals(self))
         # Children made once per configured tenant: cheap on the hot path, bounded labels.
         self._connections = {t: connections.labels(t) for t in tenants}
         self._published = {t: published.labels(t) for t in self._connections}
@@ -124,6 +123,23 @@ class FeedMetrics:
         """The exposition (Prometheus text or OpenMetrics, as `accept` asks) and its type."""
         encode, content_type = choose_encoder(accept or "")
         return encode(self.registry), content_type
+
+
+class _OwnedTotals(Collector):
+    def __init__(self, metrics: FeedMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "feed_store_errors",
+            "Store operations that failed",
+            value=self._metrics.read_store_errors(),
+        )
+        yield CounterMetricFamily(
+            "feed_slow_consumer_disconnects",
+            "Sockets disconnected because they did not read fast enough",
+            value=self._metrics.read_slow_consumer_disconnects(),
+        )
 
 
 def metrics_view(

@@ -24,6 +24,7 @@ class EventStore(Protocol):
     """Per-tenant ring buffer of events with a per-tenant, gap-free `seq`."""
 
     backend: str
+    failures: int  # operations that failed since start (read by the metrics)
 
     async def append(self, tenant: str, message: str, timestamp: str) -> Event:
         """Allocate the next seq for `tenant` and store the event atomically."""

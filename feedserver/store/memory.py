@@ -64,6 +64,7 @@ class MemoryStore:
     """Not shared between processes and lost on restart; `FEED_STORE=redis://` is durable."""
 
     backend = "memory"
+    failures = 0  # memory does not fail
 
     def __init__(self, history_size: int, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._history_size = history_size

@@ -117,6 +117,7 @@ class RedisStore:
     backend = "redis"
 
     def __init__(self, url: str, history_size: int, *, follow_block_ms: int = 2000) -> None:
+        self.failures = 0
         self._history_size = history_size
         self._redis = redis_client(url)
         # XREAD BLOCK holds its connection: a client of its own, whose read timeout is
@@ -128,7 +129,7 @@ class RedisStore:
         self._epoch = self._redis.register_script(_EPOCH_SCRIPT)
 
     async def append(self, tenant: str, message: str, timestamp: str) -> Event:
-        with store_errors():
+        with self._store_errors():
             seq = await self._append(
                 keys=[seq_key(tenant), stream_key(tenant)],
                 args=[self._history_size, message, timestamp],
@@ -161,7 +162,7 @@ class RedisStore:
         """
         key = stream_key(tenant)
         entries: Any
-        with store_errors():
+        with self._store_errors():
             if since is not None and before is None:
                 entries = await self._redis.xrange(key, f"({since}-0", "+", count=limit)
             elif before is not None and before <= 1:
@@ -174,7 +175,7 @@ class RedisStore:
         return [_event(tenant, entry) for entry in entries]
 
     async def counts(self, tenant: str) -> TenantCounts:
-        with store_errors():
+        with self._store_errors():
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.get(seq_key(tenant))
                 pipe.xlen(stream_key(tenant))
@@ -184,7 +185,7 @@ class RedisStore:
 
     async def latest_seqs(self, tenants: Sequence[str]) -> dict[str, int]:
         """The latest seq of each tenant, in one round trip."""
-        with store_errors():
+        with self._store_errors():
             values = await self._redis.mget([seq_key(t) for t in tenants])
         return {tenant: int(value or 0) for tenant, value in zip(tenants, values, strict=True)}
 
@@ -193,13 +194,23 @@ class RedisStore:
         tenant; waits up to the follow block time for the first one, then returns [] ."""
         streams: Any = {stream_key(t): f"{seq}-0" for t, seq in cursors.items()}
         reply: Any
-        with store_errors():
+        with self._store_errors():
             reply = await self._follower.xread(streams, count=count, block=self._follow_block_ms)
         events: list[Event] = []
         for key, entries in reply or []:
             tenant = key[len("feed:{") : -len("}:events")]
             events.extend(_event(tenant, entry) for entry in entries)
         return events
+
+    @contextmanager
+    def _store_errors(self) -> Iterator[None]:
+        """`store_errors()`, counting each failure in `failures`."""
+        try:
+            with store_errors():
+                yield
+        except StoreUnavailable:
+            self.failures += 1
+            raise
 
     async def ping(self) -> bool:
         try:

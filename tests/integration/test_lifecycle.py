@@ -14,19 +14,13 @@ import pytest
 import socketio
 from aiohttp import ClientSession
 
+from tests.e2e.live_server import free_port
 from tests.feedserver_process import METRICS_ON, ROOT, FeedserverProcess
 from tests.metrics_scrape import scrape, value
 
 CLIENTS = 200
 SHUTDOWN_TIMEOUT = 5.0
 NODE_TIMEOUT = 60
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def read_json_line(stream: asyncio.StreamReader) -> Any:
@@ -162,4 +156,12 @@ async def test_a_port_in_use_fails_the_start_with_one_line_and_exit_code_1() -> 
         assert await server.exit_code() == 1
     errors = [line for line in server.lines if "ERROR" in line]
     assert len(errors) == 1 and "cannot listen" in errors[0]
+    assert not any("listening on" in line for line in server.lines)
+
+
+async def test_an_unreachable_store_fails_the_start_with_one_line_and_exit_code_1() -> None:
+    server = await FeedserverProcess.start(FEED_STORE=f"redis://127.0.0.1:{free_port()}/0")
+    assert await server.exit_code() == 1
+    errors = [line for line in server.lines if "ERROR" in line]
+    assert len(errors) == 1 and "cannot start: the redis store is unreachable" in errors[0]
     assert not any("listening on" in line for line in server.lines)
