@@ -103,7 +103,10 @@ def redis_client(url: str, *, read_timeout: float = COMMAND_TIMEOUT_S) -> Redis:
 
 @contextmanager
 def store_errors() -> Iterator[None]:
-    """Any Redis failure (down, timeout, OOM, loading) is `StoreUnavailable`: a 503."""
+    """Any Redis failure (down, timeout, OOM, loading) is `StoreUnavailable`: a 503.
+
+    `RedisStore` methods use `RedisStore._store_errors()`, which also counts the failure.
+    """
     try:
         yield
     except RedisError as exc:
@@ -139,7 +142,7 @@ class RedisStore:
     async def append_once(
         self, tenant: str, key: str, message: str, timestamp: str, *, ttl: int
     ) -> tuple[Event, bool]:
-        with store_errors():
+        with self._store_errors():
             created, claim = await self._append_once(
                 keys=[seq_key(tenant), stream_key(tenant), claim_key(tenant, key)],
                 args=[self._history_size, message, timestamp, ttl],
@@ -148,7 +151,7 @@ class RedisStore:
         return Event(int(seq), tenant, first_message, first_timestamp), bool(created)
 
     async def epoch(self) -> str:
-        with store_errors():
+        with self._store_errors():
             epoch: str = await self._epoch(keys=[EPOCH_KEY], args=[secrets.token_urlsafe(6)])
         return epoch
 
