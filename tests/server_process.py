@@ -21,7 +21,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT = 30.0
-_LISTENING = re.compile(rb"listening on (http://\S+)")
+# Also inside a JSON log line (LOG_FORMAT=json), where a quote follows the URL.
+_LISTENING = re.compile(rb'listening on (http://[^\s"]+)')
 # Whatever the developer's shell sets must not change what the tests see.
 _DROPPED = re.compile(r"^(PORT|HOST|CORS_ORIGIN|FEED_.*|RATE_LIMIT_.*|LOG_.*)$")
 

@@ -13,6 +13,7 @@
 //   {"type": "established", "client", "data"}             connection_established
 //   {"type": "initial", "client", "seqs", "offset"}         initial_events (seqs, trailing arg)
 //   {"type": "event", "client", "seq", "offset"}            event_created, with "verbose": true
+//   {"type": "system", "client", "message", "level"}        system_message
 //   {"type": "report", "clients": [{client, held, connects, recovered, badOffsets, connected}]}
 // stdin, one JSON command per line:
 //   {"op": "drop", "client", "url"?}   close the socket's transport (socket.io reconnects);
@@ -48,6 +49,9 @@ const clients = Array.from({ length: spec.count ?? 1 }, (_, index) => {
     state.held = events.map((e) => e.seq);
     print({ type: "initial", client: index, seqs: state.held, offset: offset ?? null });
   });
+  socket.on("system_message", ({ message, level }) =>
+    print({ type: "system", client: index, message, level }),
+  );
   socket.on("event_created", (event, offset) => {
     state.held.push(event.seq);
     if (offset !== String(event.seq)) state.badOffsets += 1;
