@@ -124,7 +124,13 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
 def _allow_cors(app: web.Application, settings: Settings, routes: list[web.AbstractRoute]) -> None:
     options = aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
         allow_credentials=False,
-        allow_headers=("Content-Type", "X-Tenant-ID", "Authorization", "Idempotency-Key"),
+        allow_headers=(
+            "Content-Type",
+            "X-Tenant-ID",
+            "Authorization",
+            "Idempotency-Key",
+            "X-Request-ID",
+        ),
         expose_headers=(
             "Retry-After",
             "RateLimit-Limit",

@@ -10,6 +10,7 @@ from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
 from feedserver.app import GATEWAY
+from feedserver.auth import mint_token
 from tests.conftest import ServerFactory
 from tests.feed_subscriber import subscribed
 from tests.metrics_scrape import label_values, scrape, value
@@ -118,3 +119,35 @@ async def test_a_store_outage_counts_store_errors_and_turns_ready_to_503(
         await redis_server.start()
         async with http.get("/api/ready") as resp:
             assert resp.status == 200
+
+
+async def test_in_token_mode_metrics_need_an_admin_token(start_server: ServerFactory) -> None:
+    secret = "m" * 32
+    server = await start_server(auth="token", auth_secret=secret)
+    admin = mint_token(secret, "tenant_a", 60, admin=True)
+    tenant_only = mint_token(secret, "tenant_a", 60)
+    async with ClientSession(str(server.make_url(""))) as http:
+        async with http.get("/metrics") as resp:
+            assert resp.status == 401
+        async with http.get("/metrics", headers={"Authorization": f"Bearer {tenant_only}"}) as resp:
+            assert resp.status == 403
+            assert (await resp.json())["error"]["code"] == "forbidden"
+        samples = await scrape(http, Authorization=f"Bearer {admin}")
+    assert value(samples, "feed_connections", tenant="tenant_a") == 0
+
+
+async def test_rate_limit_refusals_are_counted_per_transport(start_server: ServerFactory) -> None:
+    server = await start_server(rate_limit_max_requests=1)
+    url = str(server.make_url(""))
+    async with ClientSession(url) as http:
+        for status in (200, 429):
+            async with http.get("/api/health") as resp:
+                assert resp.status == status
+        async with subscribed(url, "tenant_a") as sub:
+            ack = await sub.client.call("create_event", {"message": "over"}, timeout=10)
+        assert ack["error"]["code"] == "rate_limited"
+        samples = await scrape(http)
+    assert value(samples, "feed_rate_limited_total", transport="http") == 1
+    assert value(samples, "feed_rate_limited_total", transport="socket") == 1
+    limited = {"method": "GET", "route": "/api/health", "status": "429"}
+    assert value(samples, "feed_http_requests_total", **limited) == 1

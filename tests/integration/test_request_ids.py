@@ -73,3 +73,18 @@ async def test_ready_turns_503_once_shutdown_begins_while_health_stays_200(
         assert body["status"] == "unavailable" and body["shuttingDown"] is True
         async with http.get("/api/health") as resp:
             assert resp.status == 200
+
+
+async def test_a_browser_may_send_its_own_request_id_cross_origin(server: TestServer) -> None:
+    preflight = {
+        "Origin": "http://elsewhere.example",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type,x-tenant-id,x-request-id",
+    }
+    async with (
+        ClientSession(str(server.make_url(""))) as http,
+        http.options("/api/events", headers=preflight) as resp,
+    ):
+        assert resp.status == 200
+        allowed = resp.headers["Access-Control-Allow-Headers"].lower()
+    assert "x-request-id" in allowed
