@@ -117,7 +117,11 @@ class FeedMetrics:
         self.http_requests.labels(method, route, str(status)).inc()
         self.http_duration.labels(route).observe(seconds)
         if status == 429:
-            self.rate_limited.labels("http").inc()
+            self.refused_by_rate_limit("http")
+
+    def refused_by_rate_limit(self, transport: str) -> None:
+        """`transport`: "http" (a 429 answer) or "socket" (a refused `create_event`)."""
+        self.rate_limited.labels(transport).inc()
 
     def render(self, accept: str | None) -> tuple[bytes, str]:
         """The exposition (Prometheus text or OpenMetrics, as `accept` asks) and its type."""

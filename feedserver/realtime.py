@@ -226,7 +226,7 @@ class RealtimeGateway:
             published = await self.feed.publish(session.tenant, payload)
         except FeedError as exc:
             if isinstance(exc, RateLimited):
-                self.metrics.rate_limited.labels("socket").inc()
+                self.metrics.refused_by_rate_limit("socket")
             return ack_error(exc)
         except Exception:
             log.exception("create_event failed")
