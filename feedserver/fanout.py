@@ -13,6 +13,12 @@ Slow readers: a socket whose Engine.IO queue reaches `max_queue` packets, or who
 transport write buffer passes `max_write_buffer` bytes, is disconnected instead of being
 allowed to grow the server's memory.
 
+Use (construct it right after the server, before any client connects):
+
+    self.broadcaster = RoomBroadcaster(self.sio, max_queue=settings.max_queue)
+    await self.broadcaster.broadcast(tenant, "event_created", SocketJson.dumps(event.to_json()),
+                                     offset=str(event.seq))  # offset only with recovery on
+
 Every use of python-socketio / python-engineio / aiohttp internals lives in this module and
 is listed in `REQUIRED_INTERNALS`; `check_internals()` verifies them (at construction, and in
 tests/unit/test_fanout_internals.py), so an upgrade that changes them fails loudly.
@@ -344,7 +350,8 @@ REQUIRED_INTERNALS = (
     "engineio aiohttp driver: WebSocket(handler, server), _sock, environ['aiohttp.request']",
     "engineio Packet: MESSAGE == 4, encode() returns encode_cache when set",
     "asyncio.Queue: _queue deque and _getters deque of futures",
-    "socketio AsyncServer: manager.get_participants(ns, room) -> (sid, eio_sid), "
+    "socketio AsyncServer: packet_class is socketio.packet.Packet (JSON text packets), "
+    "manager.get_participants(ns, room) -> (sid, eio_sid), "
     "_send_eio_packet(eio_sid, pkt), _send_packet(eio_sid, pkt); AsyncManager.emit "
     "creates its send tasks through self.server._send_eio_packet / _send_packet",
     "aiohttp: WebSocketResponse(compress=False), .closed, Request.transport",
@@ -406,6 +413,10 @@ def check_internals(server: socketio.AsyncServer) -> None:
         "AsyncServer._send_eio_packet/_send_packet",
     )
     need(hasattr(server.manager, "get_participants"), "manager.get_participants")
+    need(
+        getattr(server, "packet_class", None) is socketio.packet.Packet,
+        "text Socket.IO packets (serializer='default'), which encode_event_text writes",
+    )
     need(
         "compress" in inspect.signature(web.WebSocketResponse).parameters,
         "aiohttp WebSocketResponse(compress=)",

@@ -39,6 +39,11 @@ def test_a_server_in_another_async_mode_is_refused_loudly() -> None:
         RoomBroadcaster(socketio.AsyncServer(async_mode="asgi"))
 
 
+def test_a_server_with_another_packet_serializer_is_refused_loudly() -> None:
+    with pytest.raises(InternalsChanged, match=r"text Socket\.IO packets"):
+        RoomBroadcaster(socketio.AsyncServer(async_mode="aiohttp", serializer="msgpack"))
+
+
 def test_engineio_socket_has_the_state_flags_we_read() -> None:
     eio = engineio.AsyncServer(async_mode="aiohttp")
     sock = engineio.async_socket.AsyncSocket(eio, "sid1")
