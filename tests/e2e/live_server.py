@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -23,18 +24,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SOCKETIO_CLIENT = REPO_ROOT / "web" / "node_modules" / "socket.io-client" / "dist"
 STARTUP_DEADLINE_S = 30.0
 STOP_DEADLINE_S = 10.0
-# Settings a developer's shell may carry that would change what the page sees.
-_INHERITED_SETTINGS_TO_DROP = (
-    "FEED_AUTH",
-    "FEED_AUTH_SECRET",
-    "FEED_ENV",
-    "FEED_STORE",
-    "FEED_MAX_MESSAGE_LENGTH",
-    "FEED_INITIAL_EVENTS",
-    "FEED_HISTORY_SIZE",
-    "PORT",
-    "HOST",
-)
+# Whatever the developer's shell sets must not change what the page sees.
+_DROPPED = re.compile(r"^(PORT|HOST|CORS_ORIGIN|FEED_.*|RATE_LIMIT_.*|LOG_.*)$")
 
 
 @dataclass(frozen=True)
@@ -66,7 +57,7 @@ def start_server(
         raise RuntimeError(f"{SOCKETIO_CLIENT} is missing: run `npm ci --prefix web` first")
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
-    server_env = {k: v for k, v in os.environ.items() if k not in _INHERITED_SETTINGS_TO_DROP}
+    server_env = {k: v for k, v in os.environ.items() if not _DROPPED.match(k)}
     server_env |= {
         "FEED_TENANTS": ",".join(tenants),
         "CORS_ORIGIN": url,

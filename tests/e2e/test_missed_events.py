@@ -8,7 +8,9 @@ the page's own `auth.since` is what brings the missed events back).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -45,8 +47,21 @@ def small_history_server(mode: str, tmp_path: Path) -> Iterator[FeedServer]:
         yield s
 
 
-def cut_socket(page: Page) -> None:
-    """Close the transport; slow the first retry so that posts surely fall in the gap."""
+@dataclass
+class Gap:
+    """A page that saw one event, then lost its socket while more were posted over REST."""
+
+    page: Page
+    first: dict[str, Any]
+    missed: list[dict[str, Any]]
+
+
+def cut_while_posting(server: FeedServer, open_feed: OpenFeed, missed_count: int) -> Gap:
+    rest = RestClient(server.url)
+    first = rest.post_event("tenant_a", "before the cut")
+    page = open_feed(url=f"{server.url}/?tenant=tenant_a")
+    expect(page.get_by_test_id("event")).to_have_count(1)
+    # Close the transport; slow the first retry so that the posts surely fall in the gap.
     page.evaluate(
         """(delay) => {
             const manager = window.__feed.socket.io;
@@ -57,6 +72,13 @@ def cut_socket(page: Page) -> None:
         }""",
         RECONNECT_DELAY_MS,
     )
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "reconnecting")
+    missed = [rest.post_event("tenant_a", f"missed {i}") for i in range(missed_count)]
+    assert shown_seqs(page) == [first["seq"]]
+    expect(page.get_by_test_id("status")).to_have_attribute(
+        "data-state", "live", timeout=RECONNECT_DELAY_MS + 10_000
+    )
+    return Gap(page, first, missed)
 
 
 def shown_seqs(page: Page) -> list[int]:
@@ -70,19 +92,9 @@ def shown_seqs(page: Page) -> list[int]:
 def test_missed_events_are_shown_once_in_order_after_the_socket_is_cut(
     mode: str, server: FeedServer, open_feed: OpenFeed
 ) -> None:
-    rest = RestClient(server.url)
-    before = rest.post_event("tenant_a", "before the cut")
-    page = open_feed(url=f"{server.url}/?tenant=tenant_a")
-    expect(page.get_by_test_id("event")).to_have_count(1)
+    gap = cut_while_posting(server, open_feed, 5)
+    page, before, missed = gap.page, gap.first, gap.missed
 
-    cut_socket(page)
-    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "reconnecting")
-    missed = [rest.post_event("tenant_a", f"missed {i}") for i in range(5)]
-    assert shown_seqs(page) == [before["seq"]]
-
-    expect(page.get_by_test_id("status")).to_have_attribute(
-        "data-state", "live", timeout=RECONNECT_DELAY_MS + 10_000
-    )
     expected = [e["message"] for e in reversed(missed)] + ["before the cut"]
     expect(page.get_by_test_id("event-message")).to_have_text(expected)
     expect(page.get_by_test_id("sync-note")).to_contain_text("5 missed events recovered")
@@ -92,7 +104,7 @@ def test_missed_events_are_shown_once_in_order_after_the_socket_is_cut(
     assert natively is (mode == "native")
 
     # Still live afterwards, and nothing arrives twice.
-    after = rest.post_event("tenant_a", "after the reconnect")
+    after = RestClient(server.url).post_event("tenant_a", "after the reconnect")
     expect(page.get_by_test_id("event").first).to_have_attribute("data-seq", str(after["seq"]))
     assert shown_seqs(page) == [e["seq"] for e in reversed([before, *missed, after])]
 
@@ -100,20 +112,13 @@ def test_missed_events_are_shown_once_in_order_after_the_socket_is_cut(
 def test_page_says_when_missed_events_could_not_be_recovered(
     small_history_server: FeedServer, open_feed: OpenFeed
 ) -> None:
-    rest = RestClient(small_history_server.url)
-    first = rest.post_event("tenant_a", "seen before the cut")
-    page = open_feed(url=f"{small_history_server.url}/?tenant=tenant_a")
-    expect(page.get_by_test_id("event")).to_have_count(1)
+    gap = cut_while_posting(small_history_server, open_feed, SMALL_HISTORY + 2)
+    page, first, missed = gap.page, gap.first, gap.missed
 
-    cut_socket(page)
-    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "reconnecting")
-    missed = [rest.post_event("tenant_a", f"missed {i}") for i in range(SMALL_HISTORY + 2)]
-
-    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "live", timeout=15_000)
     note = page.get_by_test_id("sync-note")
     expect(note).to_have_attribute("data-kind", "warning")
     expect(note).to_contain_text("could not be recovered")
     assert page.evaluate("() => window.__feed.client.lastAuth.since") == first["seq"]
     # What the server still holds is shown, newest first, each once; the oldest missed are gone.
     held = [e["message"] for e in reversed(missed[-SMALL_HISTORY:])]
-    expect(page.get_by_test_id("event-message")).to_have_text([*held, "seen before the cut"])
+    expect(page.get_by_test_id("event-message")).to_have_text([*held, "before the cut"])
