@@ -58,8 +58,9 @@ class HeaderAuthenticator:
         self.catalogue = catalogue
 
     def from_headers(self, headers: Mapping[str, str]) -> Principal:
+        # Absent means "no tenant"; present but empty is a malformed id like any other.
         tenant = headers.get("X-Tenant-ID")
-        return Principal(None if not tenant else self.catalogue.check(tenant))
+        return Principal(None if tenant is None else self.catalogue.check(tenant))
 
     def from_handshake(self, auth: Mapping[str, Any], query: Mapping[str, str]) -> Principal:
         tenant = auth.get("tenant") or query.get("tenant")
@@ -85,7 +86,7 @@ class TokenAuthenticator:
         token = auth.get("token") or query.get("token")
         if not isinstance(token, str) or not token:
             raise Unauthorized("A token is required")
-        return self._principal(token, auth.get("tenant") or query.get("tenant"))
+        return self._principal(token, auth.get("tenant") or query.get("tenant") or None)
 
     def _principal(self, token: str, named_tenant: object) -> Principal:
         try:
@@ -100,7 +101,7 @@ class TokenAuthenticator:
         except jwt.InvalidTokenError:
             raise Unauthorized("Invalid token") from None
         tenant = self.catalogue.check(claims["tenant"])
-        if named_tenant and named_tenant != tenant:
+        if named_tenant is not None and named_tenant != tenant:
             raise ForbiddenTenant("The tenant named does not match the token")
         return Principal(tenant, claims.get("role") == ADMIN_ROLE, float(claims["exp"]))
 

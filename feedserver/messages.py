@@ -9,8 +9,10 @@ from markupsafe import escape
 
 from .errors import ValidationFailed
 
-# C0/C1 controls except tab and newline, and lone surrogates (not encodable as UTF-8).
-_FORBIDDEN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+# C0/C1 controls except tab and newline (a regex character-class body; also in the OpenAPI
+# document), and lone surrogates (not encodable as UTF-8).
+CONTROL_CHARACTERS = "\x00-\x08\x0b-\x1f\x7f-\x9f"
+_FORBIDDEN = re.compile(f"[{CONTROL_CHARACTERS}\ud800-\udfff]")
 
 
 def normalise_message(raw: object, max_length: int) -> str:

@@ -9,6 +9,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 
 from . import __version__
 from .config import Settings
+from .messages import CONTROL_CHARACTERS
 from .schemas import (
     IDEMPOTENCY_KEY_HEADER,
     ClientConfigSchema,
@@ -170,18 +171,39 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
     )
     document: dict[str, Any] = spec.to_dict()
     for parameter in document["paths"]["/api/events"]["get"]["parameters"]:
-        _drop_null_default(parameter["schema"])
-    for schema in document["components"]["schemas"].values():
-        for field in schema.get("properties", {}).values():
-            _drop_null_default(field)
+        _absent_not_null(parameter["schema"])
+    for field in document["components"]["schemas"]["Publish"]["properties"].values():
+        _ecma_pattern(field)
+    for name in ("Publish", "SystemMessage"):
+        document["components"]["schemas"][name]["properties"]["message"] = _message_text(
+            settings.max_message_length
+        )
     return document
 
 
-def _drop_null_default(schema: dict[str, Any]) -> None:
-    """`load_default=None` means "may be absent", not "may be null"."""
-    if "default" in schema and schema["default"] is None:
+def _message_text(max_length: int) -> dict[str, Any]:
+    """The rules of `messages.normalise_message` that a schema can say: length, no control
+    characters but tab and newline, and something other than whitespace."""
+    allowed = f"[^{CONTROL_CHARACTERS}]"
+    return {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": max_length,
+        "pattern": f"^{allowed}*[^\\s{CONTROL_CHARACTERS}]{allowed}*$",
+    }
+
+
+def _absent_not_null(schema: dict[str, Any]) -> None:
+    """A query value cannot be null: there `load_default=None` only means "may be absent"."""
+    if schema.get("default", 0) is None:
         del schema["default"]
         schema.pop("nullable", None)
+
+
+def _ecma_pattern(schema: dict[str, Any]) -> None:
+    """JSON Schema patterns are ECMA 262, which has no `\\Z`: the end is `$`."""
+    if schema.get("pattern", "").endswith("\\Z"):
+        schema["pattern"] = schema["pattern"].removesuffix("\\Z") + "$"
 
 
 def _tenant_header(tenants: tuple[str, ...], *, required: bool) -> dict[str, Any]:

@@ -59,11 +59,14 @@ class SocketClient(LineReader):
         query: dict[str, Any] | None = None,
         auth: dict[str, Any] | None = None,
         transports: list[str] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         """Connect; a refusal shows as a `connect_error` line instead of raising."""
         target = str(url).rstrip("/") + (f"/?{urlencode(query)}" if query else "")
         with contextlib.suppress(socketio.exceptions.ConnectionError):
-            await self.sio.connect(target, auth=auth, transports=transports, wait_timeout=10)
+            await self.sio.connect(
+                target, auth=auth, transports=transports, headers=headers or {}, wait_timeout=10
+            )
 
     async def emit(self, event: str, *args: Any, within: float = DEFAULT_TIMEOUT) -> Any:
         """Emit with an acknowledgement; return the ack's first argument."""
@@ -86,10 +89,11 @@ async def socket_client(
     query: dict[str, Any] | None = None,
     auth: dict[str, Any] | None = None,
     transports: list[str] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> AsyncIterator[SocketClient]:
     """A connected (or refused) python-socketio client, disconnected at the end."""
     client = SocketClient()
-    await client.connect(url, query=query, auth=auth, transports=transports)
+    await client.connect(url, query=query, auth=auth, transports=transports, headers=headers)
     try:
         yield client
     finally:

@@ -8,8 +8,9 @@ import pytest
 from aiohttp import ClientSession
 
 from feedserver.auth import mint_token
+from tests.clients import CLIENT_KINDS, open_client
 from tests.conftest import ServerFactory
-from tests.socket_recorder import recorded_socket
+from tests.socket_client import socket_client
 
 SECRET = "a" * 32
 NOTICE = {"message": "maintenance at <b>noon</b>", "level": "warning"}
@@ -19,18 +20,19 @@ def bearer(tenant: str, *, admin: bool = False) -> dict[str, str]:
     return {"Authorization": f"Bearer {mint_token(SECRET, tenant, 3600, admin=admin)}"}
 
 
+@pytest.mark.parametrize("kind", CLIENT_KINDS)
 async def test_an_admin_token_sends_a_system_message_to_every_tenant(
-    start_server: ServerFactory,
+    start_server: ServerFactory, kind: str
 ) -> None:
     server = await start_server(auth="token", auth_secret=SECRET)
-    url = str(server.make_url(""))
+    url = server.make_url("")
     async with (
-        recorded_socket(url, auth={"token": mint_token(SECRET, "tenant_a", 60)}) as sock_a,
-        recorded_socket(url, auth={"token": mint_token(SECRET, "tenant_b", 60)}) as sock_b,
-        ClientSession(url) as http,
+        open_client(kind, url, auth={"token": mint_token(SECRET, "tenant_a", 60)}) as on_a,
+        open_client(kind, url, auth={"token": mint_token(SECRET, "tenant_b", 60)}) as on_b,
+        ClientSession(str(url)) as http,
     ):
-        await sock_a.wait_for("initial_events")
-        await sock_b.wait_for("initial_events")
+        await on_a.expect_established()
+        await on_b.expect_established()
         async with http.post(
             "/api/system-messages", json=NOTICE, headers=bearer("tenant_a", admin=True)
         ) as resp:
@@ -38,8 +40,8 @@ async def test_an_admin_token_sends_a_system_message_to_every_tenant(
             sent = await resp.json()
         assert sent["message"] == "maintenance at &lt;b&gt;noon&lt;/b&gt;"
         assert sent["level"] == "warning" and sent["timestamp"].endswith("Z")
-        assert await sock_a.wait_for("system_message") == [sent]
-        assert await sock_b.wait_for("system_message") == [sent]
+        assert await on_a.expect_event("system_message") == [sent]
+        assert await on_b.expect_event("system_message") == [sent]
 
 
 @pytest.mark.parametrize(
@@ -59,12 +61,12 @@ async def test_system_messages_need_an_admin_token(
     start_server: ServerFactory, headers: dict[str, str], status: int, code: str
 ) -> None:
     server = await start_server(auth="token", auth_secret=SECRET)
-    url = str(server.make_url(""))
+    url = server.make_url("")
     async with (
-        recorded_socket(url, auth={"token": mint_token(SECRET, "tenant_a", 60)}) as sock,
-        ClientSession(url) as http,
+        socket_client(url, auth={"token": mint_token(SECRET, "tenant_a", 60)}) as client,
+        ClientSession(str(url)) as http,
     ):
-        await sock.wait_for("initial_events")
+        await client.expect_established()
         async with http.post("/api/system-messages", json=NOTICE, headers=headers) as resp:
             assert resp.status == status
             assert (await resp.json())["error"]["code"] == code
@@ -74,7 +76,7 @@ async def test_system_messages_need_an_admin_token(
             "/api/system-messages", json={"message": "second", "level": "info"}, headers=admin
         ) as resp:
             assert resp.status == 202
-        [notice] = await sock.wait_for("system_message")
+        [notice] = await client.expect_event("system_message")
         assert notice["message"] == "second"
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from aiohttp import ClientSession
 
 from feedserver.app import FEED
+from tests.clients import CLIENT_KINDS, open_client
 from tests.conftest import ServerFactory
-from tests.socket_recorder import recorded_socket
+from tests.socket_client import socket_client
 
 TENANT_A = {"X-Tenant-ID": "tenant_a"}
 RATE_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
@@ -43,20 +45,22 @@ async def test_every_api_answer_says_the_quota_and_the_next_call_over_it_is_429(
             assert resp.status == 200 and "RateLimit-Limit" not in resp.headers
 
 
+@pytest.mark.parametrize("kind", CLIENT_KINDS)
 async def test_socket_posts_count_against_the_same_per_address_limit(
-    start_server: ServerFactory,
+    start_server: ServerFactory, kind: str
 ) -> None:
     server = await start_server(rate_limit_max_requests=3)
-    url = str(server.make_url(""))
+    url = server.make_url("")
     async with (
-        ClientSession(url) as http,
-        recorded_socket(url, auth={"tenant": "tenant_a"}) as sock,
+        ClientSession(str(url)) as http,
+        open_client(kind, url, auth={"tenant": "tenant_a"}) as client,
     ):
+        await client.expect_established()
         async with http.post("/api/events", json={"message": "1"}, headers=TENANT_A) as resp:
             assert resp.status == 201
-        assert (await sock.call("create_event", {"message": "2"}))["ok"]
-        assert (await sock.call("create_event", {"message": "3"}))["ok"]
-        refused = await sock.call("create_event", {"message": "4"})
+        assert (await client.emit("create_event", {"message": "2"}))["ok"]
+        assert (await client.emit("create_event", {"message": "3"}))["ok"]
+        refused = await client.emit("create_event", {"message": "4"})
         assert refused["ok"] is False and refused["error"]["code"] == "rate_limited"
         async with http.get("/api/events", headers=TENANT_A) as resp:
             assert resp.status == 429
@@ -68,11 +72,12 @@ async def test_a_tenant_publishing_too_fast_is_refused_over_rest_and_socket_alik
     start_server: ServerFactory,
 ) -> None:
     server = await start_server(tenant_max_events_per_sec=5)
-    url = str(server.make_url(""))
+    url = server.make_url("")
     async with (
-        ClientSession(url) as http,
-        recorded_socket(url, auth={"tenant": "tenant_a"}) as sock,
+        ClientSession(str(url)) as http,
+        socket_client(url, auth={"tenant": "tenant_a"}) as client,
     ):
+        await client.expect_established()
 
         async def rest_post(n: int) -> int:
             async with http.post(
@@ -84,7 +89,7 @@ async def test_a_tenant_publishing_too_fast_is_refused_over_rest_and_socket_alik
                 return resp.status
 
         async def socket_post(n: int) -> int:
-            ack = await sock.call("create_event", {"message": f"s{n}"})
+            ack = await client.emit("create_event", {"message": f"s{n}"})
             return 201 if ack["ok"] else 429 if ack["error"]["code"] == "rate_limited" else 0
 
         # 12 posts in one burst: however the 1 s windows fall, one holds more than 5.

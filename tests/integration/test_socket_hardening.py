@@ -7,11 +7,10 @@ import contextlib
 
 import aiohttp
 import pytest
-import socketio
 from aiohttp import ClientSession
 
+from tests.clients import CLIENT_KINDS, open_client
 from tests.conftest import ServerFactory
-from tests.socket_recorder import recorded_socket, refusal
 
 SITE = "https://feed.example"
 FOREIGN = "https://evil.example"
@@ -36,50 +35,59 @@ async def test_a_handshake_from_a_foreign_origin_is_refused_over_polling_and_web
         assert refused.value.status == 400
         async with http.ws_connect(websocket, headers={"Origin": SITE}) as ws:
             assert (await ws.receive_str()).startswith("0{")
-    # A real Socket.IO client sending the foreign Origin never gets connected.
-    with pytest.raises(socketio.exceptions.ConnectionError):
-        async with recorded_socket(
-            str(server.make_url("")), auth={"tenant": "tenant_a"}, headers={"Origin": FOREIGN}
-        ):
-            pass
+
+    # The real JS client (in node it can set the header a browser would) never connects.
+    url = server.make_url("")
+    foreign = {"Origin": FOREIGN}
+    async with open_client("js", url, auth={"tenant": "tenant_a"}, headers=foreign) as client:
+        refused = await client.expect(lambda line: line["type"] in ("connect", "connect_error"))
+        assert refused["type"] == "connect_error"
+    async with open_client("js", url, auth={"tenant": "tenant_a"}, headers={"Origin": SITE}) as c:
+        await c.expect_established()
 
 
+@pytest.mark.parametrize("kind", CLIENT_KINDS)
 async def test_connections_over_the_per_tenant_cap_are_refused(
-    start_server: ServerFactory,
+    start_server: ServerFactory, kind: str
 ) -> None:
     server = await start_server(max_connections_per_tenant=2)
-    url = str(server.make_url(""))
+    url = server.make_url("")
     async with contextlib.AsyncExitStack() as stack:
         for _ in range(2):
-            await stack.enter_async_context(recorded_socket(url, auth={"tenant": "tenant_a"}))
-        refused = await refusal(url, auth={"tenant": "tenant_a"})
-        assert refused["code"] == "too_many_connections"
+            client = await stack.enter_async_context(
+                open_client(kind, url, auth={"tenant": "tenant_a"})
+            )
+            await client.expect_established()
+        async with open_client(kind, url, auth={"tenant": "tenant_a"}) as crowded:
+            refused = await crowded.expect_type("connect_error")
+        assert refused["data"]["code"] == "too_many_connections"
         # Another tenant is not affected by tenant_a's crowd.
-        async with recorded_socket(url, auth={"tenant": "tenant_b"}) as sock:
-            await sock.wait_for("connection_established")
+        async with open_client(kind, url, auth={"tenant": "tenant_b"}) as other:
+            await other.expect_established()
     # Once they left, there is room again.
-    async with recorded_socket(url, auth={"tenant": "tenant_a"}) as sock:
-        await sock.wait_for("connection_established")
+    async with open_client(kind, url, auth={"tenant": "tenant_a"}) as again:
+        await again.expect_established()
 
 
+@pytest.mark.parametrize("kind", CLIENT_KINDS)
 async def test_connections_over_the_per_address_cap_are_refused(
-    start_server: ServerFactory,
+    start_server: ServerFactory, kind: str
 ) -> None:
     server = await start_server(max_connections_per_ip=2, trust_proxy=(PROXY,))
-    url = str(server.make_url(""))
+    url = server.make_url("")
     crowd = {"X-Forwarded-For": "198.51.100.1"}
     async with contextlib.AsyncExitStack() as stack:
-        await stack.enter_async_context(
-            recorded_socket(url, auth={"tenant": "tenant_a"}, headers=crowd)
-        )
-        await stack.enter_async_context(
-            recorded_socket(url, auth={"tenant": "tenant_b"}, headers=crowd)
-        )
-        refused = await refusal(url, auth={"tenant": "tenant_a"}, headers=crowd)
-        assert refused == {"code": "too_many_connections", "message": refused["message"]}
+        for tenant in ("tenant_a", "tenant_b"):
+            client = await stack.enter_async_context(
+                open_client(kind, url, auth={"tenant": tenant}, headers=crowd)
+            )
+            await client.expect_established()
+        async with open_client(kind, url, auth={"tenant": "tenant_a"}, headers=crowd) as more:
+            refused = await more.expect_type("connect_error")
+        assert refused["data"]["code"] == "too_many_connections" and refused["data"]["message"]
         other = {"X-Forwarded-For": "198.51.100.2"}
-        async with recorded_socket(url, auth={"tenant": "tenant_a"}, headers=other) as sock:
-            await sock.wait_for("connection_established")
+        async with open_client(kind, url, auth={"tenant": "tenant_a"}, headers=other) as elsewhere:
+            await elsewhere.expect_established()
 
 
 async def test_an_oversized_polling_packet_is_refused(start_server: ServerFactory) -> None:

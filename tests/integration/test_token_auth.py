@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import jwt
@@ -12,8 +11,9 @@ from aiohttp.test_utils import TestServer
 
 from feedserver.app import GATEWAY
 from feedserver.auth import mint_token
+from tests.clients import CLIENT_KINDS, open_client
 from tests.conftest import ServerFactory
-from tests.socket_recorder import recorded_socket, refusal
+from tests.socket_client import socket_client
 
 SECRET = "k" * 32
 
@@ -92,19 +92,23 @@ async def test_stats_with_a_tenant_token_show_that_tenant_and_an_admin_token_all
             assert sorted((await resp.json())["tenantStats"]) == ["tenant_a", "tenant_b"]
 
 
-async def test_a_socket_connects_with_auth_token_or_query_token(token_server: TestServer) -> None:
-    url = str(token_server.make_url(""))
+@pytest.mark.parametrize("kind", CLIENT_KINDS)
+async def test_a_socket_connects_with_auth_token_or_query_token(
+    token_server: TestServer, kind: str
+) -> None:
+    url = token_server.make_url("")
     token = mint_token(SECRET, "tenant_b", 60)
-    async with recorded_socket(url, auth={"token": token}) as sock:
-        [info] = await sock.wait_for("connection_established")
+    async with open_client(kind, url, auth={"token": token}) as client:
+        info, _ = await client.expect_established()
         assert info["tenantId"] == "tenant_b"
-    async with recorded_socket(url, query=f"token={token}") as sock:
-        [info] = await sock.wait_for("connection_established")
+    async with open_client(kind, url, query={"token": token}) as client:
+        info, _ = await client.expect_established()
         assert info["tenantId"] == "tenant_b"
-        ack = await sock.call("create_event", {"message": "over the socket"})
+        ack = await client.emit("create_event", {"message": "over the socket"})
         assert ack["ok"] and ack["event"]["tenantId"] == "tenant_b"
 
 
+@pytest.mark.parametrize("kind", CLIENT_KINDS)
 @pytest.mark.parametrize(
     ("auth", "code"),
     [
@@ -117,22 +121,26 @@ async def test_a_socket_connects_with_auth_token_or_query_token(token_server: Te
     ids=["none", "tenant-only", "garbage", "expired", "other-tenant"],
 )
 async def test_a_socket_without_a_valid_token_gets_connect_error(
-    token_server: TestServer, auth: dict[str, str], code: str
+    token_server: TestServer, kind: str, auth: dict[str, str], code: str
 ) -> None:
-    data = await refusal(str(token_server.make_url("")), auth=auth)
-    assert data["code"] == code and data["message"]
+    async with open_client(kind, token_server.make_url(""), auth=auth) as client:
+        refused = await client.expect_type("connect_error")
+    assert refused["data"]["code"] == code and refused["data"]["message"]
 
 
-async def test_a_socket_is_disconnected_when_its_token_expires(token_server: TestServer) -> None:
-    url = str(token_server.make_url(""))
+@pytest.mark.parametrize("kind", CLIENT_KINDS)
+async def test_a_socket_is_disconnected_when_its_token_expires(
+    token_server: TestServer, kind: str
+) -> None:
+    url = token_server.make_url("")
     token = jwt.encode({"tenant": "tenant_a", "exp": int(time.time()) + 2}, SECRET, "HS256")
-    async with recorded_socket(url, auth={"token": token}) as sock:
-        await sock.wait_for("connection_established")
-        await asyncio.wait_for(sock.disconnected.wait(), timeout=6)
-        assert sock.disconnect_reason == sock.client.reason.SERVER_DISCONNECT
-    # The gateway cancelled nothing it still needs and counted the connection out.
+    async with open_client(kind, url, auth={"token": token}) as client:
+        await client.expect_established()
+        gone = await client.expect_type("disconnect", within=6)
+        # The server's own disconnect, which a client does not retry by itself.
+        assert gone["reason"] == {"js": "io server disconnect", "python": "server disconnect"}[kind]
     async with (
-        ClientSession(url) as http,
+        ClientSession(str(url)) as http,
         http.get("/api/events/stats", headers=bearer("tenant_a")) as resp,
     ):
         assert (await resp.json())["tenantStats"]["tenant_a"]["connections"] == 0
@@ -141,10 +149,10 @@ async def test_a_socket_is_disconnected_when_its_token_expires(token_server: Tes
 async def test_a_socket_that_leaves_before_expiry_cancels_its_timer(
     token_server: TestServer,
 ) -> None:
-    url = str(token_server.make_url(""))
     gateway = token_server.app[GATEWAY]
-    async with recorded_socket(url, auth={"token": mint_token(SECRET, "tenant_a", 600)}) as sock:
-        [info] = await sock.wait_for("connection_established")
+    token = mint_token(SECRET, "tenant_a", 600)
+    async with socket_client(token_server.make_url(""), auth={"token": token}) as client:
+        info, _ = await client.expect_established()
         timer = gateway._sessions[info["socketId"]].expiry
         assert timer is not None and not timer.cancelled()
         # Disconnecting from the server side runs the disconnect handler before returning.

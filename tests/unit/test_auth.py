@@ -7,7 +7,7 @@ import time
 import jwt
 import pytest
 
-from feedserver.auth import TenantCatalogue, TokenAuthenticator, mint_token
+from feedserver.auth import HeaderAuthenticator, TenantCatalogue, TokenAuthenticator, mint_token
 from feedserver.errors import ForbiddenTenant, Unauthorized
 
 SECRET = "s" * 64
@@ -109,3 +109,13 @@ def test_the_handshake_takes_the_token_from_auth_or_the_query(
         tokens.from_handshake({"tenant": "tenant_b"}, {})
     with pytest.raises(Unauthorized):
         tokens.from_handshake({"token": 42}, {})
+
+
+def test_an_empty_tenant_header_is_a_malformed_tenant_not_an_absent_one(
+    tokens: TokenAuthenticator,
+) -> None:
+    with pytest.raises(ForbiddenTenant):
+        tokens.from_headers(bearer(mint_token(SECRET, "tenant_a", 60), **{"X-Tenant-ID": ""}))
+    with pytest.raises(ForbiddenTenant):
+        HeaderAuthenticator(TenantCatalogue(("tenant_a",))).from_headers({"X-Tenant-ID": ""})
+    assert HeaderAuthenticator(TenantCatalogue(("tenant_a",))).from_headers({}).tenant is None

@@ -1,0 +1,84 @@
+"""The REST API against its own OpenAPI document, fuzzed by schemathesis on a live server."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from aiohttp import ClientSession
+
+from feedserver.auth import mint_token
+from tests.conftest import ServerFactory
+
+SECRET = "f" * 32
+SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
+# Every check but `positive_data_acceptance`: the document cannot state every rule (a
+# message that NFC makes longer than the limit, an Idempotency-Key header that disagrees
+# with `idempotencyKey` in the body), so some schema-valid requests are rightly refused.
+ARGS = (
+    "--max-examples=25",
+    "--exclude-checks=positive_data_acceptance",
+    "--generation-database=none",
+    "--seed=20261127",
+    "--no-color",
+    "--request-timeout=10",
+)
+BUDGET_S = 60
+
+
+async def test_the_document_is_served_and_names_every_operation(
+    start_server: ServerFactory,
+) -> None:
+    server = await start_server()
+    async with (
+        ClientSession(str(server.make_url(""))) as http,
+        http.get("/api/openapi.json") as resp,
+    ):
+        assert resp.status == 200 and resp.content_type == "application/json"
+        document = await resp.json()
+    assert document["openapi"].startswith("3.")
+    assert {(path, method) for path, ops in document["paths"].items() for method in ops} == {
+        ("/api/events", "post"),
+        ("/api/events", "get"),
+        ("/api/events/stats", "get"),
+        ("/api/system-messages", "post"),
+        ("/api/health", "get"),
+        ("/api/config", "get"),
+        ("/api/openapi.json", "get"),
+    }
+    for name in ("Error", "Event", "History", "Stats", "Health", "SystemMessage"):
+        assert name in document["components"]["schemas"]
+
+
+@pytest.mark.parametrize("auth", ["none", "token"])
+async def test_fuzzing_finds_no_server_error_and_no_answer_outside_the_document(
+    start_server: ServerFactory, auth: str
+) -> None:
+    server = await start_server(auth=auth, auth_secret=SECRET, tenant_max_events_per_sec=1_000_000)
+    headers: list[str] = []
+    if auth == "token":
+        token = mint_token(SECRET, "tenant_a", 600, admin=True)
+        headers = ["-H", f"Authorization: Bearer {token}"]
+    started = time.monotonic()
+    process = await asyncio.create_subprocess_exec(
+        str(SCHEMATHESIS),
+        "run",
+        str(server.make_url("/api/openapi.json")),
+        *ARGS,
+        *headers,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), timeout=BUDGET_S)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise AssertionError(f"schemathesis took more than {BUDGET_S}s") from None
+    report = output.decode(errors="replace")
+    assert process.returncode == 0, report
+    assert "No issues found" in report, report
+    assert time.monotonic() - started < BUDGET_S
