@@ -19,6 +19,7 @@ from .schemas import (
     HistoryQuerySchema,
     HistorySchema,
     PublishSchema,
+    ReadySchema,
     StatsSchema,
     SystemMessageSchema,
     SystemNoticeSchema,
@@ -73,6 +74,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         HistorySchema,
         StatsSchema,
         HealthSchema,
+        ReadySchema,
         ClientConfigSchema,
         SystemMessageSchema,
         SystemNoticeSchema,
@@ -141,6 +143,18 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 [],
                 [],
                 {200: ("Healthy", "Health"), 503: ("Store unreachable", "Health")},
+                (429, 500),
+            )
+        },
+    )
+    spec.path(
+        path="/api/ready",
+        operations={
+            "get": _operation(
+                "Readiness: 503 while the store is unreachable or the server shuts down",
+                [],
+                [],
+                {200: ("Ready", "Ready"), 503: ("Not ready", "Ready")},
                 (429, 500),
             )
         },

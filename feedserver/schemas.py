@@ -99,6 +99,17 @@ class HealthSchema(Schema):
     store = fields.Nested(StoreHealthSchema, required=True)
 
 
+class StoreReadySchema(Schema):
+    ok = fields.Boolean(required=True)
+
+
+class ReadySchema(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(("ready", "unavailable")))
+    timestamp = fields.String(required=True)
+    store = fields.Nested(StoreReadySchema, required=True)
+    shuttingDown = fields.Boolean(required=True)
+
+
 class ClientConfigSchema(Schema):
     tenants = fields.List(fields.String(), required=True)
     auth = fields.String(required=True, validate=validate.OneOf(("none", "token")))

@@ -46,10 +46,11 @@ async def test_the_document_is_served_and_names_every_operation(
         ("/api/events/stats", "get"),
         ("/api/system-messages", "post"),
         ("/api/health", "get"),
+        ("/api/ready", "get"),
         ("/api/config", "get"),
         ("/api/openapi.json", "get"),
     }
-    for name in ("Error", "Event", "History", "Stats", "Health", "SystemMessage"):
+    for name in ("Error", "Event", "History", "Stats", "Health", "Ready", "SystemMessage"):
         assert name in document["components"]["schemas"]
 
 
