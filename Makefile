@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 JS_TESTS := tests/js/node_modules/.package-lock.json
 WEB_DEPS := web/node_modules/.package-lock.json
 # System packages the tests use for real (Debian names); installed only when absent.
-SYSTEM_TOOLS := redis-server:redis-server chromium:chromium
+SYSTEM_TOOLS := redis-server:redis-server nginx:nginx chromium:chromium
 PYTEST_ARGS ?=
 
 .PHONY: install sysdeps run dev test lint format coverage clean screenshot bench cluster audit
@@ -64,6 +64,12 @@ format: install
 	$(BIN)/ruff format feedserver tests
 	$(BIN)/ruff check --fix feedserver tests
 
+# The docker-compose topology without Docker: redis-server (AOF), two nodes and nginx on
+# loopback ports (deploy/cluster.sh; docs/scaling.md). Ctrl-C stops all.
+cluster: install
+	@$(MAKE) --no-print-directory sysdeps SYSTEM_TOOLS="redis-server:redis-server nginx:nginx curl:curl"
+	deploy/cluster.sh
+
 # Python packages, then the npm packages the page ships to browsers. --strict: a package
 # that could not be checked (no vulnerability service reachable) fails the audit instead of
 # being skipped under "No known vulnerabilities found".
@@ -78,5 +84,5 @@ audit: install
 	  exit 1; }
 
 clean:
-	rm -rf $(VENV) tests/js/node_modules web/node_modules .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
+	rm -rf $(VENV) tests/js/node_modules web/node_modules .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov .cluster
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

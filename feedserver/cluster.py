@@ -125,23 +125,43 @@ class Backoff:
 class StreamRelay:
     """The event bus of several nodes: each node reads every tenant's stream and delivers.
 
-    `announce` does nothing: the entry the store wrote is the announcement, and every node,
-    the publishing one too, reads it back with XREAD, in stream (= seq) order, by one task.
+    The entry the store wrote is the announcement: every node, the publishing one too, reads
+    it back with XREAD, in stream (= seq) order, by one task.
     """
 
-    def __init__(self, store: RedisStore, tenants: Sequence[str], *, batch: int = 500) -> None:
+    def __init__(
+        self,
+        store: RedisStore,
+        tenants: Sequence[str],
+        *,
+        batch: int = 500,
+        publish_wait_s: float = 5.0,
+    ) -> None:
         self._store = store
         self._tenants = tuple(tenants)
         self._batch = batch
+        self._publish_wait_s = publish_wait_s
         self._listeners: list[Listener] = []
         self._cursors: dict[str, int] = {}  # tenant -> last seq delivered on this node
+        self._progress = asyncio.Event()  # set, and replaced, after each delivered batch
         self._task: asyncio.Task[None] | None = None
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
     async def announce(self, event: Event) -> None:
-        pass
+        """Return once this node has delivered `event` (at most `publish_wait_s` later).
+
+        Publishers thus wait for delivery as with one node: a node's own publishers cannot
+        outrun its delivery and push events out of the stream before it has read them.
+        """
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._publish_wait_s):
+                while self._cursors.get(event.tenant_id, 0) < event.seq:
+                    await self._progress.wait()
+
+    def delivered_up_to(self, tenant: str) -> int | None:
+        return self._cursors.get(tenant)
 
     async def start(self) -> None:
         """Deliver from the events stored after this call (or after Redis first answers)."""
@@ -170,6 +190,8 @@ class StreamRelay:
             backoff.reset()
             for event in events:
                 await self._deliver(event)
+            self._progress.set()
+            self._progress = asyncio.Event()
 
     async def _resync(self) -> None:
         """After an outage: a stream whose seq went back was recreated (a Redis without
@@ -278,11 +300,12 @@ class RedisConnections:
 
     async def _run(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._changed.wait(), self._refresh_s)
-                await asyncio.sleep(self._debounce_s)  # one write for a burst of connects
-            except TimeoutError:
-                pass
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that arrives as the event is set, and `close` would then wait forever.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._refresh_s):
+                    await self._changed.wait()
+                    await asyncio.sleep(self._debounce_s)  # one write for a burst of connects
             self._changed.clear()
             pairs = [item for pair in self._local.snapshot().items() for item in pair]
             try:

@@ -39,6 +39,11 @@ class EventBus(Protocol):
         """Called by `Feed.publish` once `event` is stored."""
         ...
 
+    def delivered_up_to(self, tenant: str) -> int | None:
+        """The seq up to which the listeners have been called for `tenant`; None when an
+        event reaches them as soon as it is stored."""
+        ...
+
 
 class LocalBus:
     """One process: the publishing call itself delivers the event to every listener."""
@@ -52,6 +57,9 @@ class LocalBus:
     async def announce(self, event: Event) -> None:
         for listener in self._listeners:
             await listener(event)
+
+    def delivered_up_to(self, tenant: str) -> int | None:
+        return None
 
 
 class PublishObserver(Protocol):
@@ -213,8 +221,24 @@ class Feed:
         return History(events, max(counts.latest_seq, events[-1].seq if events else 0))
 
     async def catch_up(self, tenant: str, since: int | None) -> CatchUp:
-        """The last `initial_events`, or everything after `since` that is still held."""
+        """The last `initial_events`, or everything after `since` that is still held.
+
+        Only up to what this node's listeners have been given (`EventBus.delivered_up_to`):
+        a later event would reach a subscriber twice, in its catch-up and then live.
+        """
         bind_tenant(tenant)
+        horizon = self.bus.delivered_up_to(tenant)  # first: every later event is still to come
+        catch_up = await self._read_catch_up(tenant, since)
+        if horizon is None or catch_up.latest_seq <= horizon:
+            return catch_up
+        held_by_client = since if since is not None and catch_up.recovered else 0
+        return CatchUp(
+            [e for e in catch_up.events if e.seq <= horizon],
+            max(horizon, held_by_client),
+            catch_up.recovered,
+        )
+
+    async def _read_catch_up(self, tenant: str, since: int | None) -> CatchUp:
         if since is None:
             history = await self.history(tenant, limit=self.initial_events)
             return CatchUp(history.events, history.latest_seq, recovered=False)

@@ -10,7 +10,8 @@ import pytest
 from aiohttp import ClientSession, TCPConnector
 from aiohttp.test_utils import TestServer
 
-from feedserver.app import GATEWAY
+from feedserver.app import FEED, GATEWAY
+from feedserver.events import Event
 from tests.conftest import ServerFactory
 from tests.feed_subscriber import subscribed
 from tests.redis_server import RedisServer
@@ -21,7 +22,7 @@ Nodes = tuple[TestServer, TestServer]
 
 
 @pytest.fixture
-async def nodes(start_server: ServerFactory, redis_server: RedisServer) -> Nodes:
+async def nodes(redis_server: RedisServer, start_server: ServerFactory) -> Nodes:
     return await start_server(store=redis_server.url), await start_server(store=redis_server.url)
 
 
@@ -112,6 +113,29 @@ async def test_sockets_joining_during_a_burst_on_the_other_node_miss_nothing(
             assert sub.seqs == list(range(sub.seqs[0], total + 1))
 
 
+async def test_a_socket_joining_while_its_node_lags_behind_the_store_gets_no_duplicate(
+    nodes: Nodes,
+) -> None:
+    a, b = nodes
+    gate = asyncio.Event()
+
+    async def stall(event: Event) -> None:  # holds node B's delivery after the first event
+        await gate.wait()
+
+    b.app[FEED].add_listener(stall)
+    async with ClientSession() as http:
+        for n in range(3):
+            await post(http, a, f"m{n}")
+        async with subscribed(url(b), "tenant_a") as late:
+            await in_room(b, "tenant_a", 1)  # live from here on
+            gate.set()
+            await late.wait_for(lambda: late.last_seq >= 3)
+            assert late.seqs == [1, 2, 3]
+            await post(http, b, "m3")
+            await late.wait_for(lambda: late.last_seq >= 4)
+            assert late.seqs == [1, 2, 3, 4]
+
+
 async def test_stats_count_the_connections_of_every_node(nodes: Nodes) -> None:
     a, b = nodes
 
@@ -159,7 +183,7 @@ async def test_a_node_shutting_down_warns_only_its_own_clients(nodes: Nodes) -> 
 
 
 async def test_a_restarted_node_continues_history_and_seq(
-    start_server: ServerFactory, redis_server: RedisServer
+    redis_server: RedisServer, start_server: ServerFactory
 ) -> None:
     first = await start_server(store=redis_server.url)
     async with ClientSession() as http:
@@ -216,6 +240,15 @@ async def test_while_redis_is_down_the_nodes_answer_503_and_recover_by_themselve
         assert (status, event["seq"]) == (201, 2)  # nothing was half-written meanwhile
         await on_b.wait_for(lambda: on_b.last_seq >= 2)
         assert on_b.seqs == [1, 2] and on_b.client.connected
+
+
+async def in_room(node: TestServer, room: str, members: int) -> None:
+    manager = node.app[GATEWAY].sio.manager
+    for _ in range(200):
+        if len(list(manager.get_participants("/", room))) >= members:
+            return
+        await asyncio.sleep(0.02)  # joining follows the catch-up, in a background task
+    raise AssertionError(f"{room} has no {members} members")
 
 
 async def both_nodes_listen(nodes: Nodes) -> None:
