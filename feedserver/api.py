@@ -26,6 +26,7 @@ from .errors import (
     NotFound,
     PayloadTooLarge,
     RateLimited,
+    StoreUnavailable,
     UnsupportedMediaType,
     ValidationFailed,
 )
@@ -92,6 +93,10 @@ def rate_limit_middleware(limiter: RequestLimiter, addresses: ClientAddresses) -
             return await handler(request)
         try:
             quota = await limiter.hit(client_address(addresses, request))
+        except StoreUnavailable:
+            # The limiter's Redis is down: serve the request uncounted. Whatever needs the
+            # store answers 503 by itself, and /api/health can still say what is wrong.
+            return await handler(request)
         except Exception:
             log.exception("rate limit storage failed")
             return error_response(InternalError())

@@ -46,7 +46,7 @@ def open_authenticator(settings: Settings, catalogue: TenantCatalogue) -> Authen
 
 def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application:
     metrics = FeedMetrics(settings.tenants)
-    limit_storage = open_limit_storage("memory://")
+    limit_storage = open_limit_storage(settings.redis_url or "memory://")
     requests = RequestLimiter(
         FixedWindow(
             limit_storage,

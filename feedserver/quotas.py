@@ -1,28 +1,58 @@
 """Quotas: fixed-window rate limits (per client address, per tenant) and connection caps.
 
-Counters live in a `limits` storage built from a URI (`memory://` here; a Redis URL shares
-them between nodes), and connection counts in `ConnectionCounter`s, both passed in, so a
-deployment can swap where they are kept without touching the rules.
+Counters live in a `limits` storage built from a URI (`memory://`, or the Redis of
+`FEED_STORE`, which shares them between nodes), and connection counts in
+`ConnectionCounter`s, both passed in, so a deployment can swap where they are kept without
+touching the rules.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from limits.aio.storage import Storage
+from limits.errors import StorageError
 from limits.storage import storage_from_string
 
 from .core import ConnectionCounter
-from .errors import RateLimited, TooManyConnections
+from .errors import RateLimited, StoreUnavailable, TooManyConnections
+from .store.redis import COMMAND_TIMEOUT_S
+
+LIMITS_KEY_PREFIX = "feed:limits"
 
 
 def open_limit_storage(uri: str) -> Storage:
-    """The async `limits` storage for `memory://` or `redis://host:port/db`."""
-    storage = storage_from_string(f"async+{uri}")
+    """The async `limits` storage for `memory://` or `redis://host:port/db`.
+
+    Redis through redis-py's asyncio client (as the event store; `limits` would pick
+    coredis), with the store's short timeouts, and failures raised as `StorageError`.
+    """
+    if uri == "memory://":
+        storage = storage_from_string("async+memory://")
+    else:
+        storage = storage_from_string(
+            f"async+{uri}",
+            implementation="redispy",
+            key_prefix=LIMITS_KEY_PREFIX,
+            wrap_exceptions=True,
+            socket_timeout=COMMAND_TIMEOUT_S,
+            socket_connect_timeout=COMMAND_TIMEOUT_S,
+        )
     assert isinstance(storage, Storage)
     return storage
+
+
+@contextmanager
+def _storage_errors() -> Iterator[None]:
+    """A limit that cannot be counted (Redis down) is a 503, like the event store."""
+    try:
+        yield
+    except StorageError as exc:
+        raise StoreUnavailable("Rate-limit storage unavailable") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +86,12 @@ class FixedWindow:
 
     async def hit(self, key: str) -> int:
         """Count one hit for `key`; returns the hits in the current window, this one included."""
-        return await self.storage.incr(self._prefix + key, self.seconds)
+        with _storage_errors():
+            return await self.storage.incr(self._prefix + key, self.seconds)
 
     async def reset_after(self, key: str) -> int:
-        expiry = await self.storage.get_expiry(self._prefix + key)
+        with _storage_errors():
+            expiry = await self.storage.get_expiry(self._prefix + key)
         return max(1, math.ceil(expiry - time.time()))
 
 

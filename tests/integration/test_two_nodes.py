@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 import pytest
@@ -180,6 +181,29 @@ async def test_a_node_shutting_down_warns_only_its_own_clients(nodes: Nodes) -> 
         await b.app[GATEWAY].system_message("still here", "info")
         await on_b.wait_for(lambda: len(on_b.system) >= 1)
         assert [n["message"] for n in on_b.system] == ["still here"]
+
+
+async def test_a_tenant_publish_limit_holds_for_both_nodes_together(
+    redis_server: RedisServer, start_server: ServerFactory
+) -> None:
+    tenants = tuple(f"t{n}" for n in range(5))
+    a, b = [
+        await start_server(store=redis_server.url, tenants=tenants, tenant_max_events_per_sec=3)
+        for _ in range(2)
+    ]
+    async with ClientSession() as http:
+        # The window is one second from a tenant's first post: a fresh tenant per attempt,
+        # until all six posts fit in one window (a busy machine may need a second try).
+        for tenant in tenants:
+            started = time.monotonic()
+            on_a = [(await post(http, a, "x", tenant))[0] for _ in range(3)]
+            on_b = [(await post(http, b, "x", tenant))[0] for _ in range(3)]
+            if time.monotonic() - started < 0.9:
+                break
+        else:
+            raise AssertionError("six posts never fitted in one second")
+    assert on_a == [201, 201, 201]
+    assert on_b == [429, 429, 429]  # node A used the tenant's quota
 
 
 async def test_a_restarted_node_continues_history_and_seq(
