@@ -10,7 +10,9 @@ import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
-from tests.conftest import ServerFactory
+from feedserver.app import FEED, create_app
+from tests.conftest import ServerFactory, make_settings
+from tests.faulty_store import SECRET_DETAIL, BrokenAppendStore
 
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 A = {"X-Tenant-ID": "tenant_a"}
@@ -341,3 +343,19 @@ async def test_errors_and_successes_carry_no_stack_trace(http: ClientSession) ->
     async with http.post("/api/events", data=b"{", headers=headers) as resp:
         text = await resp.text()
     assert "Traceback" not in text and "File " not in text
+
+
+async def test_unexpected_error_is_500_internal_error_without_details(
+    aiohttp_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(make_settings())
+    app[FEED].store = BrokenAppendStore(10)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    async with ClientSession(str(server.make_url(""))) as http:
+        async with http.post("/api/events", json={"message": "hi"}, headers=A) as resp:
+            error = await error_of(resp, 500, "internal_error")
+            text = await resp.text()
+        assert SECRET_DETAIL not in text and "Traceback" not in text and "details" not in error
+        async with http.get("/api/health") as resp:
+            assert resp.status == 200
+    assert SECRET_DETAIL in caplog.text

@@ -9,7 +9,9 @@ import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
-from tests.conftest import ServerFactory
+from feedserver.app import FEED, create_app
+from tests.conftest import ServerFactory, make_settings
+from tests.faulty_store import BrokenAppendStore
 from tests.rest_calls import latest_seq, publish
 from tests.socket_client import socket_client
 
@@ -208,3 +210,17 @@ async def test_connections_are_counted_in_stats(server: TestServer) -> None:
             if (await connections())["tenant_a"] == 1:
                 break
         assert await connections() == {"tenant_a": 1, "tenant_b": 0}
+
+
+async def test_unexpected_error_is_an_internal_error_ack(aiohttp_server: Any) -> None:
+    app = create_app(make_settings())
+    app[FEED].store = BrokenAppendStore(10)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    async with socket_client(server.make_url(""), query={"tenant": "tenant_a"}) as client:
+        await client.expect_established()
+        ack = await client.emit("create_event", {"message": "hi"})
+        assert ack == {
+            "ok": False,
+            "error": {"code": "internal_error", "message": "Internal server error"},
+        }
+        assert client.sio.connected
