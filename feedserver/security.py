@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from aiohttp import web
+from aiohttp import web, web_response
 from aiohttp.typedefs import Handler, Middleware
 
 from .errors import PayloadTooLarge
 
+SERVER_NAME = "feedserver"
 CONTENT_SECURITY_POLICY = "; ".join(
     [
         "default-src 'self'",
@@ -32,7 +33,7 @@ BASE_HEADERS = {
     "X-DNS-Prefetch-Control": "off",
     "X-Permitted-Cross-Domain-Policies": "none",
     # aiohttp would otherwise announce its name and version.
-    "Server": "feedserver",
+    "Server": SERVER_NAME,
 }
 HSTS = "max-age=31536000; includeSubDomains"
 
@@ -52,6 +53,17 @@ def install_security_headers(app: web.Application, production: bool) -> None:
         response.headers.update(headers)
 
     app.on_response_prepare.append(add_headers)
+    hide_server_version()
+
+
+def hide_server_version() -> None:
+    """No `Server: Python/3.x aiohttp/3.y` on the answers that bypass the application.
+
+    aiohttp answers a request it cannot parse (a bad header, a bad method) itself, without
+    `on_response_prepare`, and stamps it with its module-level `SERVER_SOFTWARE`; that
+    name is only read when a response is prepared, so replacing it covers those answers too.
+    """
+    web_response.SERVER_SOFTWARE = SERVER_NAME  # type: ignore[attr-defined]
 
 
 def polling_body_limit(path: str, max_bytes: int) -> Middleware:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from aiohttp import ClientSession, WSMsgType
 from multidict import CIMultiDictProxy
@@ -64,3 +66,28 @@ async def test_every_kind_of_response_carries_the_security_headers(
             assert_hardened(ws._response.headers, production=production)
             opening = await ws.receive()
             assert opening.type == WSMsgType.TEXT and opening.data.startswith("0{")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+        b"GARBAGE / HTTP/1.1\r\n\r\n",
+        b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-A: \x00\r\n\r\n",
+    ],
+    ids=["bad-header", "bad-method", "nul-in-header"],
+)
+async def test_requests_aiohttp_cannot_parse_get_no_version_banner(
+    start_server: ServerFactory, raw: bytes
+) -> None:
+    server = await start_server()
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        writer.write(raw)
+        answer = await asyncio.wait_for(reader.read(), timeout=5)
+    finally:
+        writer.close()
+    head = answer.split(b"\r\n\r\n", 1)[0].decode().lower().split("\r\n")
+    assert head[0].endswith("400 bad request")
+    assert "server: feedserver" in head
+    assert not [line for line in head if "aiohttp" in line or "python" in line]
