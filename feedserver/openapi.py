@@ -33,9 +33,12 @@ _ERRORS = {
     415: "Content-Type is not application/json; charset=utf-8 (`unsupported_media_type`)",
     429: "Rate limited (`rate_limited`); see Retry-After",
     500: "Internal error (`internal_error`, no stack trace)",
+    503: "The event store (or the Redis holding the rate limits) is unreachable",
 }
+# Present on every /api/ answer, except while the rate-limit storage (Redis) is unreachable:
+# then requests are served uncounted rather than refused.
 _RATE_HEADERS = {
-    name: {"description": text, "required": True, "schema": {"type": "integer", "minimum": 0}}
+    name: {"description": text, "required": False, "schema": {"type": "integer", "minimum": 0}}
     for name, text in (
         ("RateLimit-Limit", "requests allowed per window for this client address"),
         ("RateLimit-Remaining", "requests left in the current window"),
@@ -98,7 +101,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     201: ("The event", "Event"),
                     200: ("Idempotent replay: the event the key created first", "Event"),
                 },
-                (400, 401, 403, 413, 415, 429, 500),
+                (400, 401, 403, 413, 415, 429, 500, 503),
                 body="Publish",
             ),
             "get": _operation(
@@ -106,7 +109,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 [tenant_required, {"in": "query", "schema": HistoryQuerySchema}],
                 security,
                 {200: ("Events", "History")},
-                (400, 401, 403, 429, 500),
+                (400, 401, 403, 429, 500, 503),
             ),
         },
     )
@@ -118,7 +121,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 [tenant],
                 security,
                 {200: ("Counters", "Stats")},
-                (401, 403, 429, 500),
+                (401, 403, 429, 500, 503),
             )
         },
     )
@@ -266,9 +269,6 @@ def _error(code: int) -> dict[str, Any]:
     response = _response(_ERRORS[code], _ref("Error"))
     if code == 429:
         response["headers"] = {**_RATE_HEADERS, **_RETRY_AFTER}
-    if code == 500:
-        # A failing rate-limit storage answers before the quota is known.
-        response["headers"] = {}
     return response
 
 
