@@ -50,10 +50,11 @@ async def serve(settings: Settings) -> int:
     started = await _start(settings, app, runner, metrics_runner, sites)
     if started:
         await stop.wait()
-    deadline = loop.time() + settings.shutdown_timeout
-    if started:
+        deadline = loop.time() + settings.shutdown_timeout
         await _drain(settings, app, sites)
-    await _clean_up(max(0.1, deadline - loop.time()), runner, metrics_runner)
+        await _clean_up(max(0.1, deadline - loop.time()), runner, metrics_runner)
+    else:
+        await _clean_up(settings.shutdown_timeout, runner, metrics_runner)
     log.info("stopped")
     return EXIT_OK if started else EXIT_START_FAILED
 

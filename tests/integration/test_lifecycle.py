@@ -14,6 +14,7 @@ import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
+from feedserver.auth import mint_token
 from feedserver.logs import configure_logging
 from tests.e2e.live_server import free_port
 from tests.js_swarm import js_swarm
@@ -54,33 +55,39 @@ async def test_sigterm_with_200_clients_tells_each_one_and_ends_within_the_timeo
 
 
 async def test_json_logs_are_one_object_per_line_with_request_ids_and_no_secrets() -> None:
-    secret = f"secret-{uuid.uuid4().hex}"
-    async with server_process({"LOG_FORMAT": "json", "LOG_LEVEL": "DEBUG"}) as server:
+    marker = f"marker-{uuid.uuid4().hex}"
+    auth_secret = f"secret-{uuid.uuid4().hex}"
+    token = mint_token(auth_secret, "tenant_a", 600)
+    env = {
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "DEBUG",
+        "FEED_AUTH": "token",
+        "FEED_AUTH_SECRET": auth_secret,
+    }
+    async with server_process(env) as server:
         async with ClientSession(server.url) as http:
-            headers = {
-                "X-Tenant-ID": "tenant_a",
-                "X-Request-ID": "rid-post-1",
-                "Authorization": f"Bearer {secret}",
-            }
+            headers = {"Authorization": f"Bearer {token}", "X-Request-ID": "rid-post-1"}
             async with http.post(
-                "/api/events", json={"message": f"hello {secret}"}, headers=headers
+                "/api/events", json={"message": f"hello {marker}"}, headers=headers
             ) as resp:
                 assert resp.status == 201
+            headers["X-Request-ID"] = "rid-bad"
             async with http.post(
-                "/api/events",
-                json={"message": f"bad \x07 {secret}"},
-                headers={"X-Tenant-ID": "tenant_a", "X-Request-ID": "rid-bad"},
+                "/api/events", json={"message": f"bad \x07 {marker}"}, headers=headers
             ) as resp:
                 assert resp.status == 400
-            # Whatever the answer, the query string (a socket.io token may hide there) is
-            # not logged.
-            async with http.get(f"/api/events?token={secret}", headers=headers):
+            # Whatever the answer, a query string (a socket.io token may travel there) and a
+            # refused token are not logged either.
+            headers["X-Request-ID"] = "rid-query"
+            async with http.get(f"/api/events?token={token}", headers=headers):
+                pass
+            async with http.get("/api/events", headers={"Authorization": f"Bearer {marker}"}):
                 pass
         async with socket_client(
-            server.url, auth={"tenant": "tenant_b", "token": secret}, transports=["websocket"]
+            server.url, auth={"token": token}, transports=["websocket"]
         ) as client:
             await client.expect_established()
-            ack = await client.emit("create_event", {"message": f"via socket {secret}"})
+            ack = await client.emit("create_event", {"message": f"via socket {marker}"})
             assert ack["ok"] is True
         server.process.send_signal(signal.SIGTERM)
         assert await server.wait(SHUTDOWN_TIMEOUT) == 0
@@ -88,12 +95,13 @@ async def test_json_logs_are_one_object_per_line_with_request_ids_and_no_secrets
     entries = [json.loads(line) for line in server.log.splitlines()]
     assert all({"timestamp", "level", "event", "logger"} <= entry.keys() for entry in entries)
     access = [e for e in entries if e["logger"] == "feedserver.access"]
-    post = [e for e in access if e.get("request_id") == "rid-post-1" and e["method"] == "POST"]
+    post = [e for e in access if e.get("request_id") == "rid-post-1"]
     assert len(post) == 1
-    assert post[0]["route"] == "/api/events" and post[0]["status"] == 201
+    assert (post[0]["method"], post[0]["route"], post[0]["status"]) == ("POST", "/api/events", 201)
     assert post[0]["tenant"] == "tenant_a" and post[0]["duration_ms"] >= 0
     assert [e["status"] for e in access if e.get("request_id") == "rid-bad"] == [400]
-    assert secret not in server.log
+    for secret in (marker, token, auth_secret):
+        assert secret not in server.log
 
 
 @pytest.fixture
