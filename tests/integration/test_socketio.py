@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from typing import Any
 
@@ -224,3 +226,38 @@ async def test_unexpected_error_is_an_internal_error_ack(aiohttp_server: Any) ->
             "error": {"code": "internal_error", "message": "Internal server error"},
         }
         assert client.sio.connected
+
+
+async def test_clients_joining_during_a_burst_see_every_event_once_in_order(
+    aiohttp_server: Any,
+) -> None:
+    """Events published while a client is being caught up are neither lost nor repeated."""
+    app = create_app(make_settings(initial_events=5, **SHORT_PINGS))
+    feed = app[FEED]
+    server = await aiohttp_server(app, host="127.0.0.1")
+    total = 120
+
+    async def burst() -> None:
+        for i in range(total):
+            await feed.publish("tenant_a", {"message": f"m{i}"})
+            await asyncio.sleep(0)  # let handshakes interleave with the publishes
+
+    async with contextlib.AsyncExitStack() as stack:
+        publisher = asyncio.create_task(burst())
+        clients = []
+        for transport in ["websocket", "polling", "websocket", "websocket", "polling"]:
+            clients.append(
+                await stack.enter_async_context(
+                    socket_client(
+                        server.make_url(""), query={"tenant": "tenant_a"}, transports=[transport]
+                    )
+                )
+            )
+        await publisher
+        for client in clients:
+            info, initial = await client.expect_established()
+            seqs = [e["seq"] for e in initial]
+            first = seqs[0] if seqs else info["latestSeq"] + 1
+            while not seqs or seqs[-1] < total:
+                seqs.append((await client.expect_live_event())["seq"])
+            assert seqs == list(range(first, total + 1))
