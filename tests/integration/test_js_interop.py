@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
 
+from feedserver.app import FEED, create_app
+from tests.conftest import make_settings
 from tests.js_client import js_client
 from tests.rest_calls import latest_seq, publish
 
@@ -171,3 +174,37 @@ async def test_since_older_than_the_buffer_is_not_recovered(
         info, initial = await client.expect_established()
     assert info["recovered"] is False
     assert initial == events[-2:]
+
+
+async def test_js_clients_joining_while_events_flow_see_each_once_in_order(
+    aiohttp_server: Any,
+) -> None:
+    app = create_app(make_settings(initial_events=3))
+    feed = app[FEED]
+    server = await aiohttp_server(app, host="127.0.0.1")
+    everyone_in = asyncio.Event()
+    published: list[int] = []
+
+    async def keep_publishing() -> None:
+        # Until every client is established, and a few more after, so that some events
+        # arrive while each one is being caught up.
+        while not everyone_in.is_set() or len(published) % 10:
+            published.append((await feed.publish("tenant_a", {"message": "tick"})).event.seq)
+            await asyncio.sleep(0.002)
+
+    url = server.make_url("")
+    publisher = asyncio.create_task(keep_publishing())
+    async with (
+        js_client(url, query={"tenant": "tenant_a"}, transports=["websocket"]) as a,
+        js_client(url, query={"tenant": "tenant_a"}, transports=["polling"]) as b,
+        js_client(url, auth={"tenant": "tenant_a"}) as c,
+    ):
+        starts = [await client.expect_established() for client in (a, b, c)]
+        everyone_in.set()
+        await publisher
+        for client, (info, initial) in zip((a, b, c), starts, strict=True):
+            seqs = [e["seq"] for e in initial]
+            first = seqs[0] if seqs else info["latestSeq"] + 1
+            while not seqs or seqs[-1] < published[-1]:
+                seqs.append((await client.expect_live_event())["seq"])
+            assert seqs == list(range(first, published[-1] + 1))
