@@ -29,6 +29,7 @@ from .config import Settings
 from .core import CatchUp, Feed, SystemNotice, system_notice
 from .errors import FeedError, InternalError, RateLimited, ValidationFailed
 from .events import Event, utc_timestamp
+from .fanout import RoomBroadcaster
 from .jsoncodec import SocketJson
 from .metrics import FeedMetrics
 from .quotas import ConnectionCaps, RequestLimiter
@@ -85,6 +86,8 @@ class RealtimeGateway:
             logger=False,
             engineio_logger=False,
         )
+        self.broadcaster = RoomBroadcaster(self.sio, max_queue=settings.max_queue)
+        metrics.read_slow_consumer_disconnects = lambda: self.broadcaster.evicted
         self._sessions: dict[str, Session] = {}
         self._syncing: dict[str, set[Session]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -246,13 +249,12 @@ class RealtimeGateway:
             if session.pending is not None:
                 session.pending.append(event)
                 parked += 1
-        await self.sio.emit(
+        in_room = await self.broadcaster.broadcast(
+            event.tenant_id,
             "event_created",
-            self.recovery.event_args(event),
-            room=event.tenant_id,
-            ignore_queue=True,
+            SocketJson.dumps(event.to_json()),
+            offset=str(event.seq) if self.recovery.enabled else None,
         )
-        in_room = len(self.sio.manager.rooms.get("/", {}).get(event.tenant_id, ()))
         self.metrics.delivered(event.tenant_id, in_room + parked, time.perf_counter() - started)
 
     async def announce(self, notice: SystemNotice) -> None:
