@@ -73,6 +73,9 @@ cluster: install
 # Python packages, then the npm packages the page ships to browsers. --strict: a package
 # that could not be checked (no vulnerability service reachable) fails the audit instead of
 # being skipped under "No known vulnerabilities found".
+screenshot: install sysdeps
+	$(BIN)/python -m tests.e2e.screenshot docs/screenshot.png
+
 audit: install
 	@$(BIN)/pip-audit --skip-editable --strict --progress-spinner off || { \
 	  echo "make audit: FAILED: pip-audit found a vulnerability or could not reach its" \

@@ -51,6 +51,11 @@ def install_security_headers(app: web.Application, production: bool) -> None:
 
     async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
         response.headers.update(headers)
+        if "Cache-Control" not in response.headers:
+            # API answers carry tenant data: never kept by a browser or a proxy. The page's
+            # files may be kept, but are revalidated so an upgrade shows at the next load.
+            api = request.path.startswith("/api/")
+            response.headers["Cache-Control"] = "no-store" if api else "no-cache"
 
     app.on_response_prepare.append(add_headers)
     hide_server_version()

@@ -91,3 +91,18 @@ async def test_requests_aiohttp_cannot_parse_get_no_version_banner(
     assert head[0].endswith("400 bad request")
     assert "server: feedserver" in head
     assert not [line for line in head if "aiohttp" in line or "python" in line]
+
+
+async def test_api_answers_are_never_cached_and_page_files_are_revalidated(
+    start_server: ServerFactory,
+) -> None:
+    server = await start_server()
+    async with ClientSession(str(server.make_url(""))) as http:
+        for path, headers, expected in [
+            ("/api/events", TENANT_A, "no-store"),
+            ("/api/nowhere", {}, "no-store"),
+            ("/", {}, "no-cache"),
+            ("/js/main.js", {}, "no-cache"),
+        ]:
+            async with http.get(path, headers=headers) as resp:
+                assert resp.headers["Cache-Control"] == expected, path
