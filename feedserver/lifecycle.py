@@ -94,14 +94,16 @@ async def _start(
 
 
 async def _drain(settings: Settings, app: web.Application, sites: list[web.TCPSite]) -> None:
-    """Not ready, no new connections, then the goodbye while aiohttp still reads sockets."""
+    """Not ready, the goodbye while aiohttp still reads sockets, then no new connections."""
     log.info("shutting down: telling clients, closing connections")
     app[SHUTTING_DOWN].set()
+    # Before runner.cleanup(): once aiohttp shuts down it stops reading open connections, so
+    # clients could no longer answer the goodbye by closing theirs. Before site.stop() too:
+    # a long-polling client opens a new TCP connection for its next poll (and for its
+    # close), and would get a transport error instead of the goodbye.
+    await app[GATEWAY].close(grace=settings.shutdown_timeout / 2)
     for site in sites:
         await site.stop()
-    # Before runner.cleanup(): once aiohttp shuts down it stops reading open connections, so
-    # clients could no longer answer the goodbye by closing theirs.
-    await app[GATEWAY].close(grace=settings.shutdown_timeout / 2)
 
 
 async def _clean_up(within: float, runner: web.AppRunner, metrics_runner: web.AppRunner) -> None:
