@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?"
+_LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}[A-Za-z0-9_])?"  # "_": Docker service names
 _HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$")
 MIN_SECRET_BYTES = 32
 

@@ -15,7 +15,12 @@ SECRET = "s" * 32
 # variable -> [(raw value, the parsed attribute value)]
 GOOD: dict[str, list[tuple[str, Any]]] = {
     "PORT": [("8080", 8080), ("0", 0), (" 65535 ", 65535)],
-    "HOST": [("0.0.0.0", "0.0.0.0"), ("::1", "::1"), ("localhost", "localhost")],
+    "HOST": [
+        ("0.0.0.0", "0.0.0.0"),
+        ("::1", "::1"),
+        ("localhost", "localhost"),
+        ("feed_server.internal", "feed_server.internal"),
+    ],
     "CORS_ORIGIN": [
         ("*", ("*",)),
         ("http://a.example,https://b.example:8443", ("http://a.example", "https://b.example:8443")),
@@ -58,7 +63,7 @@ GOOD: dict[str, list[tuple[str, Any]]] = {
 
 BAD: dict[str, list[str]] = {
     "PORT": ["abc", "-1", "65536", "80.5"],
-    "HOST": ["not a host", "http://x", "a/b"],
+    "HOST": ["not a host", "http://x", "a/b", "-x", "a..b"],
     "CORS_ORIGIN": ["localhost:3000", "ftp://x", "http://a.example/path", ","],
     "FEED_ENV": ["staging"],
     "FEED_TENANTS": ["Tenant_A", "-a", "a,b c", ",", "x" * 65],
