@@ -122,6 +122,18 @@ class Backoff:
         self.delay = min(self.delay * 2, self.cap)
 
 
+async def stop(task: asyncio.Task[Any] | None) -> None:
+    """Cancel `task` and wait until it has ended.
+
+    Cancelled again while it runs on: redis-py can swallow a cancellation that lands inside
+    a command (redis/redis-py#2028; seen with 8.1), and the loops here carry on after a
+    failed Redis call by design.
+    """
+    while task is not None and not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1)
+
+
 class StreamRelay:
     """The event bus of several nodes: each node reads every tenant's stream and delivers.
 
@@ -170,9 +182,7 @@ class StreamRelay:
         self._task = asyncio.create_task(self._run(), name="feed-stream-relay")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await stop(self._task)
 
     async def _run(self) -> None:
         backoff = Backoff()
@@ -288,9 +298,7 @@ class RedisConnections:
         self._task = asyncio.create_task(self._run(), name="feed-connection-counts")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await stop(self._task)
         try:  # leave the totals at once rather than after the TTL
             await self._redis.zrem(NODES_KEY, self.node_id)
             await self._redis.delete(node_connections_key(self.node_id))
@@ -369,8 +377,6 @@ class FeedRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
                 await backoff.sleep()
 
     async def close(self) -> None:
-        if self.thread is not None:
-            self.thread.cancel()
-            await asyncio.gather(self.thread, return_exceptions=True)
+        await stop(self.thread)
         if self.redis is not None:
             await self.redis.aclose()
