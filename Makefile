@@ -32,10 +32,11 @@ $(WEB_DEPS): $(wildcard web/package-lock.json)
 	  npm ci --silent --no-audit --no-fund --prefix web && touch $@; \
 	fi
 
+# /usr/sbin (nginx) is not on a normal user's PATH on Debian: look there too.
 sysdeps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 	  tool=$${pair%%:*}; pkg=$${pair##*:}; \
-	  command -v $$tool >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	  PATH="$$PATH:/usr/sbin:/sbin" command -v $$tool >/dev/null 2>&1 || missing="$$missing $$pkg"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo ">> installing system packages:$$missing"; \

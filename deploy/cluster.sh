@@ -18,6 +18,7 @@ CLUSTER_DIR=$(mkdir -p "${CLUSTER_DIR:-$ROOT/.cluster}" && cd "${CLUSTER_DIR:-$R
 REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
 cd "$ROOT"  # `python -m feedserver` imports this checkout
 
+PATH="$PATH:/usr/sbin:/sbin"  # nginx lives in /usr/sbin, off a normal user's PATH on Debian
 for tool in redis-server redis-cli nginx curl; do
   command -v "$tool" >/dev/null || { echo "cluster: $tool is missing (make cluster installs it)" >&2; exit 1; }
 done
