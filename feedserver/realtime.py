@@ -125,22 +125,27 @@ class RealtimeGateway:
         except FeedError as exc:
             raise refusal(exc) from None
         session = Session(tenant, address)
+        # Registered before the awaits below: a client that leaves meanwhile is counted
+        # out by `_on_disconnect` like any other, or its connection would count forever.
+        self._sessions[sid] = session
+        self.metrics.connection_opened(tenant)
         try:
             reconnect = await self.recovery.read(handshake)
             resume = reconnect.resume
             # Read before the CONNECT reply: its pid says whether the client is recovered.
             catch_up = await self._catch_up(session, since if resume is None else resume.offset)
         except FeedError as exc:
-            self.caps.release(tenant, address)
+            await self._on_disconnect(sid)
             raise refusal(exc) from None
+        if self._sessions.get(sid) is not session:  # it left while its catch-up was read
+            self._stop_syncing(session)
+            return
         replay = resume is not None and catch_up.recovered
         pid = resume.pid if resume is not None and replay else reconnect.new_pid
-        self._sessions[sid] = session
         if principal.expires_at is not None:
             session.expiry = asyncio.get_running_loop().call_later(
                 principal.expires_at - time.time(), self._expire, sid
             )
-        self.metrics.connection_opened(tenant)
         # The CONNECT reply is sent after this handler returns; the catch-up must follow it.
         self._spawn(self._sync(sid, session, catch_up, replay))
         if self.recovery.enabled:

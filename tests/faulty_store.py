@@ -1,9 +1,11 @@
-"""A memory store with a bug: for the tests of the 500 / internal_error paths."""
+"""Memory stores that misbehave on purpose: a bug (the 500 / internal_error paths), a stall."""
 
 from __future__ import annotations
 
+import asyncio
+
 from feedserver.events import Event
-from feedserver.store import MemoryStore
+from feedserver.store import MemoryStore, TenantCounts
 
 SECRET_DETAIL = "secret internal detail"
 
@@ -13,3 +15,17 @@ class BrokenAppendStore(MemoryStore):
 
     async def append(self, tenant: str, message: str, timestamp: str) -> Event:
         raise RuntimeError(SECRET_DETAIL)
+
+
+class HeldCountsStore(MemoryStore):
+    """`counts` (read by every catch-up) waits until the test lets it go."""
+
+    def __init__(self, history_size: int) -> None:
+        super().__init__(history_size)
+        self.reading = asyncio.Event()  # a catch-up is waiting
+        self.release = asyncio.Event()
+
+    async def counts(self, tenant: str) -> TenantCounts:
+        self.reading.set()
+        await self.release.wait()
+        return await super().counts(tenant)

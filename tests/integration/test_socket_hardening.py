@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import ClientSession
+from aiohttp import ClientSession, ClientWSTimeout
 
+from feedserver.app import FEED, GATEWAY, create_app
 from tests.clients import CLIENT_KINDS, open_client
-from tests.conftest import ServerFactory
+from tests.conftest import ServerFactory, make_settings
+from tests.faulty_store import HeldCountsStore
 
 SITE = "https://feed.example"
 FOREIGN = "https://evil.example"
@@ -119,3 +122,34 @@ async def test_an_oversized_websocket_packet_closes_the_connection(
         while not ws.closed:
             message = await asyncio.wait_for(ws.receive(), timeout=10)
             assert "create_event" not in str(message.data)
+
+
+async def test_a_client_that_leaves_during_its_handshake_is_counted_out(
+    aiohttp_server: Any,
+) -> None:
+    app = create_app(make_settings(max_connections_per_ip=1))
+    held = HeldCountsStore(100)
+    app[FEED].store = held
+    gateway = app[GATEWAY]
+    server = await aiohttp_server(app, host="127.0.0.1")
+    async with (
+        ClientSession(str(server.make_url(""))) as http,
+        http.ws_connect(
+            "/socket.io/?EIO=4&transport=websocket", timeout=ClientWSTimeout(ws_close=0.5)
+        ) as ws,
+    ):
+        assert (await ws.receive_str()).startswith("0{")
+        await ws.send_str('40{"tenant":"tenant_a"}')
+        await asyncio.wait_for(held.reading.wait(), timeout=10)  # the server is mid-handshake
+        await ws.close()
+    async with asyncio.timeout(10):
+        while gateway._sessions:  # noqa: ASYNC110 - the server's disconnect has no hook
+            await asyncio.sleep(0.01)
+    held.release.set()  # the handshake of the departed client now runs to its end
+    # Its connection was counted out: the one this address may have is free.
+    async with open_client("python", server.make_url(""), auth={"tenant": "tenant_a"}) as client:
+        await client.expect_established()
+        assert [s.tenant for s in gateway._sessions.values()] == ["tenant_a"]
+        assert await gateway.caps.addresses.count("127.0.0.1") == 1
+        assert await gateway.caps.tenants.count("tenant_a") == 1
+    assert gateway._syncing == {}
