@@ -91,6 +91,7 @@ class FeedMetrics:
         self._delivered = {t: delivered.labels(t) for t in self._connections}
         for transport in ("http", "socket"):
             self.rate_limited.labels(transport)
+        self._http_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def connection_opened(self, tenant: str) -> None:
         if (gauge := self._connections.get(tenant)) is not None:
@@ -114,8 +115,16 @@ class FeedMetrics:
     def http_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """`route` must be a route template, never a raw path."""
         method = method if method in HTTP_METHODS else "other"
-        self.http_requests.labels(method, route, str(status)).inc()
-        self.http_duration.labels(route).observe(seconds)
+        key = (method, route, status)
+        children = self._http_children.get(key)
+        if children is None:
+            # labels() locks and normalises on every call; the key set is bounded.
+            children = self._http_children[key] = (
+                self.http_requests.labels(method, route, str(status)),
+                self.http_duration.labels(route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
         if status == 429:
             self.refused_by_rate_limit("http")
 
