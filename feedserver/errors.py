@@ -73,5 +73,9 @@ class StoreUnavailable(FeedError):
     code, status, default_message = "store_unavailable", 503, "Event store unavailable"
 
 
+class ShuttingDown(FeedError):
+    code, status, default_message = "shutting_down", 503, "Server shutting down"
+
+
 class InternalError(FeedError):
     pass

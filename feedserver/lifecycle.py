@@ -3,10 +3,10 @@
 Start: the app's start-up hooks open the store, then the store must answer a ping; only
 then do the ports open. Any failure is one log line and exit code 1.
 
-SIGTERM or SIGINT, all within `FEED_SHUTDOWN_TIMEOUT`: `/api/ready` turns 503, the
-listening sockets close (no new connections), every socket.io client gets
-`system_message` and is disconnected (up to half the budget for the clients to close their
-side), then aiohttp finishes the requests still running and the store is closed.
+SIGTERM or SIGINT, all within `FEED_SHUTDOWN_TIMEOUT`: `/api/ready` turns 503 and new
+socket.io sessions are refused; every client gets `system_message` and is disconnected (up
+to half the budget for the clients to close their side); then the listener closes, aiohttp
+finishes the requests still running and the store is closed.
 """
 
 from __future__ import annotations
@@ -46,12 +46,11 @@ async def serve(settings: Settings) -> int:
         shutdown_timeout=max(0.1, settings.shutdown_timeout * 0.8),
     )
     metrics_runner = web.AppRunner(metrics_app(app[METRICS]), access_log=None)
-    sites: list[web.TCPSite] = []
-    started = await _start(settings, app, runner, metrics_runner, sites)
+    started = await _start(settings, app, runner, metrics_runner)
     if started:
         await stop.wait()
         deadline = loop.time() + settings.shutdown_timeout
-        await _drain(settings, app, sites)
+        await _drain(settings, app)
         await _clean_up(max(0.1, deadline - loop.time()), runner, metrics_runner)
     else:
         await _clean_up(settings.shutdown_timeout, runner, metrics_runner)
@@ -64,7 +63,6 @@ async def _start(
     app: web.Application,
     runner: web.AppRunner,
     metrics_runner: web.AppRunner,
-    sites: list[web.TCPSite],
 ) -> bool:
     try:
         await runner.setup()
@@ -75,6 +73,7 @@ async def _start(
     if not await store.ping():
         log.error("cannot start: the %s store is unreachable (FEED_STORE)", store.backend)
         return False
+    sites: list[web.TCPSite] = []
     try:
         if settings.metrics_port is not None:
             await metrics_runner.setup()
@@ -93,17 +92,14 @@ async def _start(
     return True
 
 
-async def _drain(settings: Settings, app: web.Application, sites: list[web.TCPSite]) -> None:
-    """Not ready, the goodbye while aiohttp still reads sockets, then no new connections."""
+async def _drain(settings: Settings, app: web.Application) -> None:
+    """Not ready, then the goodbye while aiohttp still accepts and reads connections."""
     log.info("shutting down: telling clients, closing connections")
     app[SHUTTING_DOWN].set()
-    # Before runner.cleanup(): once aiohttp shuts down it stops reading open connections, so
-    # clients could no longer answer the goodbye by closing theirs. Before site.stop() too:
-    # a long-polling client opens a new TCP connection for its next poll (and for its
-    # close), and would get a transport error instead of the goodbye.
+    # Before runner.cleanup(), which closes the listener and then stops reading open
+    # connections: a long-polling client needs a new request to get its notice, and every
+    # client must be able to close its side. The gateway refuses new sessions meanwhile.
     await app[GATEWAY].close(grace=settings.shutdown_timeout / 2)
-    for site in sites:
-        await site.stop()
 
 
 async def _clean_up(within: float, runner: web.AppRunner, metrics_runner: web.AppRunner) -> None:

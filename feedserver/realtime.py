@@ -27,7 +27,7 @@ from .addresses import ClientAddresses
 from .auth import Authenticator
 from .config import Settings
 from .core import CatchUp, Feed, SystemNotice, system_notice
-from .errors import FeedError, InternalError, RateLimited, ValidationFailed
+from .errors import FeedError, InternalError, RateLimited, ShuttingDown, ValidationFailed
 from .events import Event, utc_timestamp
 from .fanout import RoomBroadcaster
 from .jsoncodec import SocketJson
@@ -111,6 +111,10 @@ class RealtimeGateway:
     # -- connection life cycle ------------------------------------------------------------
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
+        if self._closed:
+            # The listener stays open during the goodbye (long-polling clients need new
+            # requests to get it); new clients are sent elsewhere.
+            raise refusal(ShuttingDown())
         handshake = auth if isinstance(auth, dict) else {}
         query = dict(parse_qsl(environ.get("QUERY_STRING", "")))
         # engine.io's environ says REMOTE_ADDR=127.0.0.1 for everyone; ask aiohttp.

@@ -1,4 +1,4 @@
-"""The real process: start-up checks, logs, the metrics port and a SIGTERM with 200 clients."""
+"""Readiness, draining, start-up checks, logs, the metrics port, SIGTERM with 200 clients."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
+from feedserver.app import GATEWAY, SHUTTING_DOWN
 from feedserver.auth import mint_token
 from feedserver.logs import configure_logging
 from tests.e2e.live_server import free_port
@@ -25,6 +26,31 @@ from tests.socket_client import socket_client
 CLIENTS = 200
 SHUTDOWN_TIMEOUT = 5.0
 METRICS_ON = re.compile(r"metrics on (http://[\d.]+:\d+)/metrics")
+
+
+async def test_ready_turns_503_once_shutdown_begins_while_health_stays_200(
+    server: TestServer,
+) -> None:
+    async with ClientSession(str(server.make_url(""))) as http:
+        async with http.get("/api/ready") as resp:
+            assert resp.status == 200
+            assert (await resp.json())["status"] == "ready"
+        server.app[SHUTTING_DOWN].set()
+        async with http.get("/api/ready") as resp:
+            assert resp.status == 503
+            body = await resp.json()
+        assert body["status"] == "unavailable" and body["shuttingDown"] is True
+        async with http.get("/api/health") as resp:
+            assert resp.status == 200
+
+
+async def test_once_the_goodbye_began_new_sockets_are_refused_with_shutting_down(
+    server: TestServer,
+) -> None:
+    await server.app[GATEWAY].close()
+    async with socket_client(server.make_url(""), auth={"tenant": "tenant_a"}) as client:
+        refused = await client.expect_type("connect_error")
+    assert refused["data"]["code"] == "shutting_down"
 
 
 @pytest.mark.node

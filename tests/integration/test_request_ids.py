@@ -9,7 +9,6 @@ from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
 from feedserver.access import request_id_for
-from feedserver.app import SHUTTING_DOWN
 
 GENERATED = re.compile(r"[0-9a-f]{32}")
 
@@ -57,22 +56,6 @@ def test_request_ids_that_could_break_a_log_line_or_header_are_not_kept(given: s
 
 def test_the_longest_safe_request_id_is_kept() -> None:
     assert request_id_for("a" * 128) == "a" * 128
-
-
-async def test_ready_turns_503_once_shutdown_begins_while_health_stays_200(
-    server: TestServer,
-) -> None:
-    async with ClientSession(str(server.make_url(""))) as http:
-        async with http.get("/api/ready") as resp:
-            assert resp.status == 200
-            assert (await resp.json())["status"] == "ready"
-        server.app[SHUTTING_DOWN].set()
-        async with http.get("/api/ready") as resp:
-            assert resp.status == 503
-            body = await resp.json()
-        assert body["status"] == "unavailable" and body["shuttingDown"] is True
-        async with http.get("/api/health") as resp:
-            assert resp.status == 200
 
 
 async def test_a_browser_may_send_its_own_request_id_cross_origin(server: TestServer) -> None:
