@@ -274,37 +274,35 @@ class RealtimeGateway:
         await self.announce(system_notice(message, level))
 
     async def close(self, grace: float = 0.0) -> None:
-        """Tell every client the server is going, disconnect it, and give the clients up to
-        `grace` seconds to close their connections. Only the first call does anything."""
+        """Tell every client the server is going, close its connection, and give the notice
+        up to `grace` seconds to leave. Only the first call does anything.
+
+        The transports are closed, not the Socket.IO sessions (as the Node original's
+        `io.close()` does): a socket.io client reconnects by itself after a transport close,
+        to this node restarted or to another, and recovers what it missed (`recovery`);
+        a Socket.IO DISCONNECT would tell it to stay away.
+        """
         if self._closed:
             return
         self._closed = True
         # Only this node is going: the notice must not cross to the other nodes' clients.
         notice = system_notice(SHUTDOWN_NOTICE, "warning")
         await self.sio.emit("system_message", notice, ignore_queue=True)
-        for sid in list(self._sessions):
-            await self.sio.disconnect(sid)
         connections = list(self.sio.eio.sockets.values())
-        await self._transports_closed(connections, grace)
-        # A long-poll still pending when its client closed is left hanging by engineio for
-        # ping_interval + ping_timeout, and aiohttp's shutdown would wait for it. None is
-        # engineio's own end-of-connection sentinel: it ends that poll, and the writer of a
-        # websocket whose client did not close. (Not a CLOSE packet: the JS polling client
-        # handles CLOSE before the notice that shares its payload, and loses the notice.)
-        for connection in connections:
-            connection.queue.put_nowait(None)
+        await self.sio.close_transports(connections)
+        await self._notice_taken(connections, grace)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.sio.shutdown()
 
-    async def _transports_closed(self, connections: list[Any], within: float) -> None:
-        """Wait until every one of these Engine.IO connections is closed (a client closes its
-        own after the namespace DISCONNECT), or `within` seconds. Engine.IO has no event for
-        that, so look every few milliseconds."""
+    async def _notice_taken(self, connections: list[Any], within: float) -> None:
+        """Wait until every connection's writer (or pending long-poll) has taken the notice,
+        leaving only engineio's end sentinel queued, or `within` seconds: aiohttp's shutdown
+        stops writing soon after. Engine.IO has no event for that, so look every 10 ms."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
-        while any(not c.closed for c in connections) and loop.time() < deadline:  # noqa: ASYNC110
+        while any(c.queue.qsize() > 1 for c in connections) and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

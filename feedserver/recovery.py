@@ -19,8 +19,10 @@ python-socketio does none of this, so this module adds it, without state on the 
 for CONNECT packets: it adds the pid granted to that socket by the connect handler
 (`grant_pid`). It relies on `AsyncServer._handle_connect` sending the CONNECT reply, for
 a socket id in `data["sid"]`, after the connect handler returns (the default,
-`always_connect=False`). Tested with python-socketio 5.18.1 (pyproject pins >=5.18,<5.19);
-tests/unit/test_recovery.py checks these assumptions.
+`always_connect=False`). It also adds `close_transports`, for a server that goes away,
+which uses engineio's socket `close()` and its writer's `None` sentinel. Tested with
+python-socketio 5.18.1 / python-engineio 4.15.1 (pyproject pins >=5.18,<5.19 and
+>=4.15,<4.16); tests/unit/test_recovery.py checks these assumptions.
 """
 
 from __future__ import annotations
@@ -52,6 +54,20 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
     def grant_pid(self, sid: str, pid: str) -> None:
         """Put `pid` in the CONNECT reply to `sid`; call it last in the connect handler."""
         self._pids[sid] = pid
+
+    async def close_transports(self, connections: list[Any]) -> None:
+        """Close these Engine.IO connections (`self.eio.sockets` values) after what they
+        have queued, as a server that goes away does.
+
+        `abort=True`: no Engine.IO CLOSE packet, because the JS long-polling client handles
+        CLOSE before the packets that share its payload (a last notice would be lost); its
+        next poll is refused instead, which also makes it reconnect. `None` on the queue is
+        engineio's own end-of-connection sentinel: it ends a pending long-poll, and makes
+        the WebSocket writer close the WebSocket (the JS client needs the WebSocket closed).
+        """
+        for connection in connections:
+            await connection.close(wait=False, abort=True)
+            connection.queue.put_nowait(None)
 
     async def _send_packet(self, eio_sid: str, pkt: Any) -> None:
         if pkt.packet_type == packet.CONNECT and isinstance(pkt.data, dict) and self._pids:

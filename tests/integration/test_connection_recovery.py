@@ -1,23 +1,28 @@
-"""socket.io's native connection state recovery with the real JS client (memory store).
+"""socket.io's native connection state recovery with the real JS client.
 
 The JS client has no recovery code of its own (tests/js/swarm.mjs): it only reconnects,
-and socket.io-client sends back the pid and the last offset it was given.
+and socket.io-client sends back the pid and the last offset it was given. Memory store
+first, then Redis: across a server restart and across nodes.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
-from tests.conftest import ServerFactory
+from feedserver.app import create_app
+from tests.conftest import ServerFactory, make_settings
 from tests.js_swarm import JsSwarm, js_swarm
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.node
 
 TENANT = {"tenant": "tenant_a"}
+TENANT_HEADER = {"X-Tenant-ID": "tenant_a"}
 # Long enough for the test to post while the socket is away; socket.io's own backoff.
 SLOW_RECONNECT = {"reconnectionDelay": 1000, "reconnectionDelayMax": 1000}
 
@@ -159,3 +164,83 @@ async def test_auth_since_still_resumes_a_client_that_manages_its_own_offsets(
     async with js_swarm([server.make_url("")], auth=auth) as s:
         assert (await s.expect_type("established"))["data"]["recovered"] is True
         assert (await s.expect_type("initial"))["seqs"] == [3, 4, 5]
+
+
+# -- Redis: the offsets live in the store ----------------------------------------------------
+
+
+@pytest.mark.redis
+async def test_js_client_recovers_on_another_node(
+    start_server: ServerFactory, redis_server: RedisServer
+) -> None:
+    a = await start_server(store=redis_server.url)
+    b = await start_server(store=redis_server.url)
+    async with js_swarm([a.make_url("")], auth=TENANT, verbose=True, **SLOW_RECONNECT) as s:
+        await first_initial(s)
+        await post_events(b, 2)
+        assert await replayed(s, 2) == [1, 2]
+        await s.drop(0, url=b.make_url(""))
+        await s.expect_type("disconnect")
+        missed = await post_events(a, 20)
+
+        recovered, established = await reconnected(s)
+        assert recovered is True and established["recovered"] is True
+        assert await replayed(s, 20) == missed
+        [client] = await s.report()
+    assert client["held"] == list(range(1, 23))
+
+
+@pytest.mark.redis
+async def test_js_client_recovers_across_a_server_restart(
+    start_server: ServerFactory, redis_server: RedisServer
+) -> None:
+    """The node shuts down (as on SIGTERM) and comes back on its address; meanwhile events
+    are posted on another node. The client reconnects by itself and misses nothing."""
+    node = TestServer(create_app(make_settings(store=redis_server.url)), host="127.0.0.1")
+    await node.start_server()
+    other = await start_server(store=redis_server.url)
+    try:
+        async with js_swarm([node.make_url("")], auth=TENANT, verbose=True) as s:
+            await first_initial(s)
+            assert await post_events(node, 3) == [1, 2, 3]
+            assert await replayed(s, 3) == [1, 2, 3]
+            port = node.port
+            await node.close()
+            assert (await s.expect_type("disconnect"))["reason"] == "transport close"
+            missed = await post_events(other, 20)
+            node = TestServer(
+                create_app(make_settings(store=redis_server.url)),
+                host="127.0.0.1",
+                port=port,
+            )
+            await node.start_server()
+
+            recovered, _ = await reconnected(s)
+            assert recovered is True
+            assert await replayed(s, 20) == missed
+            [client] = await s.report()
+        assert client["held"] == list(range(1, 24))
+    finally:
+        await node.close()
+
+
+@pytest.mark.redis
+async def test_100_concurrent_posts_with_one_key_on_two_nodes_create_one_event(
+    start_server: ServerFactory, redis_server: RedisServer
+) -> None:
+    nodes = [await start_server(store=redis_server.url) for _ in range(2)]
+
+    async def post_once(node: TestServer) -> int:
+        async with http.post(
+            node.make_url("/api/events"),
+            json={"message": "once"},
+            headers={"X-Tenant-ID": "tenant_a", "Idempotency-Key": "pay-7"},
+        ) as resp:
+            assert (await resp.json())["seq"] == 1
+            return resp.status
+
+    async with ClientSession() as http:
+        statuses = await asyncio.gather(*(post_once(nodes[i % 2]) for i in range(100)))
+        async with http.get(nodes[1].make_url("/api/events"), headers=TENANT_HEADER) as resp:
+            assert (await resp.json())["latestSeq"] == 1
+    assert sorted(statuses) == [200] * 99 + [201]

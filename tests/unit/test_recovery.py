@@ -75,3 +75,13 @@ def test_python_socketio_still_sends_connect_through_send_packet_after_the_handl
     }
     assert socketio.AsyncServer().always_connect is False
     assert issubclass(RecoveringServer, socketio.AsyncServer)
+
+
+def test_engineio_websocket_writer_still_stops_on_none_and_close_takes_wait() -> None:
+    """What `RecoveringServer.close_transports` relies on in python-engineio."""
+    from engineio.async_socket import AsyncSocket
+
+    assert "wait" in inspect.signature(AsyncSocket.close).parameters
+    assert "await self.queue.put(None)  # unlock the writer task" in inspect.getsource(
+        AsyncSocket._websocket_handler
+    )
