@@ -274,8 +274,8 @@ class RealtimeGateway:
         await self.announce(system_notice(message, level))
 
     async def close(self, grace: float = 0.0) -> None:
-        """Tell every client the server is going, close its connection, and give the notice
-        up to `grace` seconds to leave. Only the first call does anything.
+        """Tell every client the server is going, and close its connection once the notice
+        has left (at most `grace` seconds). Only the first call does anything.
 
         The transports are closed, not the Socket.IO sessions (as the Node original's
         `io.close()` does): a socket.io client reconnects by itself after a transport close,
@@ -288,22 +288,11 @@ class RealtimeGateway:
         # Only this node is going: the notice must not cross to the other nodes' clients.
         notice = system_notice(SHUTDOWN_NOTICE, "warning")
         await self.sio.emit("system_message", notice, ignore_queue=True)
-        connections = list(self.sio.eio.sockets.values())
-        await self.sio.close_transports(connections)
-        await self._notice_taken(connections, grace)
+        await self.sio.close_transports(within=grace)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.sio.shutdown()
-
-    async def _notice_taken(self, connections: list[Any], within: float) -> None:
-        """Wait until every connection's writer (or pending long-poll) has taken the notice,
-        leaving only engineio's end sentinel queued, or `within` seconds: aiohttp's shutdown
-        stops writing soon after. Engine.IO has no event for that, so look every 10 ms."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while any(c.queue.qsize() > 1 for c in connections) and loop.time() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

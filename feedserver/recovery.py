@@ -20,13 +20,15 @@ for CONNECT packets: it adds the pid granted to that socket by the connect handl
 (`grant_pid`). It relies on `AsyncServer._handle_connect` sending the CONNECT reply, for
 a socket id in `data["sid"]`, after the connect handler returns (the default,
 `always_connect=False`). It also adds `close_transports`, for a server that goes away,
-which uses engineio's socket `close()` and its writer's `None` sentinel. Tested with
+which uses engineio's socket `queue` and `close()`, its writer's `None` sentinel, and
+asyncio.Queue's `_getters` (as `fanout` does). Tested with
 python-socketio 5.18.1 / python-engineio 4.15.1 (pyproject pins >=5.18,<5.19 and
 >=4.15,<4.16); tests/unit/test_recovery.py checks these assumptions.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 from dataclasses import dataclass
@@ -55,16 +57,22 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
         """Put `pid` in the CONNECT reply to `sid`; call it last in the connect handler."""
         self._pids[sid] = pid
 
-    async def close_transports(self, connections: list[Any]) -> None:
-        """Close these Engine.IO connections (`self.eio.sockets` values) after what they
-        have queued, as a server that goes away does.
+    async def close_transports(self, within: float) -> None:
+        """Close every Engine.IO connection once what it has queued has left (at most
+        `within` seconds), as a server that goes away does: socket.io clients reconnect
+        by themselves after that, where a Socket.IO DISCONNECT would keep them away.
 
-        `abort=True`: no Engine.IO CLOSE packet, because the JS long-polling client handles
+        `abort=True`: no Engine.IO CLOSE packet, because the JS long-polling client acts on
         CLOSE before the packets that share its payload (a last notice would be lost); its
-        next poll is refused instead, which also makes it reconnect. `None` on the queue is
+        next poll is refused instead, which makes it reconnect too. `None` on the queue is
         engineio's own end-of-connection sentinel: it ends a pending long-poll, and makes
         the WebSocket writer close the WebSocket (the JS client needs the WebSocket closed).
         """
+        connections = list(self.eio.sockets.values())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while not all(map(_sent_all, connections)) and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)  # Engine.IO has no event for "sent"
         for connection in connections:
             await connection.close(wait=False, abort=True)
             connection.queue.put_nowait(None)
@@ -75,6 +83,14 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
             if pid is not None:
                 pkt.data = {**pkt.data, "pid": pid}
         await super()._send_packet(eio_sid, pkt)
+
+
+def _sent_all(connection: Any) -> bool:
+    """Nothing queued, and its writer back waiting for more: a WebSocket writer that has
+    written the last packet, or the client's next long-poll, which proves that the previous
+    response arrived (asyncio.Queue._getters: the futures of waiting get() calls)."""
+    queue = connection.queue
+    return bool(connection.closed or (queue.empty() and queue._getters))
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 
 import pytest
@@ -81,7 +82,8 @@ def test_engineio_websocket_writer_still_stops_on_none_and_close_takes_wait() ->
     """What `RecoveringServer.close_transports` relies on in python-engineio."""
     from engineio.async_socket import AsyncSocket
 
-    assert "wait" in inspect.signature(AsyncSocket.close).parameters
+    assert {"wait", "abort"} <= inspect.signature(AsyncSocket.close).parameters.keys()
+    assert hasattr(asyncio.Queue(), "_getters")
     assert "await self.queue.put(None)  # unlock the writer task" in inspect.getsource(
         AsyncSocket._websocket_handler
     )
