@@ -35,6 +35,7 @@ from .config import Settings
 from .core import ConnectionCounter, EventBus, Listener, LocalBus, LocalConnections
 from .errors import StoreUnavailable
 from .events import Event
+from .rooms import RoomIndex
 from .store import EventStore, MemoryStore
 from .store.redis import COMMAND_TIMEOUT_S, RedisStore, redis_client, store_errors
 
@@ -325,13 +326,14 @@ class RedisConnections:
                 log.warning("could not publish connection counts: %s", exc)
 
 
-class FeedRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
+class FeedRedisManager(RoomIndex, socketio.AsyncRedisManager):  # type: ignore[misc]
     """python-socketio's Redis manager, with the timeouts and ownership a server needs.
 
     - An emit to one socket of this node stays local: no other node has that socket.
     - The listener reconnects with a backoff capped at 2 s (the library's grows to 60 s), so
       cross-node messages resume promptly after a Redis outage.
     - `close()` stops the listener task, which `AsyncServer.shutdown()` leaves running.
+    - `RoomIndex`: a disconnect touches only its own rooms (see `rooms`).
     """
 
     def __init__(self, url: str) -> None:

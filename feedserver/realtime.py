@@ -34,6 +34,7 @@ from .jsoncodec import SocketJson
 from .metrics import FeedMetrics
 from .quotas import ConnectionCaps, RequestLimiter
 from .recovery import ConnectionRecovery, RecoveringServer
+from .rooms import IndexedManager
 from .schemas import MAX_SEQ
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,8 @@ class RealtimeGateway:
         self.recovery = ConnectionRecovery(feed.store, enabled=settings.connection_state_recovery)
         self.sio = RecoveringServer(
             async_mode="aiohttp",
-            client_manager=client_manager,
+            # The index keeps a disconnect from scanning every socket's room (see rooms).
+            client_manager=client_manager or IndexedManager(),
             cors_allowed_origins=self._origin_allowed,
             json=SocketJson,
             ping_interval=settings.ping_interval,
