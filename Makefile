@@ -65,6 +65,14 @@ format: install
 	$(BIN)/ruff format feedserver tests
 	$(BIN)/ruff check --fix feedserver tests
 
+# Issue 5 benchmarks, feedserver against the Node original in the same run (minutes; wants a
+# quiet machine): copies $(SHARED)/bench and $(SHARED)/reference-node to a temporary
+# directory, npm ci there, writes docs/benchmarks.md. Not part of `make test`.
+SHARED ?= ../shared
+bench: install
+	@command -v wrk >/dev/null || $(MAKE) --no-print-directory sysdeps SYSTEM_TOOLS="wrk:wrk"
+	$(BIN)/python bench/run_benchmarks.py --shared $(SHARED) $(BENCH_ARGS)
+
 # The docker-compose topology without Docker: redis-server (AOF), two nodes and nginx on
 # loopback ports (deploy/cluster.sh; docs/scaling.md). Ctrl-C stops all.
 cluster: install

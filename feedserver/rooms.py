@@ -21,15 +21,17 @@ from typing import Any
 
 import socketio
 
-Key = tuple[str, str]  # (namespace, sid)
-
 
 class InternalsChanged(RuntimeError):
     """The installed python-socketio no longer keeps rooms the way `RoomIndex` mirrors."""
 
 
 class RoomIndex:
-    """Mixin for a `socketio` manager: a sid -> rooms index kept in step with `rooms`."""
+    """Mixin for a `socketio` manager: a sid -> rooms index kept in step with `rooms`.
+
+    Every socket is in the `None` room and its own sid room; only its other rooms (here:
+    its tenant's) are indexed, to keep the index to one small set per socket.
+    """
 
     rooms: dict[str, dict[Any, Any]]
     callbacks: dict[str, Any]
@@ -39,31 +41,38 @@ class RoomIndex:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         check_internals()
         super().__init__(*args, **kwargs)
-        self._rooms_of: dict[Key, set[Any]] = {}
+        self._rooms_of: dict[str, dict[str, set[Any]]] = {}  # namespace -> sid -> rooms
 
     def basic_enter_room(
         self, sid: str, namespace: str, room: Any, eio_sid: str | None = None
     ) -> None:
         super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)  # type: ignore[misc]
-        self._rooms_of.setdefault((namespace, sid), set()).add(room)
+        if room is not None and room != sid:
+            self._rooms_of.setdefault(namespace, {}).setdefault(sid, set()).add(room)
 
     def basic_leave_room(self, sid: str, namespace: str, room: Any) -> None:
         super().basic_leave_room(sid, namespace, room)  # type: ignore[misc]
-        rooms = self._rooms_of.get((namespace, sid))
+        of_namespace = self._rooms_of.get(namespace, {})
+        rooms = of_namespace.get(sid)
         if rooms is not None:
             rooms.discard(room)
             if not rooms:
-                del self._rooms_of[(namespace, sid)]
+                del of_namespace[sid]
 
     def basic_disconnect(self, sid: str, namespace: str, **kwargs: Any) -> None:
-        for room in list(self._rooms_of.get((namespace, sid), ())):
+        for room in [*self._indexed(sid, namespace), sid, None]:
             self.basic_leave_room(sid, namespace, room)
         self.callbacks.pop(sid, None)
         _forget(self.pending_connect, namespace, sid)
         _forget(self.pending_disconnect, namespace, sid)
 
     def get_rooms(self, sid: str, namespace: str) -> list[Any]:
-        return [r for r in self._rooms_of.get((namespace, sid), ()) if r is not None]
+        if sid not in self.rooms.get(namespace, {}).get(sid, ()):
+            return []
+        return [*self._indexed(sid, namespace), sid]
+
+    def _indexed(self, sid: str, namespace: str) -> list[Any]:
+        return list(self._rooms_of.get(namespace, {}).get(sid, ()))
 
 
 def _forget(pending: dict[str, list[str]], namespace: str, sid: str) -> None:
