@@ -25,7 +25,7 @@ from .quotas import (
     open_limit_storage,
     window_seconds,
 )
-from .realtime import MAX_PACKET_BYTES, SOCKETIO_PATH, RealtimeGateway
+from .realtime import MAX_PACKET_BYTES, SOCKETIO_PATH, RealtimeGateway, refuse_new_sessions
 from .security import install_security_headers, polling_body_limit
 
 WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
@@ -34,7 +34,7 @@ SOCKETIO_CLIENT_DIST = Path("node_modules") / "socket.io-client" / "dist"
 GATEWAY = web.AppKey("gateway", RealtimeGateway)
 FEED = web.AppKey("feed", Feed)
 METRICS = web.AppKey("metrics", FeedMetrics)
-# Set on SIGTERM: /api/ready answers 503 from then on.
+# Set on SIGTERM: /api/ready answers 503 and new socket.io sessions are refused from then on.
 SHUTTING_DOWN = web.AppKey("shutting_down", asyncio.Event)
 
 
@@ -46,6 +46,7 @@ def open_authenticator(settings: Settings, catalogue: TenantCatalogue) -> Authen
 
 def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application:
     metrics = FeedMetrics(settings.tenants)
+    shutting_down = asyncio.Event()
     limit_storage = open_limit_storage(settings.redis_url or "memory://")
     requests = RequestLimiter(
         FixedWindow(
@@ -61,6 +62,7 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
             access_middleware(metrics),
             rate_limit_middleware(requests, addresses),
             error_middleware,
+            refuse_new_sessions(shutting_down),
             polling_body_limit(f"/{SOCKETIO_PATH}/", MAX_PACKET_BYTES),
         ],
         client_max_size=settings.max_body_bytes,
@@ -93,7 +95,6 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
     gateway = RealtimeGateway(
         settings, feed, authenticator, requests, addresses, caps, metrics, backend.socket_manager
     )
-    shutting_down = asyncio.Event()
     app[FEED] = feed
     app[GATEWAY] = gateway
     app[METRICS] = metrics

@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl
 
 import socketio
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from .addresses import ClientAddresses
 from .auth import Authenticator
@@ -113,10 +114,6 @@ class RealtimeGateway:
     # -- connection life cycle ------------------------------------------------------------
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
-        if self._closed:
-            # The listener stays open during the goodbye (long-polling clients need new
-            # requests to get it); new clients are sent elsewhere.
-            raise refusal(ShuttingDown())
         handshake = auth if isinstance(auth, dict) else {}
         query = dict(parse_qsl(environ.get("QUERY_STRING", "")))
         # engine.io's environ says REMOTE_ADDR=127.0.0.1 for everyone; ask aiohttp.
@@ -300,6 +297,25 @@ class RealtimeGateway:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def refuse_new_sessions(shutting_down: asyncio.Event) -> Middleware:
+    """While the server shuts down, a new Engine.IO session (no `sid` yet) gets a 503.
+
+    The listener stays open during the goodbye (a long-polling client needs new requests to
+    get it), and clients whose transport was closed reconnect meanwhile. A failed handshake
+    is a transport error, which socket.io clients retry until another node (or this one,
+    restarted) answers; a Socket.IO `connect_error` would make them give up.
+    """
+    path = f"/{SOCKETIO_PATH}/"
+
+    @web.middleware
+    async def refuse(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if shutting_down.is_set() and request.path == path and "sid" not in request.query:
+            raise ShuttingDown()
+        return await handler(request)
+
+    return refuse
 
 
 def parse_since(raw: object) -> int | None:
