@@ -33,9 +33,10 @@ class JsSwarm(JsClient):
             command["url"] = str(url).rstrip("/")
         await self._command(command)
 
-    async def report(self) -> list[Line]:
-        """Every socket's state: held seqs, connects, recovered connects, bad offsets."""
-        await self._command({"op": "report"})
+    async def report(self, *, held: bool = True) -> list[Line]:
+        """Every socket's state: held seqs (unless `held` is False), last seq held, connects,
+        recovered connects, bad offsets, connected."""
+        await self._command({"op": "report", "held": held})
         line = await self.expect(lambda line: line["type"] == "report")
         clients: list[Line] = line["clients"]
         return clients

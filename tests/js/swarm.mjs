@@ -14,11 +14,11 @@
 //   {"type": "initial", "client", "seqs", "offset"}         initial_events (seqs, trailing arg)
 //   {"type": "event", "client", "seq", "offset"}            event_created, with "verbose": true
 //   {"type": "system", "client", "message", "level"}        system_message
-//   {"type": "report", "clients": [{client, held, connects, recovered, badOffsets, connected}]}
+//   {"type": "report", "clients": [{client, held, last, connects, recovered, badOffsets, connected}]}
 // stdin, one JSON command per line:
-//   {"op": "drop", "client", "url"?}   close the socket's transport (socket.io reconnects);
-//                                      with "url", the reconnect goes there
-//   {"op": "report"}
+//   {"op": "drop", "client", "url"?}   close the transport of a connected socket (socket.io
+//                                      reconnects); with "url", the reconnect goes there
+//   {"op": "report", "held"?: false}   every socket's state; without its list when held is false
 //   {"op": "exit"}
 import { io } from "socket.io-client";
 import { print, runCommands } from "./commands.mjs";
@@ -62,16 +62,20 @@ const clients = Array.from({ length: spec.count ?? 1 }, (_, index) => {
 
 const commands = {
   drop({ client, url }) {
+    // A cut of a live connection. engine.close() on a connection still opening would leave
+    // socket.io's Manager waiting for its 20 s connect timeout, which no network does.
+    if (!clients[client].socket.connected) return;
     const manager = clients[client].socket.io;
     if (url !== undefined) manager.uri = url;
     manager.engine?.close();
   },
-  report() {
+  report({ held = true }) {
     print({
       type: "report",
       clients: clients.map((state, client) => ({
         client,
-        held: state.held,
+        ...(held ? { held: state.held } : {}),
+        last: state.held.at(-1) ?? null,
         connects: state.connects,
         recovered: state.recovered,
         badOffsets: state.badOffsets,
