@@ -261,7 +261,7 @@ class RealtimeGateway:
             event.tenant_id,
             "event_created",
             SocketJson.dumps(event.to_json()),
-            offset=str(event.seq) if self.recovery.enabled else None,
+            offset=self.recovery.offset(event),
         )
         self.metrics.delivered(event.tenant_id, in_room + parked, time.perf_counter() - started)
 

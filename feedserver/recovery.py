@@ -128,11 +128,14 @@ class ConnectionRecovery:
         epoch = await self._store.epoch()
         return Reconnect(_resume(handshake, epoch), f"{epoch}.{secrets.token_urlsafe(12)}")
 
+    def offset(self, event: Event) -> str | None:
+        """The trailing offset argument of `event`'s packets; None when recovery is off."""
+        return str(event.seq) if self.enabled else None
+
     def event_args(self, event: Event) -> Any:
         """The arguments of an `event_created` packet: the event, then its offset."""
-        if not self.enabled:
-            return event.to_json()
-        return (event.to_json(), str(event.seq))
+        offset = self.offset(event)
+        return event.to_json() if offset is None else (event.to_json(), offset)
 
     def initial_args(self, catch_up: CatchUp) -> Any:
         """The arguments of `initial_events`: the list, then the offset it brings the client to."""
