@@ -451,12 +451,22 @@ def connection_rows(idle: dict[str, Any]) -> list[Row]:
     kn, kp = idle["node"]["server"]["rssPerConnKB"], idle["python"]["server"]["rssPerConnKB"]
     wn, wp = idle["node"]["connect"]["wallS"], idle["python"]["connect"]["wallS"]
     failed = idle["python"]["connect"]["failed"]
+    cn, cp = cpu_per_connect(idle["node"]), cpu_per_connect(idle["python"])
     return [
         ("4a RSS per connection, 10k idle, 10 tenants", f"{kn} KB", f"{kp} KB", ratio(kp, kn),
          "<= 1x", verdict(kp <= kn and failed == 0)),
         ("4b connect wall time, 10k clients", f"{wn} s", f"{wp} s", ratio(wp, wn), "<= 1x",
          verdict(wp <= wn and failed == 0)),
+        ("4c (context) server CPU per connect, 10k clients", f"{cn:.0f} us", f"{cp:.0f} us",
+         ratio(cp, cn), "", ""),
     ]  # fmt: skip
+
+
+def cpu_per_connect(result: dict[str, Any]) -> float:
+    """Server CPU per connection over the connect phase: unlike wall time, it does not
+    depend on how much of a core the server got on a shared machine."""
+    c = result["connect"]
+    return float(c["serverCpuPct"]) / 100 * float(c["wallS"]) * 1e6 / max(int(c["ok"]), 1)
 
 
 def ingest_row(wrk: dict[str, Any], label: str, need: float) -> Row:
