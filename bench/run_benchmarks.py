@@ -191,13 +191,17 @@ def run_all(runner: Runner) -> dict[str, Any]:
 
     def ceiling(server: Server) -> dict[str, Any]:
         steps = []
-        for rate in CEILING_RATES:
-            result = runner.loadgen(
-                server, *fan, "--rate", str(rate), "--duration", str(runner.seconds(8))
-            )
+
+        def step(rate: int, label: str) -> bool:
+            flags = ["--rate", str(rate), "--duration", str(runner.seconds(8))]
+            result = runner.loadgen(server, *fan, *flags)
             steps.append({"rate": rate, "ok": clean(result, 100.0), "result": result})
-            log(f"  ceiling {server.kind} {rate} ev/s: {summary_line(result)}")
-            if not steps[-1]["ok"]:
+            log(f"  ceiling {server.kind} {rate} ev/s{label}: {summary_line(result)}")
+            return bool(steps[-1]["ok"])
+
+        for rate in CEILING_RATES:
+            # One retry: a single slow step (a GC pause, a neighbour) is not the ceiling.
+            if not step(rate, "") and not step(rate, " (retry)"):
                 break
         return {"steps": steps, "best": max([s["rate"] for s in steps if s["ok"]], default=0)}
 
