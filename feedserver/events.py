@@ -27,15 +27,6 @@ class Event:
             "timestamp": self.timestamp,
         }
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Event:
-        return cls(
-            seq=int(data["seq"]),
-            tenant_id=str(data["tenantId"]),
-            message=str(data["message"]),
-            timestamp=str(data["timestamp"]),
-        )
-
 
 def utc_timestamp(now: datetime | None = None) -> str:
     """UTC, ISO 8601 with milliseconds and `Z`, as JavaScript's toISOString()."""

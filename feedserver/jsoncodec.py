@@ -17,7 +17,3 @@ class SocketJson:
     @staticmethod
     def loads(text: str | bytes, **_options: Any) -> Any:
         return orjson.loads(text)
-
-
-def dumps_bytes(obj: Any) -> bytes:
-    return orjson.dumps(obj)

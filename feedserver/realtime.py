@@ -269,9 +269,6 @@ class RealtimeGateway:
         """Feed announcer: send `system_message` to every socket of every tenant, on every node."""
         await self.sio.emit("system_message", notice)
 
-    async def system_message(self, message: str, level: str) -> None:
-        await self.announce(system_notice(message, level))
-
     async def close(self, grace: float = 0.0) -> None:
         """Tell every client the server is going, and close its connection once the notice
         has left (at most `grace` seconds). Only the first call does anything.

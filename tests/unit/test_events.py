@@ -8,7 +8,7 @@ import pytest
 
 from feedserver.errors import FeedError, ForbiddenTenant, RateLimited, ValidationFailed
 from feedserver.events import Event, utc_timestamp
-from feedserver.jsoncodec import SocketJson, dumps_bytes
+from feedserver.jsoncodec import SocketJson
 from feedserver.realtime import ack_error, parse_since
 
 
@@ -22,7 +22,6 @@ def test_event_json_has_the_protocol_fields() -> None:
         "message": "hello &lt;b&gt;",
         "timestamp": "2026-01-20T10:30:00.000Z",
     }
-    assert Event.from_json(data) == event
 
 
 @pytest.mark.parametrize(
@@ -91,4 +90,3 @@ def test_socket_json_round_trips_unicode() -> None:
     text = SocketJson.dumps(data, separators=(",", ":"))
     assert isinstance(text, str)
     assert SocketJson.loads(text) == data
-    assert SocketJson.loads(dumps_bytes(data)) == data
