@@ -41,6 +41,7 @@ class Settings:
     max_message_length: int = 500
     max_body_bytes: int = 16 * 1024
     max_queue: int = 1000
+    max_write_pause_ms: int = 10
     rate_limit_window_ms: int = 900_000
     rate_limit_max_requests: int = 100
     tenant_max_events_per_sec: int = 1000
@@ -138,6 +139,9 @@ def _parse(env: Mapping[str, str]) -> Settings:
         ),
         max_body_bytes=get("FEED_MAX_BODY_BYTES", _int_range(64, 16 << 20), d.max_body_bytes),
         max_queue=get("FEED_MAX_QUEUE", _int_range(1, 10_000_000), d.max_queue),
+        max_write_pause_ms=get(
+            "FEED_MAX_WRITE_PAUSE_MS", _int_range(0, 1000), d.max_write_pause_ms
+        ),
         rate_limit_window_ms=get(
             "RATE_LIMIT_WINDOW_MS", _int_range(1, 86_400_000), d.rate_limit_window_ms
         ),

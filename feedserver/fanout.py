@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 NAMESPACE = "/"
 DEFAULT_MAX_QUEUE = 1000
 DEFAULT_MAX_WRITE_BUFFER = 1 << 20
+# Longest pause between two flushes (seconds): the most a busy server adds to a delivery's
+# latency to write several events to a socket in one send().
+DEFAULT_MAX_PAUSE = 0.010
 
 _TEXT_FIN = 0x81  # FIN + opcode 1 (text), RSV bits clear: uncompressed
 _PACK_LEN1 = struct.Struct("!BB").pack
@@ -87,6 +90,9 @@ class _WebSocketSlot:
     transport: asyncio.Transport
     queued: Any  # socket.queue._queue: the packets waiting for the writer task
     getters: Any  # socket.queue._getters: the writer task's get(), while it waits
+    # Frames taken for this socket and not yet written (None: nothing pending). While some
+    # are pending, every later frame for the socket joins them or is written after them.
+    pending: list[bytes] | None = None
 
 
 class RoomBroadcaster:
@@ -107,24 +113,31 @@ class RoomBroadcaster:
         *,
         max_queue: int = DEFAULT_MAX_QUEUE,
         max_write_buffer: int = DEFAULT_MAX_WRITE_BUFFER,
+        max_pause: float = DEFAULT_MAX_PAUSE,
     ) -> None:
         check_internals(server)
-        if max_queue < 1 or max_write_buffer < 1:
-            raise ValueError("max_queue and max_write_buffer must be positive")
+        if max_queue < 1 or max_write_buffer < 1 or max_pause < 0:
+            raise ValueError("max_queue and max_write_buffer must be positive, max_pause >= 0")
         self._server = server
         self._eio = server.eio
         self.max_queue = max_queue
         self.max_write_buffer = max_write_buffer
+        self.max_pause = max_pause
         self._slots: dict[str, _WebSocketSlot] = {}
         self._sends_in_flight: dict[str, int] = {}
-        # Running totals, for tests and metrics: frames written directly, packets that took
-        # the Engine.IO queue, slow readers disconnected.
+        # Running totals, for tests and metrics: frames written directly, the send()s that
+        # wrote them (fewer when coalesced), packets that took the Engine.IO queue, slow
+        # readers disconnected.
         self.direct_writes = 0
+        self.sends = 0
         self.queued = 0
         self.evicted = 0
-        self._batch: list[tuple[bytes, list[_WebSocketSlot]]] | None = None
+        self._dirty: list[_WebSocketSlot] = []  # slots with pending frames, in arrival order
+        self._flush_handle: asyncio.Handle | None = None
+        self._quiet_until = 0.0  # loop time before which no flush starts
         self._install_websocket_driver()
         self._count_socketio_sends()
+        self._flush_before_queueing()
 
     # -- public ---------------------------------------------------------------------------
 
@@ -143,40 +156,53 @@ class RoomBroadcaster:
         slots = self._slots
         in_flight = self._sends_in_flight
         max_buffer = self.max_write_buffer
-        direct: list[_WebSocketSlot] = []
+        dirty = self._dirty
+        direct = 0
         queued: list[Any] = []  # sockets that take the Engine.IO path
         slow: list[Any] = []
         for _sid, eio_sid in self._server.manager.get_participants(NAMESPACE, room):
             slot = slots.get(eio_sid)
             if slot is not None:
-                sock = slot.socket
-                getters = slot.getters
-                # The writer task is parked in queue.get() (a getter is registered) with
-                # nothing queued and no socketio send task in flight. Between a put and the
-                # writer's return to get() (waking up, writing its batch) no getter is
-                # registered, so a packet it holds but has not written is never overtaken.
-                if (
-                    not slot.queued
-                    and getters
-                    and not getters[0].done()
-                    and sock.upgraded
-                    and not sock.upgrading
-                    and not sock.closing
-                    and eio_sid not in in_flight
-                ):
-                    transport = slot.transport
-                    if transport.get_write_buffer_size() > max_buffer:
-                        slow.append(sock)
-                    elif not transport.is_closing():
-                        direct.append(slot)
-                    continue
+                pending = slot.pending
+                if pending is not None:
+                    # Frames wait for this socket: join them, unless a socketio send is in
+                    # flight; its packet must come between (its send flushes ours first).
+                    if eio_sid not in in_flight:
+                        pending.append(frame)
+                        direct += 1
+                        continue
+                else:
+                    sock = slot.socket
+                    getters = slot.getters
+                    # The writer task is parked in queue.get() (a getter is registered)
+                    # with nothing queued and no socketio send task in flight. Between a
+                    # put and the writer's return to get() (waking up, writing its batch)
+                    # no getter is registered, so a packet it holds but has not written
+                    # is never overtaken.
+                    if (
+                        not slot.queued
+                        and getters
+                        and not getters[0].done()
+                        and sock.upgraded
+                        and not sock.upgrading
+                        and not sock.closing
+                        and eio_sid not in in_flight
+                    ):
+                        transport = slot.transport
+                        if transport.get_write_buffer_size() > max_buffer:
+                            slow.append(sock)
+                        elif not transport.is_closing():
+                            slot.pending = [frame]
+                            dirty.append(slot)
+                            direct += 1
+                        continue
             queued.append(eio_sid)
         if direct:
-            self._defer_write(frame, direct)
+            self._schedule_flush()
         send_tasks, enqueued = self._enqueue(queued, pkt, slow) if queued else ([], 0)
-        self.direct_writes += len(direct)
+        self.direct_writes += direct
         self.queued += enqueued
-        recipients = len(direct) + enqueued
+        recipients = direct + enqueued
         for sock in slow:
             await self._evict(sock)
         if send_tasks:
@@ -214,42 +240,58 @@ class RoomBroadcaster:
                 enqueued += 1
         return send_tasks, enqueued
 
-    # -- coalesced writes -----------------------------------------------------------------
+    # -- paced, coalesced writes ----------------------------------------------------------
 
-    def _defer_write(self, frame: bytes, slots: list[_WebSocketSlot]) -> None:
-        """Write `frame` to `slots` at the start of the next loop pass, with later frames.
+    def _schedule_flush(self) -> None:
+        """Write the pending frames at the next loop pass, or after the pause a flush leaves.
 
-        Every broadcast made before then adds its frame, so a socket gets one write (one
-        send()) for all of them. Order holds: anything else that sends to one of these
-        sockets meanwhile goes through its Engine.IO queue, and the writer task it wakes is
-        scheduled after this flush.
+        Every broadcast made before the flush adds its frame, so a socket gets one write (one
+        send(), the larger part of a delivery's CPU) for all of them. Order holds: a packet
+        that goes through a socket's Engine.IO queue meanwhile flushes that socket's frames
+        first (`_flush_socket`, from `eio.send_packet`), and a socketio send task in flight
+        makes later broadcasts queue behind it.
         """
-        if self._batch is None:
-            self._batch = []
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._batch.append((frame, slots))
+        if self._flush_handle is not None:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._quiet_until:
+            self._flush_handle = loop.call_soon(self._flush)
+        else:
+            self._flush_handle = loop.call_at(self._quiet_until, self._flush)
 
     def _flush(self) -> None:
-        batch, self._batch = self._batch or [], None
-        if len(batch) == 1:
-            frame, slots = batch[0]
-            for slot in slots:
-                transport = slot.transport
-                # closed: our close frame may be out (e.g. aiohttp answered a client's close)
-                if not transport.is_closing() and not slot.response.closed:
-                    transport.write(frame)
+        self._flush_handle = None
+        dirty, self._dirty = self._dirty, []
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        sends = 0
+        for slot in dirty:
+            frames = slot.pending
+            if frames is None:  # already flushed by _flush_socket
+                continue
+            slot.pending = None
+            transport = slot.transport
+            # closed: our close frame may be out (e.g. aiohttp answered a client's close)
+            if not transport.is_closing() and not slot.response.closed:
+                transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+                sends += 1
+        self.sends += sends
+        # Pace: after a flush that took d, wait d (at most max_pause) before the next one. At
+        # low rates that never delays anything (events are further apart than 2d); under load
+        # it caps writing at half the loop's time, leaves the rest to ingest, and makes each
+        # send() carry every frame that arrived in between.
+        ended = loop.time()
+        self._quiet_until = ended + min(ended - started, self.max_pause)
+
+    def _flush_socket(self, eio_sid: str) -> None:
+        """Write one socket's pending frames now: a packet is about to join its queue."""
+        slot = self._slots.get(eio_sid)
+        if slot is None or slot.pending is None:
             return
-        frames_for: dict[_WebSocketSlot, list[bytes]] = {}
-        for frame, slots in batch:
-            for slot in slots:
-                frames = frames_for.get(slot)
-                if frames is None:
-                    frames_for[slot] = [frame]
-                else:
-                    frames.append(frame)
-        for slot, frames in frames_for.items():
-            if not slot.transport.is_closing() and not slot.response.closed:
-                slot.transport.write(b"".join(frames))
+        frames, slot.pending = slot.pending, None
+        if not slot.transport.is_closing() and not slot.response.closed:
+            slot.transport.write(b"".join(frames))
+            self.sends += 1
 
     # -- slow readers ---------------------------------------------------------------------
 
@@ -288,6 +330,23 @@ class RoomBroadcaster:
         server = self._server
         server._send_eio_packet = self._counted(server._send_eio_packet)
         server._send_packet = self._counted(server._send_packet)
+
+    def _flush_before_queueing(self) -> None:
+        """Every Engine.IO packet for a socket first writes the frames pending for it.
+
+        socketio sends (`emit`, acks, disconnects) end in `eio.send_packet`; a packet put on
+        the queue would otherwise wake the writer task before the paced flush and overtake
+        frames taken earlier. (Engine.IO's own pings skip this: their order does not matter.)
+        """
+        eio = self._eio
+        send_packet = eio.send_packet
+        flush_socket = self._flush_socket
+
+        async def send_packet_after_pending(eio_sid: str, pkt: Any) -> None:
+            flush_socket(eio_sid)
+            await send_packet(eio_sid, pkt)
+
+        eio.send_packet = send_packet_after_pending
 
     def _counted(self, send: SendPacket) -> Callable[[str, Any], Coroutine[Any, Any, None]]:
         in_flight = self._sends_in_flight
@@ -346,13 +405,15 @@ REQUIRED_INTERNALS = (
     "engineio AsyncSocket: queue (asyncio.Queue), upgraded, upgrading, closing, closed, sid, "
     "close(wait=, abort=, reason=), _websocket_handler(ws)",
     "engineio AsyncServer: sockets dict, _async['websocket'] driver called as "
-    "driver(handler, server) then awaited with environ, reason.SERVER_DISCONNECT",
+    "driver(handler, server) then awaited with environ, reason.SERVER_DISCONNECT, "
+    "send() through self.send_packet(sid, pkt)",
     "engineio aiohttp driver: WebSocket(handler, server), _sock, environ['aiohttp.request']",
     "engineio Packet: MESSAGE == 4, encode() returns encode_cache when set",
     "asyncio.Queue: _queue deque and _getters deque of futures",
     "socketio AsyncServer: packet_class is socketio.packet.Packet (JSON text packets), "
     "manager.get_participants(ns, room) -> (sid, eio_sid), "
-    "_send_eio_packet(eio_sid, pkt), _send_packet(eio_sid, pkt); AsyncManager.emit "
+    "_send_eio_packet(eio_sid, pkt) and _send_packet(eio_sid, pkt), through "
+    "self.eio.send_packet / self.eio.send; AsyncManager.emit "
     "creates its send tasks through self.server._send_eio_packet / _send_packet",
     "aiohttp: WebSocketResponse(compress=False), .closed, Request.transport",
 )
@@ -405,6 +466,15 @@ def check_internals(server: socketio.AsyncServer) -> None:
     )
     queue: asyncio.Queue[Any] = asyncio.Queue()
     need(hasattr(queue, "_queue") and hasattr(queue, "_getters"), "asyncio.Queue._getters")
+    need(
+        "self.send_packet(" in inspect.getsource(engineio.AsyncServer.send),
+        "engineio AsyncServer.send -> self.send_packet",
+    )
+    need(
+        "self.eio.send_packet(" in inspect.getsource(socketio.AsyncServer._send_eio_packet)
+        and "self.eio.send(" in inspect.getsource(socketio.AsyncServer._send_packet),
+        "socketio AsyncServer._send_eio_packet/_send_packet -> eio.send_packet/eio.send",
+    )
     manager_src = inspect.getsource(socketio.async_manager.AsyncManager.emit)
     need("self.server._send_eio_packet(" in manager_src, "AsyncManager.emit -> _send_eio_packet")
     need("self.server._send_packet(" in manager_src, "AsyncManager.emit -> _send_packet")

@@ -89,7 +89,11 @@ class RealtimeGateway:
             logger=False,
             engineio_logger=False,
         )
-        self.broadcaster = RoomBroadcaster(self.sio, max_queue=settings.max_queue)
+        self.broadcaster = RoomBroadcaster(
+            self.sio,
+            max_queue=settings.max_queue,
+            max_pause=settings.max_write_pause_ms / 1000,
+        )
         metrics.read_slow_consumer_disconnects = lambda: self.broadcaster.evicted
         self._sessions: dict[str, Session] = {}
         self._syncing: dict[str, set[Session]] = {}

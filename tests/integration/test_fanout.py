@@ -304,3 +304,62 @@ async def test_engineio_sends_between_coalesced_broadcasts_keep_their_place(
         seq += 3
     assert await subscriber.received(seq) == list(range(1, seq + 1))
     assert fanout_app.broadcaster.direct_writes >= 1
+
+
+def hold_next_flush(fan: FanoutApp, seconds: float) -> None:
+    """Act as if a long flush just ended: the next one waits `seconds` (a busy server)."""
+    fan.broadcaster._quiet_until = asyncio.get_running_loop().time() + seconds
+
+
+async def test_broadcasts_during_a_pause_reach_a_socket_in_one_write_in_order(
+    fanout_app: FanoutApp, subscriber: Subscriber
+) -> None:
+    await subscriber.client.connect(fanout_app.url, transports=["websocket"])
+    sends_before = fanout_app.broadcaster.sends
+    hold_next_flush(fanout_app, 0.3)
+    for seq in range(1, 21):
+        await fanout_app.broadcaster.broadcast(ROOM, "event_created", event_json(seq))
+    assert await subscriber.received(20) == list(range(1, 21))
+    assert fanout_app.broadcaster.direct_writes == 20
+    assert fanout_app.broadcaster.sends == sends_before + 1
+
+
+async def test_sends_during_a_pause_keep_their_place_among_pending_broadcasts(
+    fanout_app: FanoutApp, subscriber: Subscriber
+) -> None:
+    await subscriber.client.connect(fanout_app.url, transports=["websocket"])
+    eio_sid = subscriber.client.eio.sid
+    sid = subscriber.client.get_sid()
+    hold_next_flush(fanout_app, 0.3)
+    seq = 0
+    for _ in range(10):
+        # a pending broadcast, a socketio emit whose task has not run yet, a broadcast while
+        # it is in flight, an Engine.IO send, a broadcast, a socketio emit run to the end
+        await fanout_app.broadcaster.broadcast(ROOM, "event_created", event_json(seq + 1))
+        await asyncio.gather(
+            fanout_app.sio.emit("event_created", {"seq": seq + 2, "message": ""}, room=ROOM),
+            fanout_app.broadcaster.broadcast(ROOM, "event_created", event_json(seq + 3)),
+        )
+        await fanout_app.sio.eio.send(eio_sid, f'2["event_created",{event_json(seq + 4)}]')
+        await fanout_app.broadcaster.broadcast(ROOM, "event_created", event_json(seq + 5))
+        await fanout_app.sio.emit("event_created", {"seq": seq + 6, "message": ""}, to=sid)
+        seq += 6
+    assert await subscriber.received(seq) == list(range(1, seq + 1))
+
+
+async def test_a_socket_that_leaves_during_a_pause_gets_nothing_more(
+    fanout_app: FanoutApp,
+) -> None:
+    leaver, stayer = Subscriber(), Subscriber()
+    try:
+        await leaver.client.connect(fanout_app.url, transports=["websocket"])
+        await stayer.client.connect(fanout_app.url, transports=["websocket"])
+        hold_next_flush(fanout_app, 0.3)
+        await fanout_app.broadcaster.broadcast(ROOM, "event_created", event_json(1))
+        await leaver.client.disconnect()
+        await asyncio.wait_for(fanout_app.disconnected.get(), RECEIVE_TIMEOUT)
+        await fanout_app.broadcaster.broadcast(ROOM, "event_created", event_json(2))
+        assert await stayer.received(2) == [1, 2]
+        assert leaver.seqs.empty()
+    finally:
+        await stayer.client.disconnect()
