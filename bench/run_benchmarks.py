@@ -49,7 +49,8 @@ SERVER_ENV = {
 SERVERS = ("node", "python")
 FD_LIMIT = 20000
 ANALYSIS = "## Analysis"
-CEILING_RATES = (10, 20, 40, 60, 80, 100, 120, 160, 200, 240, 320)
+# Steps of 10 ev/s up to 120: the ratio of two ceilings is only as fine as the steps.
+CEILING_RATES = (10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120, 140, 160, 200, 240, 320)
 
 
 def log(message: str) -> None:
