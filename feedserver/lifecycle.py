@@ -12,6 +12,7 @@ finishes the requests still running and the store is closed.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 
@@ -48,6 +49,7 @@ async def serve(settings: Settings) -> int:
     metrics_runner = web.AppRunner(metrics_app(app[METRICS]), access_log=None)
     started = await _start(settings, app, runner, metrics_runner)
     if started:
+        tune_gc_for_serving()
         await stop.wait()
         deadline = loop.time() + settings.shutdown_timeout
         await _drain(settings, app)
@@ -56,6 +58,26 @@ async def serve(settings: Settings) -> int:
         await _clean_up(settings.shutdown_timeout, runner, metrics_runner)
     log.info("stopped")
     return EXIT_OK if started else EXIT_START_FAILED
+
+
+# Collect the youngest generation every 7000 allocations instead of 700, and the older
+# ones half as often: a connect allocates a few hundred objects that live as long as the
+# socket, so the default thresholds run a collection every few connects and re-walk every
+# connection's objects; measured with 5000 connects, ~15 % less server CPU per connect.
+GC_THRESHOLDS = (7000, 20, 20)
+
+
+def tune_gc_for_serving() -> None:
+    """Once started: the startup heap (modules, the app) stops being scanned, and
+    collections run less often.
+
+    gc.freeze() moves every object alive now to a permanent generation, so the full
+    collections that a growing number of sockets triggers do not walk the ~10^5 objects of
+    the imported libraries again (each such pass was tens of ms of stalled event loop).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def _start(
