@@ -22,7 +22,7 @@ from .quotas import (
     FixedWindow,
     RequestLimiter,
     TenantPublishLimiter,
-    open_limit_storage,
+    open_window_counters,
     window_seconds,
 )
 from .realtime import MAX_PACKET_BYTES, SOCKETIO_PATH, RealtimeGateway, refuse_new_sessions
@@ -47,10 +47,10 @@ def open_authenticator(settings: Settings, catalogue: TenantCatalogue) -> Authen
 def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application:
     metrics = FeedMetrics(settings.tenants)
     shutting_down = asyncio.Event()
-    limit_storage = open_limit_storage(settings.redis_url or "memory://")
+    limit_counters = open_window_counters(settings.redis_url or "memory://")
     requests = RequestLimiter(
         FixedWindow(
-            limit_storage,
+            limit_counters,
             "ip",
             settings.rate_limit_max_requests,
             window_seconds(settings.rate_limit_window_ms),
@@ -82,7 +82,7 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
         bus=backend.bus,
         idempotency_ttl=settings.idempotency_ttl,
         limiter=TenantPublishLimiter(
-            FixedWindow(limit_storage, "tenant", settings.tenant_max_events_per_sec, 1)
+            FixedWindow(limit_counters, "tenant", settings.tenant_max_events_per_sec, 1)
         ),
         observer=metrics,
     )

@@ -1,18 +1,18 @@
 """Quotas: fixed-window rate limits (per client address, per tenant) and connection caps.
 
-Counters live in a `limits` storage built from a URI (`memory://`, or the Redis of
-`FEED_STORE`, which shares them between nodes), and connection counts in
-`ConnectionCounter`s, both passed in, so a deployment can swap where they are kept without
-touching the rules.
+Counters live in `WindowCounters` built from a URI (`memory://`: this process's own dict;
+or the Redis of `FEED_STORE` through a `limits` storage, which shares them between nodes),
+and connection counts in `ConnectionCounter`s, both passed in, so a deployment can swap
+where they are kept without touching the rules.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from limits.aio.storage import Storage
 from limits.errors import StorageError
@@ -23,36 +23,107 @@ from .errors import RateLimited, StoreUnavailable, TooManyConnections
 from .store.redis import COMMAND_TIMEOUT_S
 
 LIMITS_KEY_PREFIX = "feed:limits"
+# How often `LocalWindows` drops the windows that ended (clients that went away).
+SWEEP_INTERVAL_S = 10.0
 
 
-def open_limit_storage(uri: str) -> Storage:
-    """The async `limits` storage for `memory://` or `redis://host:port/db`.
+class WindowCounters(Protocol):
+    """Hit counts per key that start again `seconds` after a window's first hit."""
+
+    async def incr(self, key: str, seconds: int) -> int:
+        """Count one hit; the hits in `key`'s current window, this one included."""
+        ...
+
+    async def seconds_left(self, key: str) -> float:
+        """Seconds until `key`'s current window ends (0 or less: it has ended)."""
+        ...
+
+
+class _Window:
+    __slots__ = ("ends", "hits")
+
+    def __init__(self, ends: float) -> None:
+        self.ends = ends
+        self.hits = 0
+
+
+class LocalWindows:
+    """The counters of this process, in a dict: nothing shared, nothing to wait for.
+
+    Used instead of `limits`' memory storage, which takes an asyncio lock and starts a
+    task that scans every key for expiry on each hit: most of the rate limits' cost per
+    POST. The rules are the same: a window starts at a key's first hit and ends `seconds`
+    later.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._windows: dict[str, _Window] = {}
+        self._next_sweep = clock() + SWEEP_INTERVAL_S
+
+    async def incr(self, key: str, seconds: int) -> int:
+        now = self._clock()
+        window = self._windows.get(key)
+        if window is None or window.ends <= now:
+            if now >= self._next_sweep:
+                self._sweep(now)
+            window = self._windows[key] = _Window(now + seconds)
+        window.hits += 1
+        return window.hits
+
+    async def seconds_left(self, key: str) -> float:
+        window = self._windows.get(key)
+        return 0.0 if window is None else window.ends - self._clock()
+
+    def _sweep(self, now: float) -> None:
+        # Keys are client addresses too: without this, one entry per client ever seen.
+        self._windows = {key: w for key, w in self._windows.items() if w.ends > now}
+        self._next_sweep = now + SWEEP_INTERVAL_S
+
+
+class SharedWindows:
+    """Counters in a `limits` storage (Redis), shared by every node that uses it."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+
+    async def incr(self, key: str, seconds: int) -> int:
+        try:
+            return await self.storage.incr(key, seconds)
+        except StorageError as exc:
+            raise _unavailable() from exc
+
+    async def seconds_left(self, key: str) -> float:
+        try:
+            expiry = await self.storage.get_expiry(key)
+        except StorageError as exc:
+            raise _unavailable() from exc
+        return expiry - time.time()
+
+
+def _unavailable() -> StoreUnavailable:
+    """A limit that cannot be counted (Redis down) is a 503, like the event store."""
+    return StoreUnavailable("Rate-limit storage unavailable")
+
+
+def open_window_counters(uri: str) -> WindowCounters:
+    """Counters for `memory://` (this process) or `redis://host:port/db` (shared).
 
     Redis through redis-py's asyncio client (as the event store; `limits` would pick
     coredis), with the store's short timeouts, and failures raised as `StorageError`.
     """
     if uri == "memory://":
-        storage = storage_from_string("async+memory://")
-    else:
-        storage = storage_from_string(
-            f"async+{uri}",
-            implementation="redispy",
-            key_prefix=LIMITS_KEY_PREFIX,
-            wrap_exceptions=True,
-            socket_timeout=COMMAND_TIMEOUT_S,
-            socket_connect_timeout=COMMAND_TIMEOUT_S,
-        )
+        return LocalWindows()
+    storage = storage_from_string(
+        f"async+{uri}",
+        implementation="redispy",
+        key_prefix=LIMITS_KEY_PREFIX,
+        wrap_exceptions=True,
+        socket_timeout=COMMAND_TIMEOUT_S,
+        socket_connect_timeout=COMMAND_TIMEOUT_S,
+    )
     assert isinstance(storage, Storage)
-    return storage
-
-
-@contextmanager
-def _storage_errors() -> Iterator[None]:
-    """A limit that cannot be counted (Redis down) is a 503, like the event store."""
-    try:
-        yield
-    except StorageError as exc:
-        raise StoreUnavailable("Rate-limit storage unavailable") from exc
+    return SharedWindows(storage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,23 +147,20 @@ class Quota:
 
 
 class FixedWindow:
-    """At most `amount` hits per key in each window of `seconds`, counted in `storage`."""
+    """At most `amount` hits per key in each window of `seconds`, counted in `counters`."""
 
-    def __init__(self, storage: Storage, scope: str, amount: int, seconds: int) -> None:
-        self.storage = storage
+    def __init__(self, counters: WindowCounters, scope: str, amount: int, seconds: int) -> None:
+        self.counters = counters
         self.amount = amount
         self.seconds = seconds
         self._prefix = f"feed/{scope}/{amount}/{seconds}/"
 
     async def hit(self, key: str) -> int:
         """Count one hit for `key`; returns the hits in the current window, this one included."""
-        with _storage_errors():
-            return await self.storage.incr(self._prefix + key, self.seconds)
+        return await self.counters.incr(self._prefix + key, self.seconds)
 
     async def reset_after(self, key: str) -> int:
-        with _storage_errors():
-            expiry = await self.storage.get_expiry(self._prefix + key)
-        return max(1, math.ceil(expiry - time.time()))
+        return max(1, math.ceil(await self.counters.seconds_left(self._prefix + key)))
 
 
 class RequestLimiter:
