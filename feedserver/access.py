@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import secrets
 import time
-import uuid
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -29,7 +29,8 @@ def request_id_for(header: str | None) -> str:
     """The caller's `X-Request-ID` when it is 1..128 safe characters, else a new one."""
     if header is not None and SAFE_REQUEST_ID.fullmatch(header):
         return header
-    return uuid.uuid4().hex
+    # 32 random hex digits, as uuid4().hex but without building a UUID (a third the cost).
+    return secrets.token_hex(16)
 
 
 def route_template(request: web.Request) -> str:
@@ -60,19 +61,20 @@ def access_middleware(metrics: FeedMetrics) -> Middleware:
             seconds = time.perf_counter() - started
             route = route_template(request)
             metrics.http_request(request.method, route, status, seconds)
-            log.info(
-                "%s %s %d %.1fms",
-                request.method,
-                route,
-                status,
-                seconds * 1000,
-                extra={
-                    "method": request.method,
-                    "route": route,
-                    "status": status,
-                    "duration_ms": round(seconds * 1000, 3),
-                },
-            )
+            if log.isEnabledFor(logging.INFO):  # the line's fields are not free to build
+                log.info(
+                    "%s %s %d %.1fms",
+                    request.method,
+                    route,
+                    status,
+                    seconds * 1000,
+                    extra={
+                        "method": request.method,
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(seconds * 1000, 3),
+                    },
+                )
             logs.tenant.reset(tenant_token)
             logs.request_id.reset(rid_token)
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp_cors
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from .access import access_middleware, install_request_id_header
 from .addresses import ClientAddresses
@@ -36,6 +36,7 @@ FEED = web.AppKey("feed", Feed)
 METRICS = web.AppKey("metrics", FeedMetrics)
 # Set on SIGTERM: /api/ready answers 503 and new socket.io sessions are refused from then on.
 SHUTTING_DOWN = web.AppKey("shutting_down", asyncio.Event)
+ResponseHook = Callable[[web.Request, web.StreamResponse], Awaitable[object]]
 
 
 def open_authenticator(settings: Settings, catalogue: TenantCatalogue) -> Authenticator:
@@ -143,9 +144,22 @@ def _allow_cors(app: web.Application, settings: Settings, routes: list[web.Abstr
         allow_methods=("GET", "POST"),
         max_age=600,
     )
+    hooks_before = len(app.on_response_prepare)
     cors = aiohttp_cors.setup(app, defaults={origin: options for origin in settings.cors_origins})
     for route in routes:
         cors.add(route)
+    # aiohttp_cors' response hook looks up the route's CORS config on every response, and
+    # then does nothing when there is no Origin header (CORS 6.1.1): ask that first.
+    for index in range(hooks_before, len(app.on_response_prepare)):
+        app.on_response_prepare[index] = _only_with_origin(app.on_response_prepare[index])
+
+
+def _only_with_origin(hook: ResponseHook) -> ResponseHook:
+    async def hook_with_origin(request: web.Request, response: web.StreamResponse) -> None:
+        if hdrs.ORIGIN in request.headers:
+            await hook(request, response)
+
+    return hook_with_origin
 
 
 def _serve_page(app: web.Application, web_root: Path) -> None:

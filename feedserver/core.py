@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .errors import ValidationFailed
-from .events import Event, utc_timestamp
+from .events import Event, UtcClock, utc_timestamp
 from .logs import bind_tenant
 from .messages import normalise_message
 from .schemas import IDEMPOTENCY_KEY_HEADER, parse_publish
@@ -157,6 +157,7 @@ class Feed:
         connections: ConnectionCounter | None = None,
         bus: EventBus | None = None,
         observer: PublishObserver | None = None,
+        clock: UtcClock | None = None,
     ) -> None:
         self.store = store
         self.history_size = history_size
@@ -168,6 +169,7 @@ class Feed:
         self.bus: EventBus = bus or LocalBus()
         self._announcers: list[Announcer] = []
         self.observer = observer
+        self.clock = clock or UtcClock()
 
     def add_listener(self, listener: Listener) -> None:
         """Call `listener(event)` for every new event this node is to deliver."""
@@ -201,10 +203,10 @@ class Feed:
         if self.limiter is not None:
             await self.limiter.hit(tenant)
         if key is None:
-            event, created = await self.store.append(tenant, message, utc_timestamp()), True
+            event, created = await self.store.append(tenant, message, self.clock.timestamp()), True
         else:
             event, created = await self.store.append_once(
-                tenant, key, message, utc_timestamp(), ttl=self.idempotency_ttl
+                tenant, key, message, self.clock.timestamp(), ttl=self.idempotency_ttl
             )
         if created:
             if self.observer is not None:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+_NS_PER_S = 1_000_000_000
+_NS_PER_MS = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,3 +37,23 @@ def utc_timestamp(now: datetime | None = None) -> str:
     """UTC, ISO 8601 with milliseconds and `Z`, as JavaScript's toISOString()."""
     moment = now or datetime.now(UTC)
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class UtcClock:
+    """`utc_timestamp()` of the current time, for hot paths (each publish).
+
+    The text up to the second is built once per second (`datetime.isoformat` costs a few
+    microseconds); the milliseconds are integer arithmetic on `now_ns()`.
+    """
+
+    def __init__(self, now_ns: Callable[[], int] = time.time_ns) -> None:
+        self._now_ns = now_ns
+        self._second = -1
+        self._prefix = ""  # "2026-01-20T10:30:05."
+
+    def timestamp(self) -> str:
+        second, rest = divmod(self._now_ns(), _NS_PER_S)
+        if second != self._second:
+            self._prefix = utc_timestamp(datetime.fromtimestamp(second, UTC))[:-4]
+            self._second = second
+        return f"{self._prefix}{rest // _NS_PER_MS:03d}Z"

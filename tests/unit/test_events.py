@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from feedserver.errors import FeedError, ForbiddenTenant, RateLimited, ValidationFailed
-from feedserver.events import Event, utc_timestamp
+from feedserver.events import Event, UtcClock, utc_timestamp
 from feedserver.jsoncodec import SocketJson
 from feedserver.realtime import ack_error, parse_since
 
@@ -37,6 +37,24 @@ def test_event_json_has_the_protocol_fields() -> None:
 )
 def test_timestamps_are_utc_with_milliseconds_and_z(moment: datetime, text: str) -> None:
     assert utc_timestamp(moment) == text
+
+
+def test_the_clock_says_what_utc_timestamp_says_across_second_and_day_boundaries() -> None:
+    start = datetime(2026, 12, 31, 23, 59, 58, tzinfo=UTC)
+    now_ns = int(start.timestamp()) * 1_000_000_000
+    clock = UtcClock(lambda: now_ns)
+    # Steps that cross milliseconds, seconds, a minute, a day and a year, and go back.
+    for step_ns in (0, 999_999, 1, 998_999_999, 1, -1_500_000_000, 2_000_000_000, 700_000_123, 7):
+        now_ns += step_ns
+        expected = utc_timestamp(datetime.fromtimestamp(now_ns // 1000 / 1_000_000, UTC))
+        assert clock.timestamp() == expected
+    assert clock.timestamp().startswith("2027-01-01T00:00:0")
+
+
+def test_the_clock_reads_the_real_time_by_default() -> None:
+    before = utc_timestamp()
+    stamped = UtcClock().timestamp()
+    assert before <= stamped <= utc_timestamp()
 
 
 def test_now_has_the_same_shape() -> None:

@@ -9,9 +9,9 @@ from feedserver.errors import RateLimited, TooManyConnections
 from feedserver.quotas import (
     ConnectionCaps,
     FixedWindow,
+    LocalWindows,
     RequestLimiter,
     TenantPublishLimiter,
-    LocalWindows,
     open_window_counters,
     window_seconds,
 )
