@@ -106,3 +106,21 @@ async def test_api_answers_are_never_cached_and_page_files_are_revalidated(
         ]:
             async with http.get(path, headers=headers) as resp:
                 assert resp.headers["Cache-Control"] == expected, path
+
+
+async def test_cors_headers_go_to_allowed_origins_only(start_server: ServerFactory) -> None:
+    server = await start_server(cors_origins=("http://allowed.example",))
+    async with ClientSession(str(server.make_url(""))) as http:
+        for origin, allowed in [
+            ("http://allowed.example", True),
+            ("http://evil.example", False),
+            (None, False),
+        ]:
+            headers = TENANT_A if origin is None else {**TENANT_A, "Origin": origin}
+            async with http.post("/api/events", json={"message": "hi"}, headers=headers) as resp:
+                assert resp.status == 201
+                assert resp.headers.get("Access-Control-Allow-Origin") == (
+                    origin if allowed else None
+                )
+                exposed = resp.headers.get("Access-Control-Expose-Headers", "")
+                assert ("RateLimit-Remaining" in exposed.split(",")) is allowed
