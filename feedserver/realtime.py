@@ -28,6 +28,7 @@ from .addresses import ClientAddresses
 from .auth import Authenticator
 from .config import Settings
 from .core import CatchUp, Feed, SystemNotice, system_notice
+from .eio_transport import PingTimerSocketServer
 from .errors import FeedError, InternalError, RateLimited, ShuttingDown, ValidationFailed
 from .events import Event, utc_timestamp
 from .fanout import RoomBroadcaster
@@ -44,6 +45,11 @@ SOCKETIO_PATH = "socket.io"
 # Socket packets are small JSON; a large buffer only helps an attacker.
 MAX_PACKET_BYTES = 64 * 1024
 SHUTDOWN_NOTICE = "server shutting down"
+
+
+class GatewayServer(RecoveringServer, PingTimerSocketServer):
+    """The Socket.IO server: native connection state recovery, on an Engine.IO server
+    without a ping task per socket (see `eio_transport`)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -76,7 +82,7 @@ class RealtimeGateway:
         self.metrics = metrics
         self._origins = frozenset(settings.cors_origins)
         self.recovery = ConnectionRecovery(feed.store, enabled=settings.connection_state_recovery)
-        self.sio = RecoveringServer(
+        self.sio = GatewayServer(
             async_mode="aiohttp",
             # The index keeps a disconnect from scanning every socket's room (see rooms).
             client_manager=client_manager or IndexedManager(),

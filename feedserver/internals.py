@@ -1,0 +1,9 @@
+"""The error raised when python-socketio / engineio / aiohttp no longer match what we rely on.
+
+`fanout` and `eio_transport` lean on library internals (pinned in pyproject.toml); each has
+a `check_internals()` that raises this, naming every detail that changed.
+"""
+
+
+class InternalsChanged(RuntimeError):
+    """The installed python-socketio / engineio / aiohttp no longer match what we rely on."""

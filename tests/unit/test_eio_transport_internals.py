@@ -1,0 +1,62 @@
+"""The python-engineio / aiohttp internals feedserver.eio_transport relies on, and its pings.
+
+If a digest check fails after a dependency upgrade, python-engineio changed a function
+whose behaviour eio_transport copies: compare the two, carry the change over, then update
+the digest in `COPIED_FUNCTIONS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import engineio
+import pytest
+from engineio import packet as eio_packet
+from engineio.async_socket import AsyncSocket
+
+from feedserver import eio_transport
+from feedserver.eio_transport import PingTimerServer, PingTimerSocketServer, check_internals
+from feedserver.internals import InternalsChanged
+
+
+def test_the_installed_versions_have_every_internal_we_use() -> None:
+    check_internals(engineio.AsyncServer(async_mode="aiohttp"))
+
+
+def test_a_changed_engineio_function_is_refused_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(eio_transport.COPIED_FUNCTIONS, "poll", "0" * 64)
+    with pytest.raises(InternalsChanged, match=r"AsyncSocket\.poll unchanged"):
+        check_internals(engineio.AsyncServer(async_mode="aiohttp"))
+
+
+def test_the_socketio_server_runs_on_the_ping_timer_engine() -> None:
+    assert isinstance(PingTimerSocketServer(async_mode="aiohttp").eio, PingTimerServer)
+
+
+async def test_a_ping_is_queued_after_the_interval_by_a_timer_not_a_task() -> None:
+    eio = PingTimerServer(async_mode="aiohttp", ping_interval=0.05)
+    sockets = [AsyncSocket(eio, f"sid{n}") for n in range(3)]
+    tasks_before = asyncio.all_tasks()
+    for sock in sockets:
+        sock.schedule_ping()  # as engineio does on connect and on every PONG
+        assert sock.last_ping is None
+    assert asyncio.all_tasks() == tasks_before
+    for sock in sockets:
+        pkt = await asyncio.wait_for(sock.queue.get(), 1.0)
+        assert pkt.packet_type == eio_packet.PING and pkt.encode() == "2"
+        assert sock.last_ping is not None
+    assert not eio._ping_due and not eio._ping_timers
+
+
+async def test_a_closing_socket_is_not_pinged_and_shutdown_drops_the_timers() -> None:
+    eio = PingTimerServer(async_mode="aiohttp", ping_interval=0.05)
+    closing, kept = AsyncSocket(eio, "closing"), AsyncSocket(eio, "kept")
+    closing.schedule_ping()
+    closing.closing = True
+    other = AsyncSocket(eio, "other")
+    other.schedule_ping()
+    await asyncio.wait_for(other.queue.get(), 1.0)
+    assert closing.queue.empty()
+    kept.schedule_ping()
+    await eio.shutdown()
+    assert not eio._ping_due and not eio._ping_timers
