@@ -12,8 +12,9 @@ memory and connect time of 10,000 idle clients (docs/benchmarks.md, target 4).
   It receives inline with aiohttp's own timeout (ping_interval + ping_timeout, as engineio
   waits), and its writer awaits `queue.get()` directly: the receive loop ends it with `None`.
   The writer stays a task parked in `queue.get()`, which `fanout` and `recovery` rely on.
-- `PingTimerServer` is `engineio.AsyncServer` whose sockets' pings are timer callbacks
-  instead of a sleeping `_send_ping` task each (same times, same PING packet).
+- `LeanEngineServer` is `engineio.AsyncServer` whose sockets' pings are timer callbacks
+  instead of a sleeping `_send_ping` task each (same times, same PING packet), and whose
+  sockets' packet queues (`EngineQueue`) leave out two deques that they never use.
 
 Every engineio / aiohttp detail this relies on is in `REQUIRED_INTERNALS`; `check_internals()`
 verifies them (when the server is built, and in tests/unit/test_eio_transport_internals.py),
@@ -24,11 +25,12 @@ that changes them fails loudly instead of drifting apart.
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import inspect
 import math
 import time
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import engineio
 import socketio
@@ -147,8 +149,42 @@ async def _write(sock: AsyncSocket, response: web.WebSocketResponse) -> None:
     await response.close()
 
 
-class PingTimerServer(engineio.AsyncServer):  # type: ignore[misc]
-    """`engineio.AsyncServer` whose sockets are pinged by shared timers, not a task each.
+class EngineQueue(asyncio.Queue[Any]):
+    """engineio's packet queue: an unbounded `asyncio.Queue` without two idle deques.
+
+    An empty deque costs 760 bytes, and asyncio.Queue makes four. `_putters` holds put()
+    calls waiting for room, which an unbounded queue never has: every queue shares one that
+    holds nothing. The deque of join() waiters is made by the first join(), which only
+    engineio's `close(wait=True)` calls. `_getters` and `_queue` stay as they are (`fanout`
+    and `recovery` read them).
+    """
+
+    _no_putters: ClassVar[collections.deque[Any]] = collections.deque(maxlen=0)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._putters = self._no_putters
+        self._finished = _JoinEvent()
+
+
+class _JoinEvent(asyncio.Event):
+    """`asyncio.Event`, initially set, whose deque of waiters is made by the first wait()."""
+
+    # What set() iterates until someone waits: nobody.
+    _waiters: collections.deque[Any] = collections.deque(maxlen=0)
+
+    def __init__(self) -> None:  # not Event.__init__, which makes the deque
+        self._value = True  # a new queue has no unfinished packets
+
+    async def wait(self) -> Literal[True]:
+        if "_waiters" not in vars(self):
+            self._waiters = collections.deque()
+        return await super().wait()
+
+
+class LeanEngineServer(engineio.AsyncServer):  # type: ignore[misc]
+    """`engineio.AsyncServer` whose sockets are pinged by shared timers, not a task each,
+    and queue their packets in an `EngineQueue`.
 
     engineio's `AsyncSocket.schedule_ping` starts `_send_ping` as a background task, which
     sleeps `ping_interval`, then stamps `last_ping` and queues a PING unless the socket is
@@ -164,6 +200,9 @@ class PingTimerServer(engineio.AsyncServer):  # type: ignore[misc]
         check_internals(self)
         self._ping_due: dict[int, list[AsyncSocket]] = {}  # tick number -> sockets
         self._ping_timers: dict[int, asyncio.TimerHandle] = {}
+
+    def create_queue(self) -> EngineQueue:
+        return EngineQueue()
 
     def start_background_task(self, target: Any, *args: Any, **kwargs: Any) -> Any:
         if getattr(target, "__func__", None) is AsyncSocket._send_ping:
@@ -197,11 +236,11 @@ class PingTimerServer(engineio.AsyncServer):  # type: ignore[misc]
         await super().shutdown()
 
 
-class PingTimerSocketServer(socketio.AsyncServer):  # type: ignore[misc]
-    """`socketio.AsyncServer` on a `PingTimerServer`."""
+class LeanSocketServer(socketio.AsyncServer):  # type: ignore[misc]
+    """`socketio.AsyncServer` on a `LeanEngineServer`."""
 
     def _engineio_server_class(self) -> type[engineio.AsyncServer]:
-        return PingTimerServer
+        return LeanEngineServer
 
 
 # -- the internals we rely on -------------------------------------------------------------
@@ -223,8 +262,11 @@ REQUIRED_INTERNALS = (
     "COPIED_FUNCTIONS unchanged (by digest)",
     "engineio AsyncSocket._upgrade_websocket hands the driver self._websocket_handler",
     "engineio AsyncServer: max_http_buffer_size, ping_interval, ping_timeout, logger, "
-    "reason.TRANSPORT_CLOSE, create_queue() an unbounded asyncio.Queue, "
+    "reason.TRANSPORT_CLOSE, create_queue() (called without arguments), "
     "start_background_task(target)",
+    "asyncio.Queue: put() waits only while full(), __init__ makes _putters and _finished = "
+    "locks.Event(); asyncio.Event: __init__ sets only _waiters and _value, wait() appends to "
+    "_waiters, set() iterates it",
     "engineio packet: Packet(encoded_packet=), PING, PONG, UPGRADE, NOOP; exceptions "
     "UnknownPacketError, SocketIsClosedError",
     "socketio AsyncServer._engineio_server_class()",
@@ -261,8 +303,27 @@ def check_internals(eio: engineio.AsyncServer) -> None:
     for attr in ("max_http_buffer_size", "ping_interval", "ping_timeout", "logger"):
         need(hasattr(eio, attr), f"engineio AsyncServer.{attr}")
     need(hasattr(eio.reason, "TRANSPORT_CLOSE"), "engineio reason.TRANSPORT_CLOSE")
-    queue = eio.create_queue()
-    need(isinstance(queue, asyncio.Queue) and queue.maxsize == 0, "create_queue(): unbounded")
+    need(
+        "self.server.create_queue()" in inspect.getsource(engineio.base_socket.BaseSocket.__init__),
+        "BaseSocket makes its queue with server.create_queue()",
+    )
+    need("while self.full():" in inspect.getsource(asyncio.Queue.put), "Queue.put waits if full")
+    queue_init = inspect.getsource(asyncio.Queue.__init__)
+    need(
+        "self._putters = collections.deque()" in queue_init
+        and "self._finished = locks.Event()" in queue_init,
+        "asyncio.Queue.__init__ makes _putters and _finished",
+    )
+    event_init = inspect.getsource(asyncio.Event.__init__)
+    need(
+        event_init.count("self.") == 2 and "self._waiters = collections.deque()" in event_init,
+        "asyncio.Event.__init__ sets only _waiters and _value",
+    )
+    need(
+        "self._waiters.append(fut)" in inspect.getsource(asyncio.Event.wait)
+        and "for fut in self._waiters:" in inspect.getsource(asyncio.Event.set),
+        "asyncio.Event.wait/set use _waiters",
+    )
     for name in ("PING", "PONG", "UPGRADE", "NOOP"):
         need(hasattr(eio_packet, name), f"engineio packet.{name}")
     for name in ("UnknownPacketError", "SocketIsClosedError"):

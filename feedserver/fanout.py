@@ -386,6 +386,9 @@ def _driver_factory(slots: dict[str, _WebSocketSlot]) -> Callable[..., Any]:
                 max_msg_size=self.server.max_http_buffer_size, compress=False
             )
             await self._sock.prepare(request)
+            # The 101's headers are on the wire: without this the response would keep them,
+            # and what aiohttp built to write them (~2.4 KB), for the socket's lifetime.
+            self._sock.headers.clear()
             self.environ = environ
             sock = self.handler.__self__  # the bound AsyncSocket._websocket_handler
             transport = request.transport

@@ -28,7 +28,7 @@ from .addresses import ClientAddresses
 from .auth import Authenticator
 from .config import Settings
 from .core import CatchUp, Feed, SystemNotice, system_notice
-from .eio_transport import PingTimerSocketServer
+from .eio_transport import LeanSocketServer
 from .errors import FeedError, InternalError, RateLimited, ShuttingDown, ValidationFailed
 from .events import Event, utc_timestamp
 from .fanout import RoomBroadcaster
@@ -47,7 +47,7 @@ MAX_PACKET_BYTES = 64 * 1024
 SHUTDOWN_NOTICE = "server shutting down"
 
 
-class GatewayServer(RecoveringServer, PingTimerSocketServer):
+class GatewayServer(RecoveringServer, LeanSocketServer):
     """The Socket.IO server: native connection state recovery, on an Engine.IO server
     without a ping task per socket (see `eio_transport`)."""
 

@@ -15,7 +15,7 @@ from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 
 from feedserver import eio_transport
-from feedserver.eio_transport import PingTimerServer, PingTimerSocketServer, check_internals
+from feedserver.eio_transport import LeanEngineServer, LeanSocketServer, check_internals
 from feedserver.internals import InternalsChanged
 
 
@@ -30,11 +30,11 @@ def test_a_changed_engineio_function_is_refused_loudly(monkeypatch: pytest.Monke
 
 
 def test_the_socketio_server_runs_on_the_ping_timer_engine() -> None:
-    assert isinstance(PingTimerSocketServer(async_mode="aiohttp").eio, PingTimerServer)
+    assert isinstance(LeanSocketServer(async_mode="aiohttp").eio, LeanEngineServer)
 
 
 async def test_a_ping_is_queued_after_the_interval_by_a_timer_not_a_task() -> None:
-    eio = PingTimerServer(async_mode="aiohttp", ping_interval=0.05)
+    eio = LeanEngineServer(async_mode="aiohttp", ping_interval=0.05)
     sockets = [AsyncSocket(eio, f"sid{n}") for n in range(3)]
     tasks_before = asyncio.all_tasks()
     for sock in sockets:
@@ -49,7 +49,7 @@ async def test_a_ping_is_queued_after_the_interval_by_a_timer_not_a_task() -> No
 
 
 async def test_a_closing_socket_is_not_pinged_and_shutdown_drops_the_timers() -> None:
-    eio = PingTimerServer(async_mode="aiohttp", ping_interval=0.05)
+    eio = LeanEngineServer(async_mode="aiohttp", ping_interval=0.05)
     closing, kept = AsyncSocket(eio, "closing"), AsyncSocket(eio, "kept")
     closing.schedule_ping()
     closing.closing = True
@@ -60,3 +60,35 @@ async def test_a_closing_socket_is_not_pinged_and_shutdown_drops_the_timers() ->
     kept.schedule_ping()
     await eio.shutdown()
     assert not eio._ping_due and not eio._ping_timers
+
+
+async def test_engine_queue_keeps_order_and_join_waits_for_every_packet() -> None:
+    queue = LeanEngineServer(async_mode="aiohttp").create_queue()
+    await queue.join()  # nothing unfinished: returns at once
+    for n in range(3):
+        await queue.put(n)
+    joined = asyncio.ensure_future(queue.join())
+    got = []
+    for _ in range(3):
+        got.append(await queue.get())
+        assert not joined.done()
+        queue.task_done()
+    await asyncio.wait_for(joined, 1.0)
+    assert got == [0, 1, 2]
+    queue.put_nowait(3)  # and a second join() after that
+    joined = asyncio.ensure_future(queue.join())
+    await queue.get()
+    queue.task_done()
+    await asyncio.wait_for(joined, 1.0)
+
+
+async def test_engine_queues_share_no_state() -> None:
+    eio = LeanEngineServer(async_mode="aiohttp")
+    first, second = eio.create_queue(), eio.create_queue()
+    waiting = asyncio.ensure_future(first.get())
+    second.put_nowait("for second")
+    await asyncio.sleep(0)  # let get() park itself; no event exists to await for this
+    assert not waiting.done() and first.empty()
+    assert await second.get() == "for second"
+    first.put_nowait("for first")
+    assert await asyncio.wait_for(waiting, 1.0) == "for first"
