@@ -81,12 +81,9 @@ def access_middleware(metrics: FeedMetrics) -> Middleware:
     return middleware
 
 
-def install_request_id_header(app: web.Application) -> None:
-    """Echo the request id on every response, including WebSocket upgrades and errors."""
-
-    async def add_header(request: web.Request, response: web.StreamResponse) -> None:
-        rid = request.get(REQUEST_ID)
-        if rid is not None:
-            response.headers[REQUEST_ID_HEADER] = rid
-
-    app.on_response_prepare.append(add_header)
+def stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """Echo the request id on a response about to be sent (`on_response_prepare`, so
+    WebSocket upgrades and errors get it too)."""
+    rid = request.get(REQUEST_ID)
+    if rid is not None:
+        response.headers[REQUEST_ID_HEADER] = rid

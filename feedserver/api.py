@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -43,6 +43,8 @@ from .schemas import (
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# A check before the handler that refuses by raising a `FeedError`.
+RequestGuard = Callable[[web.Request], None]
 # Deeper JSON than any request of ours needs; refused before validation walks it.
 MAX_JSON_DEPTH = 32
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -65,20 +67,30 @@ def error_response(exc: FeedError) -> web.Response:
     return json_response({"error": exc.to_json()}, exc.status, headers)
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every refusal, ours or aiohttp's, leaves as the documented JSON error."""
-    try:
-        return await handler(request)
-    except FeedError as exc:
-        return error_response(exc)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return _from_http_exception(exc)
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(InternalError())
+def error_middleware(guards: Sequence[RequestGuard] = ()) -> Middleware:
+    """Every refusal, ours or aiohttp's, leaves as the documented JSON error.
+
+    `guards` run first, in order: checks that refuse by raising a `FeedError` (cheaper
+    than one middleware each, on every request).
+    """
+
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            for guard in guards:
+                guard(request)
+            return await handler(request)
+        except FeedError as exc:
+            return error_response(exc)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return _from_http_exception(exc)
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return error_response(InternalError())
+
+    return errors
 
 
 def rate_limit_middleware(limiter: RequestLimiter, addresses: ClientAddresses) -> Middleware:

@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp_cors
 from aiohttp import hdrs, web
 
-from .access import access_middleware, install_request_id_header
+from .access import access_middleware, stamp_request_id
 from .addresses import ClientAddresses
 from .api import RestApi, error_middleware, rate_limit_middleware
 from .auth import Authenticator, HeaderAuthenticator, TenantCatalogue, TokenAuthenticator
@@ -26,7 +26,7 @@ from .quotas import (
     window_seconds,
 )
 from .realtime import MAX_PACKET_BYTES, SOCKETIO_PATH, RealtimeGateway, refuse_new_sessions
-from .security import install_security_headers, polling_body_limit
+from .security import ResponseStamp, polling_body_limit, security_stamp
 
 WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
 SOCKETIO_CLIENT_DIST = Path("node_modules") / "socket.io-client" / "dist"
@@ -62,14 +62,15 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
         middlewares=[
             access_middleware(metrics),
             rate_limit_middleware(requests, addresses),
-            error_middleware,
-            refuse_new_sessions(shutting_down),
-            polling_body_limit(f"/{SOCKETIO_PATH}/", MAX_PACKET_BYTES),
+            error_middleware(
+                guards=(
+                    refuse_new_sessions(shutting_down),
+                    polling_body_limit(f"/{SOCKETIO_PATH}/", MAX_PACKET_BYTES),
+                )
+            ),
         ],
         client_max_size=settings.max_body_bytes,
     )
-    install_security_headers(app, settings.production)
-    install_request_id_header(app)
     backend = open_backend(settings)
     metrics.read_store_errors = lambda: backend.store.failures
     catalogue = TenantCatalogue(settings.tenants)
@@ -106,7 +107,8 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
     if settings.metrics_port is None:
         admins_only = authenticator if settings.auth == "token" else None
         app.router.add_get(METRICS_PATH, metrics_view(metrics, admins_only), allow_head=False)
-    _allow_cors(app, settings, api_routes)
+    cors_hooks = _allow_cors(app, settings, api_routes)
+    _stamp_responses(app, (security_stamp(settings.production), stamp_request_id), cors_hooks)
     gateway.attach(app)
     _serve_page(app, web_root)
 
@@ -123,7 +125,10 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
     return app
 
 
-def _allow_cors(app: web.Application, settings: Settings, routes: list[web.AbstractRoute]) -> None:
+def _allow_cors(
+    app: web.Application, settings: Settings, routes: list[web.AbstractRoute]
+) -> list[ResponseHook]:
+    """CORS on the REST routes; returns the response hooks aiohttp_cors would have added."""
     options = aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
         allow_credentials=False,
         allow_headers=(
@@ -148,18 +153,29 @@ def _allow_cors(app: web.Application, settings: Settings, routes: list[web.Abstr
     cors = aiohttp_cors.setup(app, defaults={origin: options for origin in settings.cors_origins})
     for route in routes:
         cors.add(route)
-    # aiohttp_cors' response hook looks up the route's CORS config on every response, and
-    # then does nothing when there is no Origin header (CORS 6.1.1): ask that first.
-    for index in range(hooks_before, len(app.on_response_prepare)):
-        app.on_response_prepare[index] = _only_with_origin(app.on_response_prepare[index])
+    hooks = list(app.on_response_prepare[hooks_before:])
+    del app.on_response_prepare[hooks_before:]
+    return hooks
 
 
-def _only_with_origin(hook: ResponseHook) -> ResponseHook:
-    async def hook_with_origin(request: web.Request, response: web.StreamResponse) -> None:
+def _stamp_responses(
+    app: web.Application, stamps: tuple[ResponseStamp, ...], cors_hooks: list[ResponseHook]
+) -> None:
+    """One `on_response_prepare` hook: `stamps` in order, then CORS.
+
+    One hook rather than one each: every hook is a coroutine per response. aiohttp_cors'
+    hook looks up the route's CORS config and then does nothing when there is no Origin
+    header (CORS 6.1.1): ask that first.
+    """
+
+    async def prepare(request: web.Request, response: web.StreamResponse) -> None:
+        for stamp in stamps:
+            stamp(request, response)
         if hdrs.ORIGIN in request.headers:
-            await hook(request, response)
+            for hook in cors_hooks:
+                await hook(request, response)
 
-    return hook_with_origin
+    app.on_response_prepare.append(prepare)
 
 
 def _serve_page(app: web.Application, web_root: Path) -> None:

@@ -15,14 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
 import socketio
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 
 from .addresses import ClientAddresses
 from .auth import Authenticator
@@ -306,8 +305,9 @@ class RealtimeGateway:
         task.add_done_callback(self._tasks.discard)
 
 
-def refuse_new_sessions(shutting_down: asyncio.Event) -> Middleware:
-    """While the server shuts down, a new Engine.IO session (no `sid` yet) gets a 503.
+def refuse_new_sessions(shutting_down: asyncio.Event) -> Callable[[web.Request], None]:
+    """A guard (see `api.error_middleware`): while the server shuts down, a new Engine.IO
+    session (no `sid` yet) gets a 503.
 
     The listener stays open during the goodbye (a long-polling client needs new requests to
     get it), and clients whose transport was closed reconnect meanwhile. A failed handshake
@@ -316,11 +316,9 @@ def refuse_new_sessions(shutting_down: asyncio.Event) -> Middleware:
     """
     path = f"/{SOCKETIO_PATH}/"
 
-    @web.middleware
-    async def refuse(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def refuse(request: web.Request) -> None:
         if shutting_down.is_set() and request.path == path and "sid" not in request.query:
             raise ShuttingDown()
-        return await handler(request)
 
     return refuse
 

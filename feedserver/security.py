@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web, web_response
-from aiohttp.typedefs import Handler, Middleware
 
 from .errors import PayloadTooLarge
+
+# Sets headers on a response about to be sent (called from `on_response_prepare`).
+ResponseStamp = Callable[[web.Request, web.StreamResponse], None]
 
 SERVER_NAME = "feedserver"
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -45,20 +49,27 @@ def security_headers(production: bool) -> dict[str, str]:
     return headers
 
 
-def install_security_headers(app: web.Application, production: bool) -> None:
-    """Add the headers in `on_response_prepare`, which also covers websocket upgrades."""
+def security_stamp(production: bool) -> ResponseStamp:
+    """Adds the headers to a response about to be sent (API, static, errors, upgrades).
+
+    The app calls it from `on_response_prepare`, which also covers WebSocket upgrades.
+    """
     headers = security_headers(production)
-
-    async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
-        response.headers.update(headers)
-        if "Cache-Control" not in response.headers:
-            # API answers carry tenant data: never kept by a browser or a proxy. The page's
-            # files may be kept, but are revalidated so an upgrade shows at the next load.
-            api = request.path.startswith("/api/")
-            response.headers["Cache-Control"] = "no-store" if api else "no-cache"
-
-    app.on_response_prepare.append(add_headers)
+    # API answers carry tenant data: never kept by a browser or a proxy. The page's files
+    # may be kept, but are revalidated so an upgrade shows at the next load.
+    api_headers = {**headers, "Cache-Control": "no-store"}
+    page_headers = {**headers, "Cache-Control": "no-cache"}
     hide_server_version()
+
+    def stamp(request: web.Request, response: web.StreamResponse) -> None:
+        if "Cache-Control" in response.headers:
+            response.headers.update(headers)
+        elif request.path.startswith("/api/"):
+            response.headers.update(api_headers)
+        else:
+            response.headers.update(page_headers)
+
+    return stamp
 
 
 def hide_server_version() -> None:
@@ -71,18 +82,17 @@ def hide_server_version() -> None:
     web_response.SERVER_SOFTWARE = SERVER_NAME  # type: ignore[attr-defined]
 
 
-def polling_body_limit(path: str, max_bytes: int) -> Middleware:
-    """Refuse an oversized Engine.IO long-polling POST before engine.io sees it.
+def polling_body_limit(path: str, max_bytes: int) -> Callable[[web.Request], None]:
+    """A guard (see `api.error_middleware`): refuse an oversized Engine.IO long-polling
+    POST before engine.io sees it.
 
     engine.io would refuse it too, but by closing the session and then waiting for a poll
     that never comes, so the request (and its connection) hangs.
     """
 
-    @web.middleware
-    async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def limit(request: web.Request) -> None:
         length = request.content_length
         if length is not None and length > max_bytes and request.path.startswith(path):
             raise PayloadTooLarge()
-        return await handler(request)
 
     return limit
