@@ -144,7 +144,7 @@ async def _write(sock: AsyncSocket, response: web.WebSocketResponse) -> None:
                 await response.send_bytes(data)
             else:
                 await response.send_str(data)
-        except Exception:
+        except (asyncio.CancelledError, Exception):  # as engineio: any failure ends it
             break
     await response.close()
 
