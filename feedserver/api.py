@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Middleware
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from . import __version__
 from .addresses import ClientAddresses, is_loopback
@@ -47,19 +48,19 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RequestGuard = Callable[[web.Request], None]
 # Deeper JSON than any request of ours needs; refused before validation walks it.
 MAX_JSON_DEPTH = 32
+JSON_CONTENT_TYPE = CIMultiDictProxy(
+    CIMultiDict({"Content-Type": "application/json; charset=utf-8"})
+)
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def json_response(
     data: Any, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(data),
-        status=status,
-        content_type="application/json",
-        charset="utf-8",
-        headers=headers,
-    )
+    """`data` as JSON; `headers` come before the Content-Type."""
+    # A ready header set is cheaper for aiohttp than content_type= and charset=.
+    all_headers = JSON_CONTENT_TYPE if headers is None else {**headers, **JSON_CONTENT_TYPE}
+    return web.Response(body=orjson.dumps(data), status=status, headers=all_headers)
 
 
 def error_response(exc: FeedError) -> web.Response:

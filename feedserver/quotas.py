@@ -38,6 +38,10 @@ class WindowCounters(Protocol):
         """Seconds until `key`'s current window ends (0 or less: it has ended)."""
         ...
 
+    async def hit(self, key: str, seconds: int) -> tuple[int, float]:
+        """`incr`, then `seconds_left`: the hits and the seconds until the window ends."""
+        ...
+
 
 class _Window:
     __slots__ = ("ends", "hits")
@@ -62,18 +66,25 @@ class LocalWindows:
         self._next_sweep = clock() + SWEEP_INTERVAL_S
 
     async def incr(self, key: str, seconds: int) -> int:
+        return self._count(key, seconds, self._clock()).hits
+
+    async def seconds_left(self, key: str) -> float:
+        window = self._windows.get(key)
+        return 0.0 if window is None else window.ends - self._clock()
+
+    async def hit(self, key: str, seconds: int) -> tuple[int, float]:
         now = self._clock()
+        window = self._count(key, seconds, now)
+        return window.hits, window.ends - now
+
+    def _count(self, key: str, seconds: int, now: float) -> _Window:
         window = self._windows.get(key)
         if window is None or window.ends <= now:
             if now >= self._next_sweep:
                 self._sweep(now)
             window = self._windows[key] = _Window(now + seconds)
         window.hits += 1
-        return window.hits
-
-    async def seconds_left(self, key: str) -> float:
-        window = self._windows.get(key)
-        return 0.0 if window is None else window.ends - self._clock()
+        return window
 
     def _sweep(self, now: float) -> None:
         # Keys are client addresses too: without this, one entry per client ever seen.
@@ -99,6 +110,9 @@ class SharedWindows:
         except StorageError as exc:
             raise _unavailable() from exc
         return expiry - time.time()
+
+    async def hit(self, key: str, seconds: int) -> tuple[int, float]:
+        return await self.incr(key, seconds), await self.seconds_left(key)
 
 
 def _unavailable() -> StoreUnavailable:
@@ -162,6 +176,11 @@ class FixedWindow:
     async def reset_after(self, key: str) -> int:
         return max(1, math.ceil(await self.counters.seconds_left(self._prefix + key)))
 
+    async def quota(self, key: str) -> Quota:
+        """Count one hit for `key`; where it stands in its window."""
+        used, seconds_left = await self.counters.hit(self._prefix + key, self.seconds)
+        return Quota(self.amount, used, max(1, math.ceil(seconds_left)))
+
 
 class RequestLimiter:
     """Per client address: every `/api/` request and every socket `create_event`."""
@@ -170,8 +189,7 @@ class RequestLimiter:
         self.window = window
 
     async def hit(self, address: str) -> Quota:
-        used = await self.window.hit(address)
-        return Quota(self.window.amount, used, await self.window.reset_after(address))
+        return await self.window.quota(address)
 
 
 class TenantPublishLimiter:

@@ -10,6 +10,7 @@ from aiohttp import ClientSession
 from feedserver.app import FEED
 from tests.clients import CLIENT_KINDS, open_client
 from tests.conftest import ServerFactory
+from tests.redis_server import RedisServer
 from tests.socket_client import socket_client
 
 TENANT_A = {"X-Tenant-ID": "tenant_a"}
@@ -122,3 +123,16 @@ async def test_forwarded_for_is_believed_only_from_the_trusted_proxy(
     # has its own window; untrusted, the header is ignored and both share the peer's.
     assert await remaining_after({"trust_proxy": ("127.0.0.1",)}) == ["9", "9"]
     assert await remaining_after({}) == ["9", "8"]
+
+
+async def test_nodes_on_one_redis_share_a_clients_request_quota(
+    redis_server: RedisServer, start_server: ServerFactory
+) -> None:
+    a, b = [await start_server(store=redis_server.url, rate_limit_max_requests=4) for _ in range(2)]
+    seen = []
+    async with ClientSession() as http:
+        for node in (a, b, a, b, a):
+            async with http.get(node.make_url("/api/health")) as resp:
+                assert 1 <= int(resp.headers["RateLimit-Reset"]) <= 900
+                seen.append((resp.status, resp.headers["RateLimit-Remaining"]))
+    assert seen == [(200, "3"), (200, "2"), (200, "1"), (200, "0"), (429, "0")]
