@@ -141,6 +141,11 @@ class RoomBroadcaster:
 
     # -- public ---------------------------------------------------------------------------
 
+    def has_recipients(self, room: str) -> bool:
+        """Whether a socket of this process is in `room`: with no one to reach, a publish
+        need not encode anything (most posts of a tenant nobody watches on this node)."""
+        return next(self._server.manager.get_participants(NAMESPACE, room), None) is not None
+
     async def broadcast(
         self, room: str, event: str, data_json: str, offset: str | None = None
     ) -> int:

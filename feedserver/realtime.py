@@ -266,12 +266,14 @@ class RealtimeGateway:
             if session.pending is not None:
                 session.pending.append(event)
                 parked += 1
-        in_room = await self.broadcaster.broadcast(
-            event.tenant_id,
-            "event_created",
-            SocketJson.dumps(event.to_json()),
-            offset=self.recovery.offset(event),
-        )
+        in_room = 0
+        if self.broadcaster.has_recipients(event.tenant_id):
+            in_room = await self.broadcaster.broadcast(
+                event.tenant_id,
+                "event_created",
+                SocketJson.dumps(event.to_json()),
+                offset=self.recovery.offset(event),
+            )
         self.metrics.delivered(event.tenant_id, in_room + parked, time.perf_counter() - started)
 
     async def announce(self, notice: SystemNotice) -> None:

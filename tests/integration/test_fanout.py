@@ -166,6 +166,19 @@ async def test_upgrading_client_receives_broadcasts_in_order(
     assert fanout_app.broadcaster.direct_writes > 0
 
 
+async def test_a_room_has_recipients_while_a_socket_of_this_process_is_in_it(
+    fanout_app: FanoutApp, subscriber: Subscriber
+) -> None:
+    assert not fanout_app.broadcaster.has_recipients(ROOM)
+    await subscriber.client.connect(fanout_app.url, transports=["websocket"])
+    await asyncio.wait_for(fanout_app.connected.get(), RECEIVE_TIMEOUT)
+    assert fanout_app.broadcaster.has_recipients(ROOM)
+    assert not fanout_app.broadcaster.has_recipients("another_room")
+    await subscriber.client.disconnect()
+    await asyncio.wait_for(fanout_app.disconnected.get(), RECEIVE_TIMEOUT)
+    assert not fanout_app.broadcaster.has_recipients(ROOM)
+
+
 async def test_offset_is_sent_as_a_trailing_argument(
     fanout_app: FanoutApp, subscriber: Subscriber
 ) -> None:
