@@ -41,7 +41,7 @@ class Settings:
     max_message_length: int = 500
     max_body_bytes: int = 16 * 1024
     max_queue: int = 1000
-    max_write_pause_ms: int = 10
+    max_write_pause_ms: int = 20
     rate_limit_window_ms: int = 900_000
     rate_limit_max_requests: int = 100
     tenant_max_events_per_sec: int = 1000
