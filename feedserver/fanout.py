@@ -41,7 +41,6 @@ from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
 from .eio_transport import check_internals as check_transport_internals
-from .eio_transport import serve_websocket
 from .internals import InternalsChanged
 
 log = logging.getLogger(__name__)
@@ -380,12 +379,7 @@ async def _run_counted(send: SendPacket, eio_sid: str, pkt: Any, in_flight: dict
 
 
 def _driver_factory(slots: dict[str, _WebSocketSlot]) -> Callable[..., Any]:
-    """Engine.IO's aiohttp WebSocket driver, without permessage-deflate, that registers slots
-    and runs the socket with `eio_transport.serve_websocket` (no task per received message).
-
-    The fast path's conditions hold for that handler as for engineio's: its writer task is
-    parked in `queue.get()` exactly while it has nothing to send.
-    """
+    """Engine.IO's aiohttp WebSocket driver, without permessage-deflate, that registers slots."""
 
     class FeedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
@@ -408,7 +402,7 @@ def _driver_factory(slots: dict[str, _WebSocketSlot]) -> Callable[..., Any]:
                     sock, self._sock, transport, queue._queue, queue._getters
                 )
             try:
-                await serve_websocket(sock, self._sock)
+                await self.handler(self)
             finally:
                 if slots.get(sock.sid) is not None and slots[sock.sid].socket is sock:
                     del slots[sock.sid]
@@ -421,8 +415,7 @@ def _driver_factory(slots: dict[str, _WebSocketSlot]) -> Callable[..., Any]:
 
 REQUIRED_INTERNALS = (
     "engineio AsyncSocket: queue (asyncio.Queue), upgraded, upgrading, closing, closed, sid, "
-    "close(wait=, abort=, reason=), _websocket_handler(ws) (bound, the driver's handler; "
-    "what eio_transport.serve_websocket does instead is checked there)",
+    "close(wait=, abort=, reason=), _websocket_handler(ws)",
     "engineio AsyncServer: sockets dict, _async['websocket'] driver called as "
     "driver(handler, server) then awaited with environ, reason.SERVER_DISCONNECT, "
     "send() through self.send_packet(sid, pkt)",
@@ -477,6 +470,11 @@ def check_internals(server: socketio.AsyncServer) -> None:
     driver_src = inspect.getsource(eio_aiohttp.WebSocket)
     need("self._sock = WebSocketResponse(" in driver_src, "aiohttp driver's _sock")
     need("environ['aiohttp.request']" in driver_src, "aiohttp driver reads aiohttp.request")
+    need("await self.handler(self)" in driver_src, "aiohttp driver awaits handler(self)")
+    handler_src = inspect.getsource(sock_cls._websocket_handler)
+    need("self.upgrading = True" in handler_src, "_websocket_handler sets upgrading")
+    need("await self.poll()" in handler_src, "the WebSocket writer task takes from poll()")
+    need("await ws.send(pkt.encode())" in handler_src, "the writer sends pkt.encode()")
     need(eio_packet.MESSAGE == 4, "engineio packet.MESSAGE == 4")
     need(
         "if self.encode_cache:" in inspect.getsource(eio_packet.Packet.encode),

@@ -24,8 +24,8 @@ def test_the_installed_versions_have_every_internal_we_use() -> None:
 
 
 def test_a_changed_engineio_function_is_refused_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(eio_transport.COPIED_FUNCTIONS, "poll", "0" * 64)
-    with pytest.raises(InternalsChanged, match=r"AsyncSocket\.poll unchanged"):
+    monkeypatch.setitem(eio_transport.COPIED_FUNCTIONS, "_send_ping", "0" * 64)
+    with pytest.raises(InternalsChanged, match=r"AsyncSocket\._send_ping unchanged"):
         check_internals(engineio.AsyncServer(async_mode="aiohttp"))
 
 
