@@ -273,18 +273,9 @@ class RoomBroadcaster:
         dirty, self._dirty = self._dirty, []
         loop = asyncio.get_running_loop()
         started = loop.time()
-        sends = 0
+        write_pending = self._write_pending
         for slot in dirty:
-            frames = slot.pending
-            if frames is None:  # already flushed by _flush_socket
-                continue
-            slot.pending = None
-            transport = slot.transport
-            # closed: our close frame may be out (e.g. aiohttp answered a client's close)
-            if not transport.is_closing() and not slot.response.closed:
-                transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
-                sends += 1
-        self.sends += sends
+            write_pending(slot)  # nothing left if _flush_socket already wrote them
         # Pace: after a flush that took d, wait 2d (at most max_pause) before the next one.
         # At low rates that never delays anything (events are further apart than 3d); under
         # load it caps writing at a third of the loop's time, leaves the rest to ingest, and
@@ -295,11 +286,19 @@ class RoomBroadcaster:
     def _flush_socket(self, eio_sid: str) -> None:
         """Write one socket's pending frames now: a packet is about to join its queue."""
         slot = self._slots.get(eio_sid)
-        if slot is None or slot.pending is None:
+        if slot is not None:
+            self._write_pending(slot)
+
+    def _write_pending(self, slot: _WebSocketSlot) -> None:
+        """One send() of the frames pending for `slot`, if any and its socket is open."""
+        frames = slot.pending
+        if frames is None:
             return
-        frames, slot.pending = slot.pending, None
-        if not slot.transport.is_closing() and not slot.response.closed:
-            slot.transport.write(b"".join(frames))
+        slot.pending = None
+        transport = slot.transport
+        # closed: our close frame may be out (e.g. aiohttp answered a client's close)
+        if not transport.is_closing() and not slot.response.closed:
+            transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
             self.sends += 1
 
     # -- slow readers ---------------------------------------------------------------------
