@@ -1,7 +1,7 @@
 """The error raised when python-socketio / engineio / aiohttp no longer match what we rely on.
 
-`fanout` and `eio_transport` lean on library internals (pinned in pyproject.toml); each has
-a `check_internals()` that raises this, naming every detail that changed.
+`fanout`, `eio_transport` and `rooms` lean on library internals (pinned in pyproject.toml);
+each has a `check_internals()` that raises this, naming what changed.
 """
 
 

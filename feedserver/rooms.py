@@ -11,7 +11,7 @@ It is a mixin over `BaseManager` (the local `IndexedManager` and cluster's Redis
 both use it). `basic_disconnect` is the library's, with the scan replaced by the index;
 `check_internals()` verifies the attributes and methods it relies on, at construction and in
 tests/unit/test_rooms_internals.py, so a python-socketio upgrade that changes them fails
-loudly instead of leaving stale rooms behind.
+loudly (`feedserver.internals.InternalsChanged`) instead of leaving stale rooms behind.
 """
 
 from __future__ import annotations
@@ -21,9 +21,7 @@ from typing import Any
 
 import socketio
 
-
-class InternalsChanged(RuntimeError):
-    """The installed python-socketio no longer keeps rooms the way `RoomIndex` mirrors."""
+from .internals import InternalsChanged
 
 
 class RoomIndex:

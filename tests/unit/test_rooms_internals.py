@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import socketio
 
+from feedserver.internals import InternalsChanged
 from feedserver.rooms import IndexedManager, check_internals
 
 NS = "/"
@@ -35,6 +37,14 @@ def _snapshot(manager: socketio.AsyncManager) -> dict[object, dict[str, str]]:
 
 def test_the_installed_python_socketio_keeps_rooms_as_the_index_mirrors() -> None:
     check_internals()
+
+
+def test_a_python_socketio_without_a_method_the_index_mirrors_is_refused_loudly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delattr(socketio.base_manager.BaseManager, "get_rooms")
+    with pytest.raises(InternalsChanged, match=r"BaseManager\.get_rooms is gone"):
+        IndexedManager()
 
 
 def test_joins_leaves_and_disconnects_leave_the_same_rooms_as_python_socketio() -> None:
