@@ -59,7 +59,7 @@ coverage: install sysdeps
 lint: install
 	$(BIN)/ruff check feedserver tests
 	$(BIN)/ruff format --check feedserver tests
-	$(BIN)/mypy feedserver
+	$(BIN)/mypy feedserver tests
 
 format: install
 	$(BIN)/ruff format feedserver tests

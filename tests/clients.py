@@ -31,7 +31,7 @@ async def open_client(
 ) -> AsyncIterator[JsClient | SocketClient]:
     """socket.io-client@4 in node (`js`) or python-socketio (`python`), connecting at once."""
     if kind == "js":
-        extra = {"extraHeaders": headers} if headers else {}
+        extra: dict[str, Any] = {"extraHeaders": headers} if headers else {}
         async with js_client(url, query=query, auth=auth, **extra) as client:
             yield client
     else:

@@ -2,7 +2,7 @@
 
     async with subscribed(server_url, "tenant_a") as sub:
         ...post events...
-        await sub.wait_for(lambda: sub.last_seq >= 10)
+        await sub.wait_for_seq(10)
         assert sub.seqs == list(range(1, 11))
 
 Waiting is on the client's own events (no sleeps); a test fails after `within` seconds.
@@ -47,6 +47,10 @@ class Subscriber:
     def last_seq(self) -> int:
         seqs = self.seqs
         return seqs[-1] if seqs else (self.established or {}).get("latestSeq", 0)
+
+    async def wait_for_seq(self, seq: int, within: float = DEFAULT_TIMEOUT) -> None:
+        """Wait until the last event received has `seq` or a later one."""
+        await self.wait_for(lambda: self.last_seq >= seq, within)
 
     async def wait_for(
         self, condition: Callable[[], bool], within: float = DEFAULT_TIMEOUT

@@ -19,7 +19,8 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from tests.js_client import JS_DIR, JsClient, Line, _require_node
+from tests.js_client import JS_DIR, JsClient, _require_node
+from tests.lines import Line
 
 SCRIPT = JS_DIR / "swarm.mjs"
 CONNECT_ALL_TIMEOUT = 30.0

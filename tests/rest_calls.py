@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
+
+
+class RequestBody(TypedDict, total=False):
+    """A `ClientSession.request` body, for tables of test requests (at most one of the two)."""
+
+    data: bytes
+    json: dict[str, Any]
+
+
+class RequestOptions(RequestBody, total=False):
+    """A body and headers, for tables of test requests that vary the headers too."""
+
+    headers: dict[str, str]
 
 
 async def publish(server: TestServer, tenant: str, message: str) -> dict[str, Any]:

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.node
 TENANT = {"tenant": "tenant_a"}
 TENANT_HEADER = {"X-Tenant-ID": "tenant_a"}
 # Long enough for the test to post while the socket is away; socket.io's own backoff.
-SLOW_RECONNECT = {"reconnectionDelay": 1000, "reconnectionDelayMax": 1000}
+SLOW_RECONNECT: dict[str, Any] = {"reconnectionDelay": 1000, "reconnectionDelayMax": 1000}
 
 
 async def post_events(server: TestServer, count: int, tenant: str = "tenant_a") -> list[int]:

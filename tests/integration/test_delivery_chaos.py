@@ -93,7 +93,7 @@ async def test_every_client_holds_every_event_once_in_order_through_random_cuts(
     urls = [node.make_url("") for node in nodes]
     # WebSocket only: long-polling recovery is covered in test_connection_recovery, and the
     # whole test (both nodes, the posting, the cutting) shares one Python process.
-    swarm_options = {"auth": {"tenant": "tenant_a"}, "transports": ["websocket"]}
+    swarm_options: dict[str, Any] = {"auth": {"tenant": "tenant_a"}, "transports": ["websocket"]}
     async with js_swarm(urls, count=CLIENTS, **swarm_options) as swarm:
         await swarm.all_connected(CLIENTS)
         total, cuts = await asyncio.gather(post_for(nodes, CHAOS_S), cut_for(swarm, nodes, CHAOS_S))

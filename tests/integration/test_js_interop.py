@@ -153,7 +153,7 @@ async def test_reconnect_of_the_same_socket_with_since_in_auth(server: TestServe
         missed = [await publish(server, "tenant_a", f"missed {i}") for i in range(2)]
         await client.connect(auth={"tenant": "tenant_a", "since": seen["seq"]})
         await client.expect_type("connect")
-        replayed = []
+        replayed: list[dict[str, Any]] = []
         # Either path may answer: `initial_events` with the gap, or native recovery's
         # `event_created` replay; each missed event arrives exactly once, in order.
         while len(replayed) < len(missed):

@@ -36,7 +36,7 @@ async def test_posts_and_connections_move_the_feed_metrics(server: TestServer) -
         for n in range(3):
             await post(http, f"m{n}", "tenant_a")
         for sub in (a1, a2):
-            await sub.wait_for(lambda sub=sub: sub.last_seq >= 3)
+            await sub.wait_for_seq(3)
 
         samples = await scrape(http)
         assert value(samples, "feed_events_published_total", tenant="tenant_a") == 3
@@ -59,7 +59,7 @@ async def test_a_socket_event_counts_as_published_like_a_post(server: TestServer
     async with subscribed(url, "tenant_b") as sub, ClientSession(url) as http:
         ack = await sub.client.call("create_event", {"message": "hi"}, timeout=10)
         assert ack["ok"] is True
-        await sub.wait_for(lambda: sub.last_seq >= 1)
+        await sub.wait_for_seq(1)
         samples = await scrape(http)
     assert value(samples, "feed_events_published_total", tenant="tenant_b") == 1
     assert value(samples, "feed_events_delivered_total", tenant="tenant_b") == 1

@@ -11,6 +11,7 @@ from feedserver.app import FEED
 from tests.clients import CLIENT_KINDS, open_client
 from tests.conftest import ServerFactory
 from tests.redis_server import RedisServer
+from tests.rest_calls import RequestBody
 from tests.socket_client import socket_client
 
 TENANT_A = {"X-Tenant-ID": "tenant_a"}
@@ -21,7 +22,7 @@ async def test_every_api_answer_says_the_quota_and_the_next_call_over_it_is_429(
     start_server: ServerFactory,
 ) -> None:
     server = await start_server(rate_limit_max_requests=5, rate_limit_window_ms=60_000)
-    calls = [
+    calls: list[tuple[str, str, RequestBody, int]] = [
         ("POST", "/api/events", {"json": {"message": "hi"}}, 201),
         ("GET", "/api/events", {}, 200),
         ("POST", "/api/events", {"json": {"message": "hi", "extra": 1}}, 400),

@@ -10,6 +10,7 @@ from multidict import CIMultiDictProxy
 
 from feedserver.auth import mint_token
 from tests.conftest import ServerFactory
+from tests.rest_calls import RequestOptions
 
 HELMET = {
     "X-Content-Type-Options": "nosniff",
@@ -38,7 +39,7 @@ async def test_every_kind_of_response_carries_the_security_headers(
         overrides |= {"env": "production", "auth": "token", "auth_secret": "p" * 32}
         tenant = {"Authorization": f"Bearer {mint_token('p' * 32, 'tenant_a', 60)}"}
     server = await start_server(**overrides)
-    requests = [
+    requests: list[tuple[str, str, RequestOptions, int]] = [
         ("GET", "/", {}, 200),  # the page
         ("GET", "/api/health", {}, 200),
         ("GET", "/api/openapi.json", {}, 200),
@@ -59,7 +60,7 @@ async def test_every_kind_of_response_carries_the_security_headers(
     ]
     async with ClientSession(str(server.make_url(""))) as http:
         for method, path, kwargs, status in requests:
-            async with http.request(method, path, **kwargs) as resp:  # type: ignore[arg-type]
+            async with http.request(method, path, **kwargs) as resp:
                 assert resp.status == status, (method, path, await resp.text())
                 assert_hardened(resp.headers, production=production)
         async with http.ws_connect("/socket.io/?EIO=4&transport=websocket") as ws:

@@ -43,8 +43,8 @@ async def test_a_handshake_from_a_foreign_origin_is_refused_over_polling_and_web
     url = server.make_url("")
     foreign = {"Origin": FOREIGN}
     async with open_client("js", url, auth={"tenant": "tenant_a"}, headers=foreign) as client:
-        refused = await client.expect(lambda line: line["type"] in ("connect", "connect_error"))
-        assert refused["type"] == "connect_error"
+        answer = await client.expect(lambda line: line["type"] in ("connect", "connect_error"))
+        assert answer["type"] == "connect_error"
     async with open_client("js", url, auth={"tenant": "tenant_a"}, headers={"Origin": SITE}) as c:
         await c.expect_established()
 

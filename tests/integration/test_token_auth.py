@@ -23,8 +23,8 @@ async def token_server(start_server: ServerFactory) -> TestServer:
     return await start_server(auth="token", auth_secret=SECRET)
 
 
-def bearer(tenant: str, ttl: int = 60, **extra: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {mint_token(SECRET, tenant, ttl)}", **extra}
+def bearer(tenant: str, ttl: int = 60) -> dict[str, str]:
+    return {"Authorization": f"Bearer {mint_token(SECRET, tenant, ttl)}"}
 
 
 def expired_token(tenant: str) -> str:
@@ -73,7 +73,7 @@ async def test_rest_without_a_valid_token_is_401_and_changes_nothing(
 
 async def test_rest_naming_another_tenant_than_the_token_is_403(token_server: TestServer) -> None:
     async with ClientSession(str(token_server.make_url(""))) as http:
-        headers = bearer("tenant_a", **{"X-Tenant-ID": "tenant_b"})
+        headers = {**bearer("tenant_a"), "X-Tenant-ID": "tenant_b"}
         async with http.post("/api/events", json={"message": "x"}, headers=headers) as resp:
             assert resp.status == 403
             assert (await resp.json())["error"]["code"] == "forbidden_tenant"

@@ -61,11 +61,11 @@ async def test_a_post_on_either_node_reaches_clients_on_both_once_in_order(nodes
             status, event = await post(http, a if n % 2 else b, f"m{n}")
             assert (status, event["seq"]) == (201, n)
         for sub in (on_a, on_b):
-            await sub.wait_for(lambda sub=sub: sub.last_seq >= 10)
+            await sub.wait_for_seq(10)
             assert sub.seqs == list(range(1, 11))
             assert [e["message"] for e in sub.live] == [f"m{n}" for n in range(1, 11)]
         status, _ = await post(http, a, "for b only", tenant="tenant_b")
-        await other_tenant.wait_for(lambda: other_tenant.last_seq >= 1)
+        await other_tenant.wait_for_seq(1)
         assert [e["tenantId"] for e in other_tenant.live] == ["tenant_b"]
 
 
@@ -84,7 +84,7 @@ async def test_concurrent_posts_on_both_nodes_get_every_seq_once_delivered_in_or
         assert {status for status, _ in results} == {201}
         assert sorted(event["seq"] for _, event in results) == list(range(1, 1001))
         for sub in (on_a, on_b):
-            await sub.wait_for(lambda sub=sub: sub.last_seq >= 1000)
+            await sub.wait_for_seq(1000)
             assert sub.seqs == list(range(1, 1001))
         pages = []
         for node in (a, b):
@@ -110,7 +110,7 @@ async def test_sockets_joining_during_a_burst_on_the_other_node_miss_nothing(
         joined = [await stack.enter_async_context(subscribed(url(b), "tenant_a")) for _ in range(5)]
         await burst
         for sub in joined:
-            await sub.wait_for(lambda sub=sub: sub.last_seq >= total)
+            await sub.wait_for_seq(total)
             # its catch-up, then live events: contiguous to the end, nothing twice
             assert sub.seqs == list(range(sub.seqs[0], total + 1))
 
@@ -131,10 +131,10 @@ async def test_a_socket_joining_while_its_node_lags_behind_the_store_gets_no_dup
         async with subscribed(url(b), "tenant_a") as late:
             await in_room(b, "tenant_a", 1)  # live from here on
             gate.set()
-            await late.wait_for(lambda: late.last_seq >= 3)
+            await late.wait_for_seq(3)
             assert late.seqs == [1, 2, 3]
             await post(http, b, "m3")
-            await late.wait_for(lambda: late.last_seq >= 4)
+            await late.wait_for_seq(4)
             assert late.seqs == [1, 2, 3, 4]
 
 
@@ -167,8 +167,9 @@ async def test_a_system_message_reaches_the_clients_of_every_node(nodes: Nodes) 
     async with subscribed(url(a), "tenant_a") as on_a, subscribed(url(b), "tenant_b") as on_b:
         await both_nodes_listen(nodes)
         await a.app[GATEWAY].announce(system_notice("maintenance at noon", "info"))
+        await on_a.wait_for(lambda: len(on_a.system) == 1)
+        await on_b.wait_for(lambda: len(on_b.system) == 1)
         for sub in (on_a, on_b):
-            await sub.wait_for(lambda sub=sub: len(sub.system) == 1)
             assert sub.system[0]["message"] == "maintenance at noon"
 
 
@@ -234,7 +235,7 @@ async def test_events_survive_a_redis_restart_with_aof(
         assert [e["message"] for e in history["events"]] == ["m0", "m1", "m2"]
         status, event = await post(http, a, "after")
         assert (status, event["seq"]) == (201, 4)
-        await on_b.wait_for(lambda: on_b.last_seq >= 4)
+        await on_b.wait_for_seq(4)
         assert on_b.seqs == [1, 2, 3, 4]
 
 
@@ -263,7 +264,7 @@ async def test_while_redis_is_down_the_nodes_answer_503_and_recover_by_themselve
         assert (status, health["store"]) == (200, {"backend": "redis", "ok": True})
         status, event = await post(http, a, "after")
         assert (status, event["seq"]) == (201, 2)  # nothing was half-written meanwhile
-        await on_b.wait_for(lambda: on_b.last_seq >= 2)
+        await on_b.wait_for_seq(2)
         assert on_b.seqs == [1, 2] and on_b.client.connected
 
 

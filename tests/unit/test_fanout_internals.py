@@ -17,12 +17,12 @@ from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
 from feedserver.fanout import (
-    InternalsChanged,
     RoomBroadcaster,
     check_internals,
     encode_event_text,
     websocket_text_frame,
 )
+from feedserver.internals import InternalsChanged
 from feedserver.jsoncodec import SocketJson
 
 
