@@ -1,7 +1,7 @@
 """Counts kept in plain numbers until a scrape expose exactly what prometheus_client would.
 
-`FeedMetrics` tallies per-request and per-publish observations itself and moves them into
-prometheus_client's children when scraped, writing `Histogram` internals: these tests fail
+`FeedMetrics` tallies per-request, per-publish and per-fan-out observations itself and moves
+them into prometheus_client's children when scraped, writing `Histogram` internals: these tests fail
 if a prometheus-client release changes them.
 """
 
@@ -12,6 +12,9 @@ from feedserver.metrics import LATENCY_BUCKETS, FeedMetrics
 # Bucket bounds exactly, between them, over the largest (+Inf) and zero.
 SECONDS = [0.0, 0.0001, 0.00011, 0.0003, 0.005, 0.0049, 1.0, 4.9, 5.0, 7.5, 0.00025]
 REQUESTS = [("POST", "/api/events", 201), ("GET", "/api/events", 200), ("POST", "/api/events", 429)]
+# (tenant, sockets sent to) per fan-out: none, several, and a tenant that is not configured.
+FANOUTS = [("tenant_a", 3), ("tenant_b", 0), ("tenant_a", 1000), ("tenant_x", 2), ("tenant_b", 7)]
+TENANTS = ["tenant_a", "tenant_b"]
 
 
 def exposed(metrics: FeedMetrics) -> list[str]:
@@ -34,6 +37,10 @@ def through_prometheus(metrics: FeedMetrics) -> None:
             metrics.refused_by_rate_limit("http")
         metrics.publish_latency.observe(seconds)
         metrics._published["tenant_a"].inc()
+        tenant, recipients = FANOUTS[n % len(FANOUTS)]
+        if tenant in metrics._delivered:
+            metrics._delivered[tenant].inc(recipients)
+        metrics.fanout_latency.observe(seconds)
 
 
 def through_tallies(metrics: FeedMetrics) -> None:
@@ -41,18 +48,26 @@ def through_tallies(metrics: FeedMetrics) -> None:
         method, route, status = REQUESTS[n % len(REQUESTS)]
         metrics.http_request(method, route, status, seconds)
         metrics.published("tenant_a", seconds)
+        metrics.delivered(*FANOUTS[n % len(FANOUTS)], seconds)
 
 
 def test_tallied_observations_expose_what_prometheus_client_would() -> None:
-    direct, tallied = FeedMetrics(["tenant_a"]), FeedMetrics(["tenant_a"])
+    direct, tallied = FeedMetrics(TENANTS), FeedMetrics(TENANTS)
     through_prometheus(direct)
     through_tallies(tallied)
-    assert exposed(tallied) == exposed(direct)
-    assert 'feed_publish_latency_seconds_bucket{le="+Inf"} 11.0' in exposed(tallied)
+    lines = exposed(tallied)
+    assert lines == exposed(direct)
+    assert 'feed_publish_latency_seconds_bucket{le="+Inf"} 11.0' in lines
+    # 11 fan-outs cycle through FANOUTS: tenant_a 3 + 1000 twice and 3 once more, tenant_b 7 twice.
+    assert 'feed_events_delivered_total{tenant="tenant_a"} 2009.0' in lines
+    assert 'feed_events_delivered_total{tenant="tenant_b"} 14.0' in lines
+    assert 'feed_fanout_latency_seconds_bucket{le="0.00025"} 4.0' in lines
+    assert "feed_fanout_latency_seconds_count 11.0" in lines
 
 
 def test_each_observation_is_exposed_once_across_scrapes() -> None:
-    direct, tallied = FeedMetrics(["tenant_a"]), FeedMetrics(["tenant_a"])
+    direct, tallied = FeedMetrics(TENANTS), FeedMetrics(TENANTS)
+    assert exposed(tallied) == exposed(direct)  # nothing yet: zero counts, empty buckets
     for _ in range(2):
         through_prometheus(direct)
         through_tallies(tallied)
