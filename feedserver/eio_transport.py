@@ -33,6 +33,7 @@ import socketio
 from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 
+from .eio_websocket import DirectQueue
 from .internals import InternalsChanged
 
 # Pings due within one tick share one timer: 10,000 sockets need at most
@@ -91,6 +92,7 @@ class LeanEngineServer(engineio.AsyncServer):  # type: ignore[misc]
         check_internals(self)
         self._ping_due: dict[int, list[AsyncSocket]] = {}  # tick number -> sockets
         self._ping_timers: dict[int, asyncio.TimerHandle] = {}
+        self._pong_timers: dict[int, asyncio.TimerHandle] = {}  # ping tick -> its check
 
     def create_queue(self) -> EngineQueue:
         return EngineQueue()
@@ -114,15 +116,32 @@ class LeanEngineServer(engineio.AsyncServer):  # type: ignore[misc]
         del self._ping_timers[tick]
         now = time.time()
         ping = eio_packet.Packet(eio_packet.PING)  # encodes to "2": one for the whole batch
+        pinged = []
         for sock in self._ping_due.pop(tick):
             if not sock.closing and not sock.closed:
                 sock.last_ping = now
                 sock.queue.put_nowait(ping)
+                if isinstance(sock.queue, DirectQueue):
+                    pinged.append(sock)
+        if pinged:
+            # A detached WebSocket has no receive timeout: its connection is dropped if
+            # the PONG has not come when engineio would call the client gone.
+            self._pong_timers[tick] = asyncio.get_running_loop().call_later(
+                self.ping_timeout + PING_TICK, self._check_pongs, tick, now, pinged
+            )
+
+    def _check_pongs(self, tick: int, pinged_at: float, sockets: list[AsyncSocket]) -> None:
+        del self._pong_timers[tick]
+        for sock in sockets:
+            # a PONG sets last_ping to None (schedule_ping), the next ping to a later time
+            if sock.last_ping == pinged_at and isinstance(sock.queue, DirectQueue):
+                sock.queue.connection.ping_timed_out()
 
     async def shutdown(self) -> None:
-        for timer in self._ping_timers.values():
+        for timer in (*self._ping_timers.values(), *self._pong_timers.values()):
             timer.cancel()
         self._ping_timers.clear()
+        self._pong_timers.clear()
         self._ping_due.clear()
         await super().shutdown()
 

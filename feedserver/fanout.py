@@ -27,9 +27,9 @@ tests/unit/test_fanout_internals.py), so an upgrade that changes them fails loud
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
-import struct
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +41,8 @@ from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
 from .eio_transport import check_internals as check_transport_internals
+from .eio_websocket import check_internals as check_websocket_internals
+from .eio_websocket import detach, websocket_frame
 from .internals import InternalsChanged
 
 log = logging.getLogger(__name__)
@@ -57,11 +59,6 @@ DEFAULT_MAX_PAUSE = 0.020
 # the subscribers' own CPU as much) for ~5 ms more at p50 and p99 (docs/benchmarks.md).
 PAUSE_PER_FLUSH = 2
 
-_TEXT_FIN = 0x81  # FIN + opcode 1 (text), RSV bits clear: uncompressed
-_PACK_LEN1 = struct.Struct("!BB").pack
-_PACK_LEN2 = struct.Struct("!BBH").pack
-_PACK_LEN3 = struct.Struct("!BBQ").pack
-
 SendPacket = Callable[[str, Any], Coroutine[Any, Any, None]]
 
 
@@ -73,27 +70,22 @@ def encode_event_text(event: str, data_json: str, offset: str | None = None) -> 
     return f"2[{event_json},{data_json},{socketio.packet.Packet.json.dumps(offset)}]"
 
 
-def websocket_text_frame(payload: bytes) -> bytes:
-    """An unmasked, uncompressed, final WebSocket text frame (RFC 6455 5.2)."""
-    length = len(payload)
-    if length < 126:
-        header = _PACK_LEN1(_TEXT_FIN, length)
-    elif length < 65536:
-        header = _PACK_LEN2(_TEXT_FIN, 126, length)
-    else:
-        header = _PACK_LEN3(_TEXT_FIN, 127, length)
-    return header + payload
-
-
 @dataclass(slots=True, eq=False)
 class _WebSocketSlot:
-    """What the fast path needs about one upgraded Engine.IO socket."""
+    """What the fast path needs about one upgraded Engine.IO socket.
+
+    `direct`: a WebSocket detached from aiohttp (`eio_websocket`), whose packets are
+    written by its connection, never held by a writer task; `response`, `queued` and
+    `getters` are for the others, which upgraded from long-polling and keep engineio's
+    handler.
+    """
 
     socket: Any  # engineio.async_socket.AsyncSocket
-    response: web.WebSocketResponse
+    response: web.WebSocketResponse | None
     transport: asyncio.Transport
     queued: Any  # socket.queue._queue: the packets waiting for the writer task
     getters: Any  # socket.queue._getters: the writer task's get(), while it waits
+    direct: bool = False
     # Frames taken for this socket and not yet written (None: nothing pending). While some
     # are pending, every later frame for the socket joins them or is written after them.
     pending: list[bytes] | None = None
@@ -138,6 +130,8 @@ class RoomBroadcaster:
         self.evicted = 0
         self._dirty: list[_WebSocketSlot] = []  # slots with pending frames, in arrival order
         self._flush_handle: asyncio.Handle | None = None
+        self._urgent: list[_WebSocketSlot] = []  # detached sockets' own packets, this pass
+        self._urgent_handle: asyncio.Handle | None = None
         self._quiet_until = 0.0  # loop time before which no flush starts
         self._install_websocket_driver()
         self._count_socketio_sends()
@@ -159,7 +153,7 @@ class RoomBroadcaster:
         interleave and every socket sees them in call order.
         """
         text = "4" + encode_event_text(event, data_json, offset)
-        frame = websocket_text_frame(text.encode())
+        frame = websocket_frame(text.encode())
         pkt = eio_packet.Packet(eio_packet.MESSAGE, data=text[1:])
         pkt.encode_cache = text  # what Packet.encode() would build, shared by all sockets
         slots = self._slots
@@ -179,6 +173,18 @@ class RoomBroadcaster:
                     if eio_sid not in in_flight:
                         pending.append(frame)
                         direct += 1
+                        continue
+                elif slot.direct:
+                    # Written in order by its connection: only a socketio send in flight
+                    # (its packet is not written yet) makes this one wait behind it.
+                    if not slot.socket.closing and eio_sid not in in_flight:
+                        transport = slot.transport
+                        if transport.get_write_buffer_size() > max_buffer:
+                            slow.append(slot.socket)
+                        elif not transport.is_closing():
+                            slot.pending = [frame]
+                            dirty.append(slot)
+                            direct += 1
                         continue
                 else:
                     sock = slot.socket
@@ -284,9 +290,36 @@ class RoomBroadcaster:
         self._quiet_until = ended + min((ended - started) * PAUSE_PER_FLUSH, self.max_pause)
 
     def _flush_socket(self, eio_sid: str) -> None:
-        """Write one socket's pending frames now: a packet is about to join its queue."""
+        """Write one socket's pending frames now: a packet is about to join its queue.
+        (A detached socket's packets join its pending frames instead.)"""
         slot = self._slots.get(eio_sid)
-        if slot is not None:
+        if slot is not None and not slot.direct:
+            self._write_pending(slot)
+
+    def _write_soon(self, slot: _WebSocketSlot, frame: bytes) -> None:
+        """A detached socket's own packet (ack, ping, system message): after the frames
+        pending for it, at the end of this loop pass, not after the flush's pause. Packets
+        of one pass share a send() (the connect sequence's three, for one)."""
+        if slot.pending is None:
+            slot.pending = [frame]
+        else:
+            slot.pending.append(frame)
+        self._urgent.append(slot)
+        if self._urgent_handle is None:
+            self._urgent_handle = asyncio.get_running_loop().call_soon(self._flush_urgent)
+
+    def _write_now(self, slot: _WebSocketSlot, frame: bytes) -> None:
+        """What is pending for a detached socket and `frame`, in one send() now (it closes)."""
+        if slot.pending is None:
+            slot.pending = [frame]
+        else:
+            slot.pending.append(frame)
+        self._write_pending(slot)
+
+    def _flush_urgent(self) -> None:
+        self._urgent_handle = None
+        urgent, self._urgent = self._urgent, []
+        for slot in urgent:
             self._write_pending(slot)
 
     def _write_pending(self, slot: _WebSocketSlot) -> None:
@@ -297,7 +330,7 @@ class RoomBroadcaster:
         slot.pending = None
         transport = slot.transport
         # closed: our close frame may be out (e.g. aiohttp answered a client's close)
-        if not transport.is_closing() and not slot.response.closed:
+        if not transport.is_closing() and (slot.response is None or not slot.response.closed):
             transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
             self.sends += 1
 
@@ -325,7 +358,8 @@ class RoomBroadcaster:
     def _install_websocket_driver(self) -> None:
         # `_async` is the driver module's shared dict: copy it, never change it in place.
         drivers = dict(self._eio._async)
-        drivers["websocket"] = _driver_factory(self._slots)
+        drivers["websocket"] = _driver_factory(self)
+        drivers["translate_request"] = _translate_request
         self._eio._async = drivers
 
     def _count_socketio_sends(self) -> None:
@@ -377,8 +411,19 @@ async def _run_counted(send: SendPacket, eio_sid: str, pkt: Any, in_flight: dict
             in_flight.pop(eio_sid, None)
 
 
-def _driver_factory(slots: dict[str, _WebSocketSlot]) -> Callable[..., Any]:
-    """Engine.IO's aiohttp WebSocket driver, without permessage-deflate, that registers slots."""
+def _translate_request(request: web.BaseRequest) -> dict[str, Any]:
+    """engineio's environ for an aiohttp request, with the peer's address in REMOTE_ADDR
+    (engineio's says 127.0.0.1 for everyone), which outlives the request (`detach`)."""
+    environ: dict[str, Any] = eio_aiohttp.translate_request(request)
+    environ["REMOTE_ADDR"] = request.remote or ""
+    return environ
+
+
+def _driver_factory(broadcaster: RoomBroadcaster) -> Callable[..., Any]:
+    """Engine.IO's aiohttp WebSocket driver, without permessage-deflate, that registers
+    slots. A new WebSocket connection is detached from aiohttp (`eio_websocket.detach`);
+    one that upgrades from long-polling runs engineio's handler inside the request."""
+    slots = broadcaster._slots
 
     class FeedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
@@ -395,6 +440,24 @@ def _driver_factory(slots: dict[str, _WebSocketSlot]) -> Callable[..., Any]:
             self.environ = environ
             sock = self.handler.__self__  # the bound AsyncSocket._websocket_handler
             transport = request.transport
+            if transport is not None and not sock.connected:
+                slot = _WebSocketSlot(sock, None, transport, (), (), direct=True)
+                slots[sock.sid] = slot
+
+                def forget() -> None:
+                    if slots.get(sock.sid) is slot:
+                        del slots[sock.sid]
+
+                detach(
+                    request,
+                    self._sock,
+                    sock,
+                    environ,
+                    write_soon=functools.partial(broadcaster._write_soon, slot),
+                    write_now=functools.partial(broadcaster._write_now, slot),
+                    on_lost=forget,
+                )
+                return self._sock
             if transport is not None:
                 queue = sock.queue
                 slots[sock.sid] = _WebSocketSlot(
@@ -452,10 +515,11 @@ def check_internals(server: socketio.AsyncServer) -> None:
             hasattr(getattr(eio, "reason", None), "SERVER_DISCONNECT"),
             "eio.reason.SERVER_DISCONNECT",
         )
-        try:
-            check_transport_internals(eio)
-        except InternalsChanged as exc:
-            problems.append(str(exc))
+        for check in (check_transport_internals, lambda _: check_websocket_internals()):
+            try:
+                check(eio)
+            except InternalsChanged as exc:
+                problems.append(str(exc))
     sock_cls = engineio.async_socket.AsyncSocket
     need(hasattr(sock_cls, "_websocket_handler"), "AsyncSocket._websocket_handler")
     close_params = inspect.signature(sock_cls.close).parameters

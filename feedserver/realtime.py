@@ -125,9 +125,9 @@ class RealtimeGateway:
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
         handshake = auth if isinstance(auth, dict) else {}
         query = dict(parse_qsl(environ.get("QUERY_STRING", "")))
-        # engine.io's environ says REMOTE_ADDR=127.0.0.1 for everyone; ask aiohttp.
+        # REMOTE_ADDR is the peer's address (fanout's translate_request sets it).
         address = self.addresses.resolve(
-            environ["aiohttp.request"].remote, environ.get("HTTP_X_FORWARDED_FOR")
+            environ["REMOTE_ADDR"], environ.get("HTTP_X_FORWARDED_FOR")
         )
         try:
             principal = self.authenticator.from_handshake(handshake, query)

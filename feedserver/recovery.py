@@ -38,6 +38,7 @@ import socketio
 from socketio import packet
 
 from .core import CatchUp
+from .eio_websocket import DirectQueue
 from .events import Event
 from .schemas import MAX_SEQ
 from .store import EventStore
@@ -90,6 +91,8 @@ def _sent_all(connection: Any) -> bool:
     written the last packet, or the client's next long-poll, which proves that the previous
     response arrived (asyncio.Queue._getters: the futures of waiting get() calls)."""
     queue = connection.queue
+    if isinstance(queue, DirectQueue):
+        return True  # a detached WebSocket writes everything before its close frame
     return bool(connection.closed or (queue.empty() and queue._getters))
 
 

@@ -16,11 +16,11 @@ from aiohttp._websocket.writer import WebSocketWriter
 from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
+from feedserver.eio_websocket import websocket_frame
 from feedserver.fanout import (
     RoomBroadcaster,
     check_internals,
     encode_event_text,
-    websocket_text_frame,
 )
 from feedserver.internals import InternalsChanged
 from feedserver.jsoncodec import SocketJson
@@ -122,4 +122,4 @@ async def test_frames_match_aiohttps_server_frames(size: int) -> None:
     writer._output_size = -(1 << 30)  # never reach the drain path (no protocol here)
     payload = b"4" + b"x" * size
     await writer.send_frame(payload, 1)
-    assert websocket_text_frame(payload) == transport.data
+    assert websocket_frame(payload) == transport.data
