@@ -7,10 +7,10 @@ received message, and a `_send_ping` task sleeping `ping_interval`. Each task co
 
 `LeanEngineServer` is `engineio.AsyncServer` whose sockets' pings are timer callbacks
 instead of a sleeping `_send_ping` task each (same times, same PING packet), and whose
-sockets' packet queues (`EngineQueue`) leave out two deques that they never use. The
-WebSocket handler stays engineio's own: a leaner copy of it (receive inline, writer without
-`wait_for`) stalled deliveries to some sockets once pings began (the chaos test under
-coverage, whose run outlasts the first ping), and was removed until that is understood.
+sockets' packet queues (`EngineQueue`) leave out two deques that they never use. A new
+WebSocket connection leaves aiohttp and engineio's handler altogether (`eio_websocket`);
+its queue is a `DirectQueue`, and since it has no receive timeout, a ping it has not
+answered within `ping_timeout` drops its connection (`_check_pongs`).
 
 Every engineio / aiohttp detail this relies on is in `REQUIRED_INTERNALS`; `check_internals()`
 verifies them (when the server is built, and in tests/unit/test_eio_transport_internals.py),
@@ -83,8 +83,9 @@ class LeanEngineServer(engineio.AsyncServer):  # type: ignore[misc]
     closing. Here that start puts the socket in the batch due at the next `PING_TICK` after
     `ping_interval`, and one timer per batch does the same for all of them, synchronously
     (the queue is unbounded, so engineio's `send` never waits either). A ping is at most one
-    tick late, far inside the client's `pingTimeout`. Ping timeouts are found as before: by
-    engineio's client monitor and by the WebSocket's receive timeout.
+    tick late, far inside the client's `pingTimeout`. Ping timeouts are found by engineio's
+    client monitor, by the receive timeout of engineio's WebSocket handler (upgraded
+    sockets), and by `_check_pongs` (detached WebSockets, which drop the connection).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

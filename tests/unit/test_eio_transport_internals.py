@@ -8,6 +8,7 @@ the digest in `COPIED_FUNCTIONS`.
 from __future__ import annotations
 
 import asyncio
+from typing import Any, cast
 
 import engineio
 import pytest
@@ -16,6 +17,7 @@ from engineio.async_socket import AsyncSocket
 
 from feedserver import eio_transport
 from feedserver.eio_transport import LeanEngineServer, LeanSocketServer, check_internals
+from feedserver.eio_websocket import DirectQueue
 from feedserver.internals import InternalsChanged
 
 
@@ -92,3 +94,36 @@ async def test_engine_queues_share_no_state() -> None:
     assert await second.get() == "for second"
     first.put_nowait("for first")
     assert await asyncio.wait_for(waiting, 1.0) == "for first"
+
+
+class RecordingConnection:
+    """What a detached WebSocket's `DirectQueue` writes to, recorded."""
+
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+        self.pinged = asyncio.Event()
+        self.timed_out = asyncio.Event()
+
+    def send_packet(self, pkt: Any) -> None:
+        self.sent.append(pkt)
+        self.pinged.set()
+
+    def ping_timed_out(self) -> None:
+        self.timed_out.set()
+
+
+async def test_a_detached_socket_that_does_not_answer_a_ping_is_dropped() -> None:
+    eio = LeanEngineServer(async_mode="aiohttp", ping_interval=0.05, ping_timeout=0.05)
+    silent, answering = RecordingConnection(), RecordingConnection()
+    for sid, connection in (("silent", silent), ("answering", answering)):
+        sock = AsyncSocket(eio, sid)
+        sock.queue = DirectQueue(cast(Any, connection))
+        sock.schedule_ping()
+        await asyncio.wait_for(connection.pinged.wait(), 1.0)
+        assert [p.encode() for p in connection.sent] == ["2"]
+        if connection is answering:
+            sock.schedule_ping()  # what a PONG does: last_ping None, the next ping due
+    await asyncio.wait_for(silent.timed_out.wait(), 1.0)
+    assert not answering.timed_out.is_set()
+    await eio.shutdown()
+    assert not eio._pong_timers

@@ -1,0 +1,104 @@
+"""A new WebSocket connection leaves aiohttp once its handshake is done (feedserver.eio_websocket):
+what it still does and what it no longer holds, through real WebSocket clients."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import ClientSession, WSMsgType
+from aiohttp.test_utils import TestServer
+
+from feedserver.app import GATEWAY
+from tests.rest_calls import publish
+
+RECEIVE_TIMEOUT = 5.0
+WS_PATH = "/socket.io/?EIO=4&transport=websocket&tenant=tenant_a"
+
+
+def engineio(server: TestServer) -> Any:
+    return server.app[GATEWAY].sio.eio
+
+
+async def until(check: Any, what: str) -> None:
+    # the server forgets a closed socket a moment later; nothing signals when
+    for _ in range(200):
+        if check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"never: {what}")
+
+
+async def test_a_connected_websocket_is_no_longer_an_aiohttp_request(server: TestServer) -> None:
+    async with ClientSession() as http, http.ws_connect(server.make_url(WS_PATH)) as ws:
+        assert (await ws.receive_str(timeout=RECEIVE_TIMEOUT)).startswith("0{")
+        await ws.send_str("40")
+        assert (await ws.receive_str(timeout=RECEIVE_TIMEOUT)).startswith("40{")
+        assert server.runner is not None and server.runner.server is not None
+        web_server = server.runner.server
+        await until(lambda: not web_server.connections, "aiohttp forgets the connection")
+        (sock,) = engineio(server).sockets.values()
+        assert sock.upgraded and sock.connected
+        # socketio keeps the environ; it no longer holds the request, but the peer's address
+        (environ,) = server.app[GATEWAY].sio.environ.values()
+        assert "aiohttp.request" not in environ and "wsgi.input" not in environ
+        assert environ["REMOTE_ADDR"] == "127.0.0.1"
+        # and the socket still gets the tenant's events, after the catch-up
+        texts = [await ws.receive_str(timeout=RECEIVE_TIMEOUT) for _ in range(2)]
+        assert '"connection_established"' in texts[0] and '"initial_events"' in texts[1]
+        event = await publish(server, "tenant_a", "to a detached socket")
+        text = await ws.receive_str(timeout=RECEIVE_TIMEOUT)
+        assert text.startswith('42["event_created"') and f'"id":"{event["id"]}"' in text
+
+
+async def test_websocket_pings_are_answered_with_pongs(server: TestServer) -> None:
+    async with (
+        ClientSession() as http,
+        http.ws_connect(server.make_url(WS_PATH), autoping=False) as ws,
+    ):
+        assert (await ws.receive_str(timeout=RECEIVE_TIMEOUT)).startswith("0{")
+        await ws.ping(b"are you there")
+        msg = await ws.receive(timeout=RECEIVE_TIMEOUT)
+        assert (msg.type, msg.data) == (WSMsgType.PONG, b"are you there")
+
+
+async def test_a_client_close_is_answered_and_the_socket_forgotten(server: TestServer) -> None:
+    async with ClientSession() as http:
+        ws = await http.ws_connect(server.make_url(WS_PATH))
+        assert (await ws.receive_str(timeout=RECEIVE_TIMEOUT)).startswith("0{")
+        await ws.send_str("40")
+        assert (await ws.receive_str(timeout=RECEIVE_TIMEOUT)).startswith("40{")
+        assert await ws.close(code=4000)  # True: the server answered with its close frame
+        assert ws.close_code == 4000  # its close frame echoes the client's code
+        await until(lambda: not engineio(server).sockets, "Engine.IO drops the socket")
+        assert not server.app[GATEWAY]._sessions
+
+
+async def test_a_message_that_is_not_engineio_closes_with_a_protocol_error(
+    server: TestServer,
+) -> None:
+    async with ClientSession() as http, http.ws_connect(server.make_url(WS_PATH)) as ws:
+        assert (await ws.receive_str(timeout=RECEIVE_TIMEOUT)).startswith("0{")
+        await ws.send_str("")  # an Engine.IO packet has at least its type
+        msg = await ws.receive(timeout=RECEIVE_TIMEOUT)
+        assert msg.type == WSMsgType.CLOSE and msg.data == 1002
+    await until(lambda: not engineio(server).sockets, "Engine.IO drops the socket")
+
+
+async def test_an_engineio_disconnect_sends_its_close_packet_then_closes(
+    server: TestServer,
+) -> None:
+    async with ClientSession() as http, http.ws_connect(server.make_url(WS_PATH)) as ws:
+        assert (await ws.receive_str(timeout=RECEIVE_TIMEOUT)).startswith("0{")
+        await ws.send_str("40")
+        assert (await ws.receive_str(timeout=RECEIVE_TIMEOUT)).startswith("40{")
+        (eio_sid,) = engineio(server).sockets
+        await engineio(server).disconnect(eio_sid)
+        texts = []
+        while (msg := await ws.receive(timeout=RECEIVE_TIMEOUT)).type == WSMsgType.TEXT:
+            texts.append(msg.data)
+        # what was sent before (the catch-up), then Engine.IO CLOSE, then the close frame
+        assert texts[-1] == "1", texts
+        assert msg.type == WSMsgType.CLOSE and msg.data == 1000
+    await until(lambda: not engineio(server).sockets, "Engine.IO drops the socket")
+    assert not server.app[GATEWAY]._sessions
