@@ -44,6 +44,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp._websocket.reader import WebSocketDataQueue, WebSocketReader
+from aiohttp.http_writer import StreamWriter
 from aiohttp.web_protocol import RequestHandler
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
@@ -293,9 +294,16 @@ class EngineWebSocket(asyncio.Protocol):
         self.transport.abort()
 
 
+class DetachableWebSocketResponse(web.WebSocketResponse):
+    """aiohttp's WebSocket response, whose 101 is left in its writer by `prepare()`:
+    `detach` writes it together with the Engine.IO OPEN packet, in one send()."""
+
+    _send_headers_immediately = False
+
+
 def detach(
     request: web.Request,
-    response: web.WebSocketResponse,
+    response: DetachableWebSocketResponse,
     sock: AsyncSocket,
     environ: dict[str, Any],
     *,
@@ -315,6 +323,12 @@ def detach(
     # As engineio's handler does for a connection that did not start as long-polling.
     sock.connected = True
     sock.upgraded = True
+    writer = response._payload_writer
+    assert isinstance(writer, StreamWriter)  # what RequestHandler writes responses with
+    if writer._headers_buf and not writer._headers_written:  # the 101, then OPEN
+        write_soon(writer._headers_buf)
+        writer._headers_buf = None
+        writer._headers_written = True
     queued = sock.queue
     sock.queue = DirectQueue(connection)
     while not queued.empty():  # the OPEN packet
@@ -364,7 +378,9 @@ REQUIRED_INTERNALS = (
     "aiohttp: WebSocketReader(queue, max_msg_size, compress, decode_text) calls the queue's "
     "feed_data(msg, size) (cpdef: overridable) and set_exception(exc); WebSocketDataQueue("
     "protocol, limit, loop=) with _buffer; WebSocketResponse._reader, _eof_sent (write_eof "
-    "and prepare return early); Request.protocol (RequestHandler) and transport; "
+    "and prepare return early), _payload_writer; StreamResponse._send_headers_immediately; "
+    "StreamWriter._headers_buf, _headers_written; Request.protocol (RequestHandler) and "
+    "transport; "
     "RequestHandler.transport and connection_lost(); uvloop/asyncio Transport.set_protocol",
     "the functions in COPIED_FUNCTIONS unchanged (by digest)",
 )
@@ -400,6 +416,15 @@ def check_internals() -> None:
         "WebSocketResponse.prepare returns early once prepared",
     )
     need(hasattr(web.BaseRequest, "protocol"), "aiohttp Request.protocol")
+    need(
+        "if self._send_headers_immediately:" in inspect.getsource(web.StreamResponse),
+        "aiohttp StreamResponse._send_headers_immediately",
+    )
+    need(
+        "self._headers_buf = buf" in inspect.getsource(StreamWriter.write_headers)
+        and "self._headers_written = True" in inspect.getsource(StreamWriter.send_headers),
+        "aiohttp StreamWriter keeps unsent headers in _headers_buf / _headers_written",
+    )
     for name in ("PONG", "CLOSE"):
         need(hasattr(eio_packet, name), f"engineio packet.{name}")
     for name in ("UnknownPacketError", "SocketIsClosedError"):

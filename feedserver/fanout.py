@@ -41,8 +41,8 @@ from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
 from .eio_transport import check_internals as check_transport_internals
+from .eio_websocket import DetachableWebSocketResponse, detach, websocket_frame
 from .eio_websocket import check_internals as check_websocket_internals
-from .eio_websocket import detach, websocket_frame
 from .internals import InternalsChanged
 
 log = logging.getLogger(__name__)
@@ -428,19 +428,22 @@ def _driver_factory(broadcaster: RoomBroadcaster) -> Callable[..., Any]:
     class FeedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
             request: web.Request = environ["aiohttp.request"]
+            sock = self.handler.__self__  # the bound AsyncSocket._websocket_handler
+            detaching = not sock.connected  # a new connection, not an upgrade from polling
             # compress=False: no per-message deflate, whatever the client offers; also what
             # lets every recipient share one frame.
-            self._sock = web.WebSocketResponse(
-                max_msg_size=self.server.max_http_buffer_size, compress=False
+            response_class: type[web.WebSocketResponse] = (
+                DetachableWebSocketResponse if detaching else web.WebSocketResponse
             )
-            await self._sock.prepare(request)
-            # The 101's headers are on the wire: without this the response would keep them,
-            # and what aiohttp built to write them (~2.4 KB), for the socket's lifetime.
+            response = response_class(max_msg_size=self.server.max_http_buffer_size, compress=False)
+            self._sock = response
+            await response.prepare(request)
+            # The 101's headers are built: without this the response would keep them, and
+            # what aiohttp built to write them (~2.4 KB), for the socket's lifetime.
             self._sock.headers.clear()
             self.environ = environ
-            sock = self.handler.__self__  # the bound AsyncSocket._websocket_handler
             transport = request.transport
-            if transport is not None and not sock.connected:
+            if transport is not None and detaching:
                 slot = _WebSocketSlot(sock, None, transport, (), (), direct=True)
                 slots[sock.sid] = slot
 
@@ -448,9 +451,10 @@ def _driver_factory(broadcaster: RoomBroadcaster) -> Callable[..., Any]:
                     if slots.get(sock.sid) is slot:
                         del slots[sock.sid]
 
+                assert isinstance(response, DetachableWebSocketResponse)
                 detach(
                     request,
-                    self._sock,
+                    response,
                     sock,
                     environ,
                     write_soon=functools.partial(broadcaster._write_soon, slot),

@@ -50,6 +50,19 @@ class GatewayServer(RecoveringServer, LeanSocketServer):
     """The Socket.IO server: native connection state recovery, on an Engine.IO server
     without a ping task per socket (see `eio_transport`)."""
 
+    async def emit_to(self, sid: str, event: str, data: Any) -> None:
+        """`emit(event, data, to=sid)` in the default namespace, without the task that
+        socketio's manager starts per recipient: the packet is queued when this returns, so
+        a socket's connect sequence (CONNECT reply, `connection_established`, its catch-up)
+        leaves in one write. `data`: one argument, or a tuple of them."""
+        eio_sid = self.manager.eio_sid_from_sid(sid, "/")
+        if eio_sid is None:  # it has left
+            return
+        args = list(data) if isinstance(data, tuple) else [data]
+        await self._send_packet(
+            eio_sid, self.packet_class(socketio.packet.EVENT, namespace="/", data=[event, *args])
+        )
+
 
 @dataclass(slots=True, eq=False)
 class Session:
@@ -191,7 +204,8 @@ class RealtimeGateway:
         """`connection_established`, then the missed events: replayed one by one as
         `event_created` to a natively recovered socket (an `initial_events` would make a
         client that resets its list on it drop what it holds), else `initial_events`."""
-        await self.sio.emit(
+        await self.sio.emit_to(
+            sid,
             "connection_established",
             {
                 "tenantId": session.tenant,
@@ -200,16 +214,15 @@ class RealtimeGateway:
                 "recovered": catch_up.recovered,
                 "latestSeq": catch_up.latest_seq,
             },
-            to=sid,
         )
         if not replay:
-            await self.sio.emit("initial_events", self.recovery.initial_args(catch_up), to=sid)
+            await self.sio.emit_to(sid, "initial_events", self.recovery.initial_args(catch_up))
             return
         for event in catch_up.events:
             await self._send_event(sid, event)
 
     async def _send_event(self, sid: str, event: Event) -> None:
-        await self.sio.emit("event_created", self.recovery.event_args(event), to=sid)
+        await self.sio.emit_to(sid, "event_created", self.recovery.event_args(event))
 
     def _stop_syncing(self, session: Session) -> None:
         session.pending = None

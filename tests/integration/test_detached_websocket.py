@@ -102,3 +102,18 @@ async def test_an_engineio_disconnect_sends_its_close_packet_then_closes(
         assert msg.type == WSMsgType.CLOSE and msg.data == 1000
     await until(lambda: not engineio(server).sockets, "Engine.IO drops the socket")
     assert not server.app[GATEWAY]._sessions
+
+
+async def test_the_connect_sequence_takes_two_writes(server: TestServer) -> None:
+    broadcaster = server.app[GATEWAY].broadcaster
+    sends_before = broadcaster.sends
+    async with ClientSession() as http, http.ws_connect(server.make_url(WS_PATH)) as ws:
+        assert (await ws.receive_str(timeout=RECEIVE_TIMEOUT)).startswith("0{")
+        # the 101 and the Engine.IO OPEN went out in one send()
+        assert broadcaster.sends == sends_before + 1
+        await ws.send_str("40")
+        texts = [await ws.receive_str(timeout=RECEIVE_TIMEOUT) for _ in range(3)]
+        assert texts[0].startswith("40{")
+        assert '"connection_established"' in texts[1] and '"initial_events"' in texts[2]
+        # the CONNECT reply, connection_established and initial_events in one more
+        assert broadcaster.sends == sends_before + 2
