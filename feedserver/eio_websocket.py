@@ -296,9 +296,14 @@ class EngineWebSocket(asyncio.Protocol):
 
 class DetachableWebSocketResponse(web.WebSocketResponse):
     """aiohttp's WebSocket response, whose 101 is left in its writer by `prepare()`:
-    `detach` writes it together with the Engine.IO OPEN packet, in one send()."""
+    `detach` writes it together with the Engine.IO OPEN packet, in one send(). It installs
+    no frame parser of its own (`detach` does), so no data can reach aiohttp's."""
 
     _send_headers_immediately = False
+
+    def _post_start(self, request: web.BaseRequest, protocol: str | None, writer: Any) -> None:
+        self._ws_protocol = protocol
+        self._writer = writer
 
 
 def detach(
@@ -333,17 +338,19 @@ def detach(
     sock.queue = DirectQueue(connection)
     while not queued.empty():  # the OPEN packet
         connection.send_packet(queued.get_nowait())
+    # Bytes that came after the upgrade request (a client that did not wait for the 101):
+    # with no frame parser installed, aiohttp keeps them as the message tail.
+    tail, handler._message_tail = handler._message_tail, b""
+    transport.set_protocol(connection)
+    transport.resume_reading()  # in case aiohttp paused it for a long tail
     # aiohttp forgets the connection: without its transport it closes nothing, its
     # connection_lost() releases the parser and timers, and the server drops the handler
     # when the request's task ends. Its WebSocket writes nothing more (eof sent).
-    transport.set_protocol(connection)
     handler.transport = None
     handler.connection_lost(None)
     response._eof_sent = True
-    # Messages that arrived with or right after the handshake, parsed by aiohttp already.
-    parsed = response._reader._buffer if response._reader is not None else ()
-    while parsed:
-        connection.message(parsed.popleft()[0])
+    if tail:
+        connection.data_received(tail)
     # socketio keeps the environ for the socket's lifetime: without these it would keep
     # the request, and through it aiohttp's handler and parser, alive too.
     environ.pop("aiohttp.request", None)
@@ -368,6 +375,14 @@ COPIED_FUNCTIONS = {
         RequestHandler.connection_lost,
         "df2fe6e95fd04c7caf0611ecabbe58f85ee08e38b9a6ce24ef85e0c8dba5b86d",
     ),
+    "aiohttp RequestHandler.data_received": (
+        RequestHandler.data_received,
+        "1ee57ebe052e6c80ced26c96e4ccb1223172e1d55afba460353c5e414914d3f6",
+    ),
+    "aiohttp WebSocketResponse._post_start": (
+        web.WebSocketResponse._post_start,
+        "5537cb3f2ecae6ed9f4d27d6d9255adb414e81efcc4d23ede6bacd762d56ed93",
+    ),
 }
 
 REQUIRED_INTERNALS = (
@@ -377,11 +392,13 @@ REQUIRED_INTERNALS = (
     "engineio Packet(encoded_packet=), packet_type, encode(); PONG, CLOSE",
     "aiohttp: WebSocketReader(queue, max_msg_size, compress, decode_text) calls the queue's "
     "feed_data(msg, size) (cpdef: overridable) and set_exception(exc); WebSocketDataQueue("
-    "protocol, limit, loop=) with _buffer; WebSocketResponse._reader, _eof_sent (write_eof "
+    "protocol, limit, loop=); WebSocketResponse._eof_sent (write_eof "
     "and prepare return early), _payload_writer; StreamResponse._send_headers_immediately; "
     "StreamWriter._headers_buf, _headers_written; Request.protocol (RequestHandler) and "
     "transport; "
-    "RequestHandler.transport and connection_lost(); uvloop/asyncio Transport.set_protocol",
+    "RequestHandler.transport, _message_tail and connection_lost(); WebSocketResponse."
+    "_post_start(request, protocol, writer) sets _ws_protocol, _writer and the parser; "
+    "uvloop/asyncio Transport.set_protocol, resume_reading",
     "the functions in COPIED_FUNCTIONS unchanged (by digest)",
 )
 
@@ -409,7 +426,6 @@ def check_internals() -> None:
         "aiohttp WebSocketReader(queue, max_msg_size, compress, decode_text)",
     )
     ws_src = inspect.getsource(web.WebSocketResponse)
-    need("self._reader = WebSocketDataQueue(" in ws_src, "WebSocketResponse._reader")
     need("if self._eof_sent:" in ws_src, "WebSocketResponse.write_eof checks _eof_sent")
     need(
         "if self._payload_writer is not None:" in inspect.getsource(web.WebSocketResponse.prepare),

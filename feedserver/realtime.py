@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl
 
 import socketio
 from aiohttp import web
+from engineio import packet as eio_packet
 
 from .addresses import ClientAddresses
 from .auth import Authenticator
@@ -54,14 +55,14 @@ class GatewayServer(RecoveringServer, LeanSocketServer):
         """`emit(event, data, to=sid)` in the default namespace, without the task that
         socketio's manager starts per recipient: the packet is queued when this returns, so
         a socket's connect sequence (CONNECT reply, `connection_established`, its catch-up)
-        leaves in one write. `data`: one argument, or a tuple of them."""
+        leaves in one write. `data`: one JSON argument, or a tuple of them (never binary:
+        the packet is written as JSON text, as socketio's Packet.encode writes it)."""
         eio_sid = self.manager.eio_sid_from_sid(sid, "/")
         if eio_sid is None:  # it has left
             return
-        args = list(data) if isinstance(data, tuple) else [data]
-        await self._send_packet(
-            eio_sid, self.packet_class(socketio.packet.EVENT, namespace="/", data=[event, *args])
-        )
+        args = data if isinstance(data, tuple) else (data,)
+        text = "2" + SocketJson.dumps([event, *args])  # EVENT, default namespace, no ack id
+        await self._send_eio_packet(eio_sid, eio_packet.Packet(eio_packet.MESSAGE, data=text))
 
 
 @dataclass(slots=True, eq=False)

@@ -4,6 +4,8 @@ what it still does and what it no longer holds, through real WebSocket clients."
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 from typing import Any
 
 from aiohttp import ClientSession, WSMsgType
@@ -117,3 +119,29 @@ async def test_the_connect_sequence_takes_two_writes(server: TestServer) -> None
         assert '"connection_established"' in texts[1] and '"initial_events"' in texts[2]
         # the CONNECT reply, connection_established and initial_events in one more
         assert broadcaster.sends == sends_before + 2
+
+
+async def test_frames_sent_before_the_101_arrives_are_read(server: TestServer) -> None:
+    """A client that does not wait for the 101: its Socket.IO CONNECT came in the same
+    segment as the upgrade request, and is answered like any other."""
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = (
+            f"GET {WS_PATH} HTTP/1.1\r\nHost: {server.host}:{server.port}\r\n"
+            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(b"40"))
+        writer.write(request + bytes([0x81, 0x80 | 2]) + mask + masked)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), RECEIVE_TIMEOUT)
+        assert head.startswith(b"HTTP/1.1 101")
+        texts: list[str] = []
+        while len(texts) < 2:  # OPEN, then the CONNECT reply
+            first, length = await asyncio.wait_for(reader.readexactly(2), RECEIVE_TIMEOUT)
+            assert first == 0x81 and length < 126  # small unmasked text frames
+            texts.append((await reader.readexactly(length)).decode())
+        assert texts[0].startswith("0{") and texts[1].startswith("40{"), texts
+    finally:
+        writer.close()
