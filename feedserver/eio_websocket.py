@@ -253,6 +253,7 @@ class EngineWebSocket(asyncio.Protocol):
                     self._handling = None
         finally:
             self._receiver = None
+            self._inbox = None  # an idle connection keeps no deque (760 bytes)
 
     # -- outgoing -------------------------------------------------------------------------
 
