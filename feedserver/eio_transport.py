@@ -47,8 +47,8 @@ class EngineQueue(asyncio.Queue[Any]):
     An empty deque costs 760 bytes, and asyncio.Queue makes four. `_putters` holds put()
     calls waiting for room, which an unbounded queue never has: every queue shares one that
     holds nothing. The deque of join() waiters is made by the first join(), which only
-    engineio's `close(wait=True)` calls. `_getters` and `_queue` stay as they are (`fanout`
-    and `recovery` read them).
+    engineio's `close(wait=True)` calls. `_getters` stays as it is (`recovery`
+    reads it).
     """
 
     _no_putters: ClassVar[collections.deque[Any]] = collections.deque(maxlen=0)

@@ -14,18 +14,19 @@ and forget the connection, and replaces the Engine.IO socket's packet queue by a
 waking a writer task. What stays per connection is the transport, this protocol, aiohttp's
 C frame parser and the Engine.IO / Socket.IO socket state: no task while it is idle.
 
-It behaves as engineio's `AsyncSocket._websocket_handler` does for a new WebSocket
-connection: every text or binary message goes to `AsyncSocket.receive` in order (PONGs
-directly: engineio only reschedules the ping for them), messages over
-`max_http_buffer_size` end the connection, the socket is closed with TRANSPORT_CLOSE when
-the connection ends. Differences, on purpose:
+It behaves as engineio's `AsyncSocket._websocket_handler` does. An upgrade from
+long-polling first does the probe exchange (PING "probe" -> PONG "probe" and a NOOP that
+ends the pending poll; then UPGRADE), its sends waiting in the long-polling queue until
+then; a new connection starts at once. Then every text or binary message goes to
+`AsyncSocket.receive` in order (PONGs directly: engineio only reschedules the ping for
+them), messages over `max_http_buffer_size` end the connection, the socket is closed with
+TRANSPORT_CLOSE when the connection ends. Differences, on purpose:
 - a client that does not answer a ping within `ping_timeout` has its connection aborted
   (engineio's handler waited `ping_interval + ping_timeout` for any message instead);
 - after an Engine.IO CLOSE packet, or the `None` that ends engineio's writer, the server
   sends a WebSocket close frame and closes (engineio's writer left that to the client);
 - WebSocket pings are answered with pongs and a client's close frame is echoed, as
   aiohttp's `receive()` does.
-Upgrades from long-polling keep engineio's handler (see `fanout`).
 
 Every aiohttp / engineio detail used here is in `REQUIRED_INTERNALS`, checked by
 `check_internals()` at startup and in tests/unit/test_eio_websocket_internals.py.
@@ -162,6 +163,9 @@ class EngineWebSocket(asyncio.Protocol):
         self._handling: asyncio.Task[None] | None = None  # the receiver, inside receive()
         self._closed = False  # our close frame is written
         self._timed_out = False
+        # An upgrade from long-polling: the probe is awaited, then the UPGRADE packet; the
+        # socket keeps its long-polling queue until then.
+        self._awaiting: int | None = eio_packet.PING if sock.connected else None
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -174,6 +178,9 @@ class EngineWebSocket(asyncio.Protocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         self._closed = True
         self._on_lost()
+        if self._awaiting is not None:  # an upgrade that did not happen: it keeps polling
+            self.sock.upgrading = False
+            return
         # A packet still being handled (socketio runs a CONNECT's handler inside it) is
         # cancelled, as aiohttp cancels a request whose client left (handler_cancellation);
         # then the Engine.IO socket is closed, after the packets received before.
@@ -212,10 +219,40 @@ class EngineWebSocket(asyncio.Protocol):
         except Exception:  # not an Engine.IO packet: engineio's handler ends the connection too
             self.close(WSCloseCode.PROTOCOL_ERROR)
             return
+        if self._awaiting is not None:
+            self._upgrade_step(pkt)
+            return
         if pkt.packet_type == eio_packet.PONG and self._receiver is None:
             self.sock.schedule_ping()  # all that AsyncSocket.receive does for a PONG
             return
         self._enqueue(pkt)
+
+    def _upgrade_step(self, pkt: Any) -> None:
+        """The probe exchange of an upgrade from long-polling, as engineio's handler does it:
+        PING "probe" is answered with PONG "probe" and a NOOP that ends the pending poll;
+        UPGRADE then moves the socket here, with what its long-polling queue still holds."""
+        sock = self.sock
+        if self._awaiting == eio_packet.PING:
+            if pkt.packet_type != eio_packet.PING or pkt.data != "probe":
+                self.close(WSCloseCode.OK)  # connection_lost: the socket keeps polling
+                return
+            self._write_soon(packet_frame(eio_packet.Packet(eio_packet.PONG, data="probe")))
+            sock.queue.put_nowait(eio_packet.Packet(eio_packet.NOOP))
+            self._awaiting = eio_packet.UPGRADE
+            return
+        if pkt.packet_type != eio_packet.UPGRADE:
+            sock.upgraded = False
+            self.close(WSCloseCode.OK)
+            return
+        self._awaiting = None
+        queued = sock.queue
+        sock.queue = DirectQueue(self)
+        sock.upgraded = True
+        sock.upgrading = False
+        while not queued.empty():  # in order, after nothing: no frame was written yet
+            pending = queued.get_nowait()
+            queued.task_done()
+            self.send_packet(pending)
 
     def _enqueue(self, pkt: Any) -> None:
         """Have `pkt` received after those before it (None: the connection has ended)."""
@@ -317,28 +354,33 @@ def detach(
     write_now: Write,
     on_lost: Callable[[], None],
 ) -> EngineWebSocket:
-    """Move the just-prepared WebSocket `response` of a new Engine.IO socket `sock` from
-    aiohttp to an `EngineWebSocket`. Return `response` from the request handler afterwards:
-    aiohttp then writes nothing more and ends the request."""
+    """Move the just-prepared WebSocket `response` of Engine.IO socket `sock` (a new
+    connection, or an upgrade from long-polling) from aiohttp to an `EngineWebSocket`.
+    Return `response` from the request handler afterwards: aiohttp then writes nothing
+    more and ends the request."""
     handler: RequestHandler = request.protocol
     transport = request.transport
     assert transport is not None  # the caller checked
     connection = EngineWebSocket(
         sock, transport, write_soon=write_soon, write_now=write_now, on_lost=on_lost
     )
-    # As engineio's handler does for a connection that did not start as long-polling.
-    sock.connected = True
-    sock.upgraded = True
     writer = response._payload_writer
     assert isinstance(writer, StreamWriter)  # what RequestHandler writes responses with
     if writer._headers_buf and not writer._headers_written:  # the 101, then OPEN
         write_soon(writer._headers_buf)
         writer._headers_buf = None
         writer._headers_written = True
-    queued = sock.queue
-    sock.queue = DirectQueue(connection)
-    while not queued.empty():  # the OPEN packet
-        connection.send_packet(queued.get_nowait())
+    if not sock.connected:
+        # A new connection, as engineio's handler starts one; an upgrade from long-polling
+        # keeps its queue until the probe exchange is done (`EngineWebSocket._upgrade_step`).
+        sock.connected = True
+        sock.upgraded = True
+        queued = sock.queue
+        sock.queue = DirectQueue(connection)
+        while not queued.empty():  # the OPEN packet
+            connection.send_packet(queued.get_nowait())
+    else:
+        sock.upgrading = True  # sends wait in the long-polling queue until the UPGRADE
     # Bytes that came after the upgrade request (a client that did not wait for the 101):
     # with no frame parser installed, aiohttp keeps them as the message tail.
     tail, handler._message_tail = handler._message_tail, b""
@@ -390,7 +432,9 @@ REQUIRED_INTERNALS = (
     "engineio AsyncSocket: server, sid, queue (replaceable), connected, upgraded, closed, "
     "schedule_ping(), receive(pkt), close(wait=, abort=, reason=); "
     "AsyncServer: sockets dict, max_http_buffer_size, reason.TRANSPORT_CLOSE / PING_TIMEOUT",
-    "engineio Packet(encoded_packet=), packet_type, encode(); PONG, CLOSE",
+    "engineio Packet(encoded_packet=), packet_type, data, encode(); PING, PONG, CLOSE, NOOP, "
+    "UPGRADE; an upgrade's probe exchange as in _websocket_handler (digest below); "
+    "AsyncSocket.upgrading holds sends in the long-polling queue",
     "aiohttp: WebSocketReader(queue, max_msg_size, compress, decode_text) calls the queue's "
     "feed_data(msg, size) (cpdef: overridable) and set_exception(exc); WebSocketDataQueue("
     "protocol, limit, loop=); WebSocketResponse._eof_sent (write_eof "
@@ -442,7 +486,7 @@ def check_internals() -> None:
         and "self._headers_written = True" in inspect.getsource(StreamWriter.send_headers),
         "aiohttp StreamWriter keeps unsent headers in _headers_buf / _headers_written",
     )
-    for name in ("PONG", "CLOSE"):
+    for name in ("PING", "PONG", "CLOSE", "NOOP", "UPGRADE"):
         need(hasattr(eio_packet, name), f"engineio packet.{name}")
     for name in ("UnknownPacketError", "SocketIsClosedError"):
         need(hasattr(eio_exceptions, name), f"engineio exceptions.{name}")

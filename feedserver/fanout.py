@@ -4,10 +4,10 @@ python-socketio's room emit creates one asyncio task per recipient, which puts t
 the socket's Engine.IO queue, wakes that socket's writer task, which builds the WebSocket
 frame again. `RoomBroadcaster` encodes the Socket.IO packet, the Engine.IO packet and the
 WebSocket frame (server frames are unmasked, so every recipient gets identical bytes) once
-per event, and writes those bytes straight to the TCP transport of each WebSocket whose
-Engine.IO writer is idle with nothing queued. Every other socket (long-polling, upgrading,
-packets queued, writer busy, socketio send tasks not yet run) gets the packet through the
-normal Engine.IO path, so per-socket order never changes.
+per event, and writes those bytes straight to the TCP transport of each WebSocket (served
+by `eio_websocket`, whose own packets are written in the same order as these). Every other
+socket (long-polling, upgrading, socketio send tasks not yet run) gets the packet through
+the normal Engine.IO path, so per-socket order never changes.
 
 Slow readers: a socket whose Engine.IO queue reaches `max_queue` packets, or whose
 transport write buffer passes `max_write_buffer` bytes, is disconnected instead of being
@@ -72,22 +72,13 @@ def encode_event_text(event: str, data_json: str, offset: str | None = None) -> 
 
 @dataclass(slots=True, eq=False)
 class _WebSocketSlot:
-    """What the fast path needs about one upgraded Engine.IO socket.
-
-    `direct`: a WebSocket detached from aiohttp (`eio_websocket`), whose packets are
-    written by its connection, never held by a writer task; `response`, `queued` and
-    `getters` are for the others, which upgraded from long-polling and keep engineio's
-    handler.
-    """
+    """What the fast path needs about one WebSocket (`eio_websocket.EngineWebSocket`)."""
 
     socket: Any  # engineio.async_socket.AsyncSocket
-    response: web.WebSocketResponse | None
     transport: asyncio.Transport
-    queued: Any  # socket.queue._queue: the packets waiting for the writer task
-    getters: Any  # socket.queue._getters: the writer task's get(), while it waits
-    direct: bool = False
     # Frames taken for this socket and not yet written (None: nothing pending). While some
-    # are pending, every later frame for the socket joins them or is written after them.
+    # are pending, every later frame for the socket joins them: its own packets too
+    # (`_write_soon`), so they are written in the order they were sent.
     pending: list[bytes] | None = None
 
 
@@ -130,12 +121,11 @@ class RoomBroadcaster:
         self.evicted = 0
         self._dirty: list[_WebSocketSlot] = []  # slots with pending frames, in arrival order
         self._flush_handle: asyncio.Handle | None = None
-        self._urgent: list[_WebSocketSlot] = []  # detached sockets' own packets, this pass
+        self._urgent: list[_WebSocketSlot] = []  # sockets' own packets, this loop pass
         self._urgent_handle: asyncio.Handle | None = None
         self._quiet_until = 0.0  # loop time before which no flush starts
         self._install_websocket_driver()
         self._count_socketio_sends()
-        self._flush_before_queueing()
 
     # -- public ---------------------------------------------------------------------------
 
@@ -165,52 +155,24 @@ class RoomBroadcaster:
         slow: list[Any] = []
         for _sid, eio_sid in self._server.manager.get_participants(NAMESPACE, room):
             slot = slots.get(eio_sid)
-            if slot is not None:
-                pending = slot.pending
-                if pending is not None:
-                    # Frames wait for this socket: join them, unless a socketio send is in
-                    # flight; its packet must come between (its send flushes ours first).
-                    if eio_sid not in in_flight:
+            if slot is not None and eio_sid not in in_flight:
+                # A socketio send in flight (its packet not written yet) makes this one
+                # queue behind it; so does an upgrade from long-polling not done yet.
+                sock = slot.socket
+                if sock.upgraded and not sock.upgrading and not sock.closing:
+                    pending = slot.pending
+                    if pending is not None:
                         pending.append(frame)
                         direct += 1
                         continue
-                elif slot.direct:
-                    # Written in order by its connection: only a socketio send in flight
-                    # (its packet is not written yet) makes this one wait behind it.
-                    if not slot.socket.closing and eio_sid not in in_flight:
-                        transport = slot.transport
-                        if transport.get_write_buffer_size() > max_buffer:
-                            slow.append(slot.socket)
-                        elif not transport.is_closing():
-                            slot.pending = [frame]
-                            dirty.append(slot)
-                            direct += 1
-                        continue
-                else:
-                    sock = slot.socket
-                    getters = slot.getters
-                    # The writer task is parked in queue.get() (a getter is registered)
-                    # with nothing queued and no socketio send task in flight. Between a
-                    # put and the writer's return to get() (waking up, writing its batch)
-                    # no getter is registered, so a packet it holds but has not written
-                    # is never overtaken.
-                    if (
-                        not slot.queued
-                        and getters
-                        and not getters[0].done()
-                        and sock.upgraded
-                        and not sock.upgrading
-                        and not sock.closing
-                        and eio_sid not in in_flight
-                    ):
-                        transport = slot.transport
-                        if transport.get_write_buffer_size() > max_buffer:
-                            slow.append(sock)
-                        elif not transport.is_closing():
-                            slot.pending = [frame]
-                            dirty.append(slot)
-                            direct += 1
-                        continue
+                    transport = slot.transport
+                    if transport.get_write_buffer_size() > max_buffer:
+                        slow.append(sock)
+                    elif not transport.is_closing():
+                        slot.pending = [frame]
+                        dirty.append(slot)
+                        direct += 1
+                    continue
             queued.append(eio_sid)
         if direct:
             self._schedule_flush()
@@ -261,10 +223,9 @@ class RoomBroadcaster:
         """Write the pending frames at the next loop pass, or after the pause a flush leaves.
 
         Every broadcast made before the flush adds its frame, so a socket gets one write (one
-        send(), the larger part of a delivery's CPU) for all of them. Order holds: a packet
-        that goes through a socket's Engine.IO queue meanwhile flushes that socket's frames
-        first (`_flush_socket`, from `eio.send_packet`), and a socketio send task in flight
-        makes later broadcasts queue behind it.
+        send(), the larger part of a delivery's CPU) for all of them. Order holds: a
+        socket's own packets join its pending frames (`_write_soon`), and a socketio send
+        task in flight makes later broadcasts queue behind it.
         """
         if self._flush_handle is not None:
             return
@@ -281,7 +242,7 @@ class RoomBroadcaster:
         started = loop.time()
         write_pending = self._write_pending
         for slot in dirty:
-            write_pending(slot)  # nothing left if _flush_socket already wrote them
+            write_pending(slot)  # nothing left if _flush_urgent already wrote them
         # Pace: after a flush that took d, wait 2d (at most max_pause) before the next one.
         # At low rates that never delays anything (events are further apart than 3d); under
         # load it caps writing at a third of the loop's time, leaves the rest to ingest, and
@@ -289,16 +250,9 @@ class RoomBroadcaster:
         ended = loop.time()
         self._quiet_until = ended + min((ended - started) * PAUSE_PER_FLUSH, self.max_pause)
 
-    def _flush_socket(self, eio_sid: str) -> None:
-        """Write one socket's pending frames now: a packet is about to join its queue.
-        (A detached socket's packets join its pending frames instead.)"""
-        slot = self._slots.get(eio_sid)
-        if slot is not None and not slot.direct:
-            self._write_pending(slot)
-
     def _write_soon(self, slot: _WebSocketSlot, frame: bytes) -> None:
-        """A detached socket's own packet (ack, ping, system message): after the frames
-        pending for it, at the end of this loop pass, not after the flush's pause. Packets
+        """A socket's own packet (ack, ping, system message): after the frames pending
+        for it, at the end of this loop pass, not after the flush's pause. Packets
         of one pass share a send() (the connect sequence's three, for one)."""
         if slot.pending is None:
             slot.pending = [frame]
@@ -309,7 +263,7 @@ class RoomBroadcaster:
             self._urgent_handle = asyncio.get_running_loop().call_soon(self._flush_urgent)
 
     def _write_now(self, slot: _WebSocketSlot, frame: bytes) -> None:
-        """What is pending for a detached socket and `frame`, in one send() now (it closes)."""
+        """What is pending for a socket and `frame`, in one send() now (it closes)."""
         if slot.pending is None:
             slot.pending = [frame]
         else:
@@ -329,8 +283,7 @@ class RoomBroadcaster:
             return
         slot.pending = None
         transport = slot.transport
-        # closed: our close frame may be out (e.g. aiohttp answered a client's close)
-        if not transport.is_closing() and (slot.response is None or not slot.response.closed):
+        if not transport.is_closing():  # closing: our close frame is out
             transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
             self.sends += 1
 
@@ -344,10 +297,8 @@ class RoomBroadcaster:
         log.warning("disconnecting slow reader %s (queue %d packets)", sock.sid, sock.queue.qsize())
         slot = self._slots.get(sock.sid)
         if slot is not None:
-            # The Engine.IO WebSocket handler sees the connection drop and cleans up.
-            slot.transport.abort()
-        # Free the backlog now, not when the socket is reaped; before any await, so that
-        # the None the WebSocket handler queues to stop its writer is not dropped too.
+            slot.transport.abort()  # its connection_lost() cleans up
+        # A long-polling socket's backlog is freed now, not when the socket is reaped.
         while not sock.queue.empty():
             sock.queue.get_nowait()
             sock.queue.task_done()
@@ -372,23 +323,6 @@ class RoomBroadcaster:
         server = self._server
         server._send_eio_packet = self._counted(server._send_eio_packet)
         server._send_packet = self._counted(server._send_packet)
-
-    def _flush_before_queueing(self) -> None:
-        """Every Engine.IO packet for a socket first writes the frames pending for it.
-
-        socketio sends (`emit`, acks, disconnects) end in `eio.send_packet`; a packet put on
-        the queue would otherwise wake the writer task before the paced flush and overtake
-        frames taken earlier. (Engine.IO's own pings skip this: their order does not matter.)
-        """
-        eio = self._eio
-        send_packet = eio.send_packet
-        flush_socket = self._flush_socket
-
-        async def send_packet_after_pending(eio_sid: str, pkt: Any) -> None:
-            flush_socket(eio_sid)
-            await send_packet(eio_sid, pkt)
-
-        eio.send_packet = send_packet_after_pending
 
     def _counted(self, send: SendPacket) -> Callable[[str, Any], Coroutine[Any, Any, None]]:
         in_flight = self._sends_in_flight
@@ -420,59 +354,47 @@ def _translate_request(request: web.BaseRequest) -> dict[str, Any]:
 
 
 def _driver_factory(broadcaster: RoomBroadcaster) -> Callable[..., Any]:
-    """Engine.IO's aiohttp WebSocket driver, without permessage-deflate, that registers
-    slots. A new WebSocket connection is detached from aiohttp (`eio_websocket.detach`);
-    one that upgrades from long-polling runs engineio's handler inside the request."""
+    """Engine.IO's aiohttp WebSocket driver, without permessage-deflate, that hands each
+    WebSocket (a new connection, or an upgrade from long-polling) to `eio_websocket` once
+    aiohttp has answered the handshake, and registers its slot."""
     slots = broadcaster._slots
 
     class FeedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
             request: web.Request = environ["aiohttp.request"]
             sock = self.handler.__self__  # the bound AsyncSocket._websocket_handler
-            detaching = not sock.connected  # a new connection, not an upgrade from polling
             # compress=False: no per-message deflate, whatever the client offers; also what
             # lets every recipient share one frame.
-            response_class: type[web.WebSocketResponse] = (
-                DetachableWebSocketResponse if detaching else web.WebSocketResponse
+            response = DetachableWebSocketResponse(
+                max_msg_size=self.server.max_http_buffer_size, compress=False
             )
-            response = response_class(max_msg_size=self.server.max_http_buffer_size, compress=False)
             self._sock = response
             await response.prepare(request)
             # The 101's headers are built: without this the response would keep them, and
             # what aiohttp built to write them (~2.4 KB), for the socket's lifetime.
-            self._sock.headers.clear()
+            response.headers.clear()
             self.environ = environ
             transport = request.transport
-            if transport is not None and detaching:
-                slot = _WebSocketSlot(sock, None, transport, (), (), direct=True)
-                slots[sock.sid] = slot
+            if transport is None:  # the client left during the handshake
+                await self.handler(self)  # engineio's handler finds that out and cleans up
+                return response
+            slot = _WebSocketSlot(sock, transport)
+            slots[sock.sid] = slot
 
-                def forget() -> None:
-                    if slots.get(sock.sid) is slot:
-                        del slots[sock.sid]
-
-                assert isinstance(response, DetachableWebSocketResponse)
-                detach(
-                    request,
-                    response,
-                    sock,
-                    environ,
-                    write_soon=functools.partial(broadcaster._write_soon, slot),
-                    write_now=functools.partial(broadcaster._write_now, slot),
-                    on_lost=forget,
-                )
-                return self._sock
-            if transport is not None:
-                queue = sock.queue
-                slots[sock.sid] = _WebSocketSlot(
-                    sock, self._sock, transport, queue._queue, queue._getters
-                )
-            try:
-                await self.handler(self)
-            finally:
-                if slots.get(sock.sid) is not None and slots[sock.sid].socket is sock:
+            def forget() -> None:
+                if slots.get(sock.sid) is slot:
                     del slots[sock.sid]
-            return self._sock
+
+            detach(
+                request,
+                response,
+                sock,
+                environ,
+                write_soon=functools.partial(broadcaster._write_soon, slot),
+                write_now=functools.partial(broadcaster._write_now, slot),
+                on_lost=forget,
+            )
+            return response
 
     return FeedWebSocket
 
@@ -480,20 +402,20 @@ def _driver_factory(broadcaster: RoomBroadcaster) -> Callable[..., Any]:
 # -- the internals we rely on -------------------------------------------------------------
 
 REQUIRED_INTERNALS = (
-    "engineio AsyncSocket: queue (asyncio.Queue), upgraded, upgrading, closing, closed, sid, "
-    "close(wait=, abort=, reason=), _websocket_handler(ws)",
+    "engineio AsyncSocket: queue (put_nowait, qsize, empty, get_nowait, task_done), upgraded, "
+    "upgrading, closing, closed, sid, close(wait=, abort=, reason=), _websocket_handler(ws) "
+    "(bound: the driver's handler, run only for a client gone during the handshake)",
     "engineio AsyncServer: sockets dict, _async['websocket'] driver called as "
-    "driver(handler, server) then awaited with environ, reason.SERVER_DISCONNECT, "
-    "send() through self.send_packet(sid, pkt)",
-    "engineio aiohttp driver: WebSocket(handler, server), _sock, environ['aiohttp.request']",
+    "driver(handler, server) then awaited with environ, _async['translate_request'], "
+    "reason.SERVER_DISCONNECT",
+    "engineio aiohttp driver: WebSocket(handler, server), _sock, environ['aiohttp.request'], "
+    "translate_request(request)",
     "engineio Packet: MESSAGE == 4, encode() returns encode_cache when set",
-    "asyncio.Queue: _queue deque and _getters deque of futures",
     "socketio AsyncServer: packet_class is socketio.packet.Packet (JSON text packets), "
     "manager.get_participants(ns, room) -> (sid, eio_sid), "
-    "_send_eio_packet(eio_sid, pkt) and _send_packet(eio_sid, pkt), through "
-    "self.eio.send_packet / self.eio.send; AsyncManager.emit "
+    "_send_eio_packet(eio_sid, pkt) and _send_packet(eio_sid, pkt); AsyncManager.emit "
     "creates its send tasks through self.server._send_eio_packet / _send_packet",
-    "aiohttp: WebSocketResponse(compress=False), .closed, Request.transport",
+    "aiohttp: WebSocketResponse(compress=False), Request.transport, Request.remote",
 )
 
 
@@ -538,25 +460,11 @@ def check_internals(server: socketio.AsyncServer) -> None:
     need("self._sock = WebSocketResponse(" in driver_src, "aiohttp driver's _sock")
     need("environ['aiohttp.request']" in driver_src, "aiohttp driver reads aiohttp.request")
     need("await self.handler(self)" in driver_src, "aiohttp driver awaits handler(self)")
-    handler_src = inspect.getsource(sock_cls._websocket_handler)
-    need("self.upgrading = True" in handler_src, "_websocket_handler sets upgrading")
-    need("await self.poll()" in handler_src, "the WebSocket writer task takes from poll()")
-    need("await ws.send(pkt.encode())" in handler_src, "the writer sends pkt.encode()")
+    need(callable(getattr(eio_aiohttp, "translate_request", None)), "driver translate_request")
     need(eio_packet.MESSAGE == 4, "engineio packet.MESSAGE == 4")
     need(
         "if self.encode_cache:" in inspect.getsource(eio_packet.Packet.encode),
         "engineio Packet.encode uses encode_cache",
-    )
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-    need(hasattr(queue, "_queue") and hasattr(queue, "_getters"), "asyncio.Queue._getters")
-    need(
-        "self.send_packet(" in inspect.getsource(engineio.AsyncServer.send),
-        "engineio AsyncServer.send -> self.send_packet",
-    )
-    need(
-        "self.eio.send_packet(" in inspect.getsource(socketio.AsyncServer._send_eio_packet)
-        and "self.eio.send(" in inspect.getsource(socketio.AsyncServer._send_packet),
-        "socketio AsyncServer._send_eio_packet/_send_packet -> eio.send_packet/eio.send",
     )
     manager_src = inspect.getsource(socketio.async_manager.AsyncManager.emit)
     need("self.server._send_eio_packet(" in manager_src, "AsyncManager.emit -> _send_eio_packet")
@@ -575,6 +483,7 @@ def check_internals(server: socketio.AsyncServer) -> None:
         "aiohttp WebSocketResponse(compress=)",
     )
     need(hasattr(web.BaseRequest, "transport"), "aiohttp Request.transport")
+    need(hasattr(web.BaseRequest, "remote"), "aiohttp Request.remote")
     if problems:
         raise InternalsChanged(
             "feedserver.fanout relies on internals that changed: " + "; ".join(problems)

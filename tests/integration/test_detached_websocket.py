@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 from typing import Any
 
@@ -12,6 +13,7 @@ from aiohttp import ClientSession, WSMsgType
 from aiohttp.test_utils import TestServer
 
 from feedserver.app import GATEWAY
+from feedserver.eio_websocket import DirectQueue
 from tests.rest_calls import publish
 
 RECEIVE_TIMEOUT = 5.0
@@ -145,3 +147,63 @@ async def test_frames_sent_before_the_101_arrives_are_read(server: TestServer) -
         assert texts[0].startswith("0{") and texts[1].startswith("40{"), texts
     finally:
         writer.close()
+
+
+async def open_polling_socket(http: ClientSession, server: TestServer) -> str:
+    """A long-polling Engine.IO socket with its Socket.IO connect done; returns its sid."""
+    base = server.make_url("/socket.io/?EIO=4&transport=polling&tenant=tenant_a")
+    async with http.get(base) as resp:
+        opened = await resp.text()
+    assert opened.startswith("0{")
+    sid: str = json.loads(opened[1:])["sid"]
+    async with http.post(f"{base}&sid={sid}", data="40") as resp:
+        assert resp.status == 200
+    texts: list[str] = []
+    while not any('"initial_events"' in t for t in texts):  # the connect sequence
+        async with http.get(f"{base}&sid={sid}") as resp:
+            texts += (await resp.text()).split("\x1e")
+    assert texts[0].startswith("40{")
+    return sid
+
+
+async def test_an_upgrade_from_polling_is_detached_after_the_probe(server: TestServer) -> None:
+    async with ClientSession() as http:
+        sid = await open_polling_socket(http, server)
+        url = server.make_url(f"/socket.io/?EIO=4&transport=websocket&sid={sid}")
+        async with http.ws_connect(url) as ws:
+            await ws.send_str("2probe")
+            assert await ws.receive_str(timeout=RECEIVE_TIMEOUT) == "3probe"
+            # an event published mid-upgrade waits in the long-polling queue ...
+            first = await publish(server, "tenant_a", "during the upgrade")
+            await ws.send_str("5")  # UPGRADE
+            second = await publish(server, "tenant_a", "after the upgrade")
+            # ... and both come over the WebSocket, in order (after the NOOP that was to
+            # end a pending poll: engineio's handler leaves it in the queue too)
+            texts: list[str] = []
+            while len(texts) < 2:
+                text = await ws.receive_str(timeout=RECEIVE_TIMEOUT)
+                if text != "6":
+                    texts.append(text)
+            assert f'"id":"{first["id"]}"' in texts[0], texts
+            assert f'"id":"{second["id"]}"' in texts[1], texts
+            (sock,) = engineio(server).sockets.values()
+            assert isinstance(sock.queue, DirectQueue) and sock.upgraded
+            assert server.runner is not None and server.runner.server is not None
+            web_server = server.runner.server
+            await until(lambda: not web_server.connections, "aiohttp forgets the WebSocket")
+
+
+async def test_a_failed_upgrade_leaves_the_socket_polling(server: TestServer) -> None:
+    async with ClientSession() as http:
+        sid = await open_polling_socket(http, server)
+        url = server.make_url(f"/socket.io/?EIO=4&transport=websocket&sid={sid}")
+        async with http.ws_connect(url) as ws:
+            await ws.send_str("2something else")  # not the probe
+            msg = await ws.receive(timeout=RECEIVE_TIMEOUT)
+            assert msg.type == WSMsgType.CLOSE
+        (sock,) = engineio(server).sockets.values()
+        assert not sock.upgraded and not sock.upgrading and not sock.closed
+        event = await publish(server, "tenant_a", "still polling")
+        base = server.make_url(f"/socket.io/?EIO=4&transport=polling&sid={sid}")
+        async with http.get(base) as resp:
+            assert f'"id":"{event["id"]}"' in await resp.text()
