@@ -249,7 +249,7 @@ class EngineWebSocket(asyncio.Protocol):
         sock.queue = DirectQueue(self)
         sock.upgraded = True
         sock.upgrading = False
-        while not queued.empty():  # in order, after nothing: no frame was written yet
+        while not queued.empty():  # in order, after the probe's PONG
             pending = queued.get_nowait()
             queued.task_done()
             self.send_packet(pending)
