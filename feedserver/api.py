@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -48,6 +48,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RequestGuard = Callable[[web.Request], None]
 # Deeper JSON than any request of ours needs; refused before validation walks it.
 MAX_JSON_DEPTH = 32
+_CONTAINERS = (dict, list)
+# Content-Type values that need no parsing to be known as JSON in UTF-8.
+_PLAIN_JSON_TYPES = frozenset({"application/json", "application/json; charset=utf-8"})
 JSON_CONTENT_TYPE = CIMultiDictProxy(
     CIMultiDict({"Content-Type": "application/json; charset=utf-8"})
 )
@@ -117,7 +120,9 @@ def rate_limit_middleware(limiter: RequestLimiter, addresses: ClientAddresses) -
             response = await handler(request)
         else:
             response = error_response(RateLimited(quota.reset_after))
-        response.headers.update(quota.headers())
+        headers = response.headers
+        for name, value in quota.headers():  # item by item: update() with a dict costs more
+            headers[name] = value
         return response
 
     return limit
@@ -144,14 +149,22 @@ def _from_http_exception(exc: web.HTTPException) -> web.Response:
 
 async def read_json(request: web.Request, max_bytes: int) -> Any:
     """The JSON body of a request, refusing other media types and oversize bodies."""
-    if request.content_type != "application/json" or (request.charset or "utf-8").lower() not in (
-        "utf-8",
-        "utf8",
+    if request.headers.get(hdrs.CONTENT_TYPE) not in _PLAIN_JSON_TYPES and (
+        request.content_type != "application/json"
+        or (request.charset or "utf-8").lower() not in ("utf-8", "utf8")
     ):
         raise UnsupportedMediaType()
     if request.content_length is not None and request.content_length > max_bytes:
         raise PayloadTooLarge()
-    body = await request.read()
+    content = request.content
+    if content.is_eof():
+        # The whole body came in with the headers (a small POST): take it as it is, without
+        # read()'s loop of awaits; read() applies the size limit, so it is applied here too.
+        body = content.read_nowait()
+        if len(body) > max_bytes:
+            raise PayloadTooLarge()
+    else:
+        body = await request.read()
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -165,13 +178,19 @@ async def read_json(request: web.Request, max_bytes: int) -> Any:
 
 def nested_deeper_than(value: Any, limit: int) -> bool:
     """True when `value` has more than `limit` levels of objects and arrays."""
-    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
-    while stack:
-        item, depth = stack.pop()
+    # Level by level: a flat object (the usual body) is one pass over its values.
+    level = [value] if isinstance(value, _CONTAINERS) else []
+    depth = 0
+    while level:
+        depth += 1
         if depth > limit:
             return True
-        children = item.values() if isinstance(item, dict) else item
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+        deeper = []
+        for item in level:
+            for child in item.values() if isinstance(item, dict) else item:
+                if isinstance(child, _CONTAINERS):
+                    deeper.append(child)
+        level = deeper
     return False
 
 

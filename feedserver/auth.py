@@ -43,10 +43,11 @@ class TenantCatalogue:
 
     def __init__(self, tenants: tuple[str, ...]) -> None:
         self.tenants = tenants
-        self._known = frozenset(tenants)
+        # Only well-formed ids can be known, so a lookup alone decides (no regex per call).
+        self._known = frozenset(t for t in tenants if TENANT_RE.match(t))
 
     def check(self, tenant: object) -> str:
-        if not isinstance(tenant, str) or not TENANT_RE.match(tenant) or tenant not in self._known:
+        if not isinstance(tenant, str) or tenant not in self._known:
             raise ForbiddenTenant("Unknown or forbidden tenant")
         return tenant
 
@@ -56,11 +57,16 @@ class HeaderAuthenticator:
 
     def __init__(self, catalogue: TenantCatalogue) -> None:
         self.catalogue = catalogue
+        # Principals are immutable: one per tenant, made once rather than on every request.
+        self._principals = {t: Principal(t) for t in catalogue.tenants if TENANT_RE.match(t)}
+        self._nobody = Principal(None)
 
     def from_headers(self, headers: Mapping[str, str]) -> Principal:
         # Absent means "no tenant"; present but empty is a malformed id like any other.
         tenant = headers.get("X-Tenant-ID")
-        return Principal(None if tenant is None else self.catalogue.check(tenant))
+        if tenant is None:
+            return self._nobody
+        return self._principals.get(tenant) or Principal(self.catalogue.check(tenant))
 
     def from_handshake(self, auth: Mapping[str, Any], query: Mapping[str, str]) -> Principal:
         tenant = auth.get("tenant") or query.get("tenant")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from aiohttp import web, web_response
+from multidict import CIMultiDict
 
 from .errors import PayloadTooLarge
 
@@ -54,11 +55,12 @@ def security_stamp(production: bool) -> ResponseStamp:
 
     The app calls it from `on_response_prepare`, which also covers WebSocket upgrades.
     """
-    headers = security_headers(production)
+    # As multidicts: update() takes another multidict in about half the time of a dict.
+    headers = CIMultiDict(security_headers(production))
     # API answers carry tenant data: never kept by a browser or a proxy. The page's files
     # may be kept, but are revalidated so an upgrade shows at the next load.
-    api_headers = {**headers, "Cache-Control": "no-store"}
-    page_headers = {**headers, "Cache-Control": "no-cache"}
+    api_headers = CIMultiDict(headers, **{"Cache-Control": "no-store"})
+    page_headers = CIMultiDict(headers, **{"Cache-Control": "no-cache"})
     hide_server_version()
 
     def stamp(request: web.Request, response: web.StreamResponse) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -110,4 +111,52 @@ async def test_a_chunked_body_over_the_limit_is_refused(start_server: ServerFact
     ):
         assert resp.status == 413
         assert (await resp.json())["error"]["code"] == "payload_too_large"
+    await assert_nothing_stored(server)
+
+
+async def raw_post(server: TestServer, headers: bytes, body: bytes, *, wait_for_100: bool) -> Any:
+    """POST over a bare socket; with `wait_for_100`, the body leaves only once the server
+    answered `100 Continue`, so the handler is already waiting for it (the other read path
+    than a body that came in with the headers). Returns (status, JSON body)."""
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        head = b"POST /api/events HTTP/1.1\r\nHost: feed\r\nX-Tenant-ID: tenant_a\r\n" + headers
+        if wait_for_100:
+            writer.write(head + b"Expect: 100-continue\r\n\r\n")
+            assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 100")
+            assert await asyncio.wait_for(reader.readline(), 5) == b"\r\n"
+            writer.write(body)
+        else:
+            writer.write(head + b"\r\n" + body)
+        status = int((await asyncio.wait_for(reader.readline(), 5)).split()[1])
+        length = 0
+        while (line := await asyncio.wait_for(reader.readline(), 5)) != b"\r\n":
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        return status, json.loads(await asyncio.wait_for(reader.readexactly(length), 5))
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("wait_for_100", [False, True])
+async def test_a_body_is_read_whole_whether_it_came_with_the_headers_or_later(
+    server: TestServer, wait_for_100: bool
+) -> None:
+    body = b'{"message": "sent ' + (b"late" if wait_for_100 else b"at once") + b'"}'
+    headers = b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
+    status, answer = await raw_post(server, headers, body, wait_for_100=wait_for_100)
+    assert status == 201 and answer["message"] == json.loads(body)["message"]
+
+
+@pytest.mark.parametrize("wait_for_100", [False, True])
+async def test_a_chunked_body_over_the_limit_is_refused_however_it_arrives(
+    start_server: ServerFactory, wait_for_100: bool
+) -> None:
+    server = await start_server(max_body_bytes=1024)
+    chunk = b'{"message": "' + b"x" * 1100 + b'"}'
+    body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(chunk), chunk)
+    headers = b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+    status, answer = await raw_post(server, headers, body, wait_for_100=wait_for_100)
+    assert status == 413 and answer["error"]["code"] == "payload_too_large"
     await assert_nothing_stored(server)

@@ -8,7 +8,7 @@ import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
-from feedserver.access import request_id_for
+from feedserver.access import IDS_PER_BATCH, RequestIds
 
 GENERATED = re.compile(r"[0-9a-f]{32}")
 
@@ -51,11 +51,18 @@ async def test_a_missing_or_unsafe_request_id_is_replaced_by_a_generated_one(
 
 @pytest.mark.parametrize("given", ["new\nline", "tab\there", 'quote"', "ünïcode", "<script>"])
 def test_request_ids_that_could_break_a_log_line_or_header_are_not_kept(given: str) -> None:
-    assert GENERATED.fullmatch(request_id_for(given))
+    assert GENERATED.fullmatch(RequestIds().for_header(given))
 
 
 def test_the_longest_safe_request_id_is_kept() -> None:
-    assert request_id_for("a" * 128) == "a" * 128
+    assert RequestIds().for_header("a" * 128) == "a" * 128
+
+
+def test_generated_ids_stay_distinct_across_random_batches() -> None:
+    ids = RequestIds()
+    made = [ids.for_header(None) for _ in range(3 * IDS_PER_BATCH + 1)]
+    assert all(GENERATED.fullmatch(rid) for rid in made)
+    assert len(set(made)) == len(made)
 
 
 async def test_a_browser_may_send_its_own_request_id_cross_origin(server: TestServer) -> None:

@@ -119,3 +119,15 @@ def test_an_empty_tenant_header_is_a_malformed_tenant_not_an_absent_one(
     with pytest.raises(ForbiddenTenant):
         HeaderAuthenticator(TenantCatalogue(("tenant_a",))).from_headers({"X-Tenant-ID": ""})
     assert HeaderAuthenticator(TenantCatalogue(("tenant_a",))).from_headers({}).tenant is None
+
+
+def test_the_named_tenant_must_be_a_well_formed_configured_one() -> None:
+    # "Bad Id" cannot come from FEED_TENANTS (config refuses it); a catalogue given it
+    # anyway still refuses it, as before principals were made once per tenant.
+    auth = HeaderAuthenticator(TenantCatalogue(("tenant_a", "Bad Id")))
+    assert auth.from_headers({"X-Tenant-ID": "tenant_a"}).tenant == "tenant_a"
+    for refused in ("tenant_b", "Bad Id", "TENANT_A", "tenant_a "):
+        with pytest.raises(ForbiddenTenant):
+            auth.from_headers({"X-Tenant-ID": refused})
+    with pytest.raises(ForbiddenTenant):
+        TenantCatalogue(("Bad Id",)).check("Bad Id")
