@@ -82,6 +82,13 @@ class _WebSocketSlot:
     pending: list[bytes] | None = None
 
 
+def _add_pending(slot: _WebSocketSlot, frame: bytes) -> None:
+    if slot.pending is None:
+        slot.pending = [frame]
+    else:
+        slot.pending.append(frame)
+
+
 class RoomBroadcaster:
     """Sends one event to every socket in a room of the default namespace, encoded once.
 
@@ -254,20 +261,14 @@ class RoomBroadcaster:
         """A socket's own packet (ack, ping, system message): after the frames pending
         for it, at the end of this loop pass, not after the flush's pause. Packets
         of one pass share a send() (the connect sequence's three, for one)."""
-        if slot.pending is None:
-            slot.pending = [frame]
-        else:
-            slot.pending.append(frame)
+        _add_pending(slot, frame)
         self._urgent.append(slot)
         if self._urgent_handle is None:
             self._urgent_handle = asyncio.get_running_loop().call_soon(self._flush_urgent)
 
     def _write_now(self, slot: _WebSocketSlot, frame: bytes) -> None:
         """What is pending for a socket and `frame`, in one send() now (it closes)."""
-        if slot.pending is None:
-            slot.pending = [frame]
-        else:
-            slot.pending.append(frame)
+        _add_pending(slot, frame)
         self._write_pending(slot)
 
     def _flush_urgent(self) -> None:
@@ -294,8 +295,14 @@ class RoomBroadcaster:
         if sock.closing or sock.closed:
             return
         self.evicted += 1
-        log.warning("disconnecting slow reader %s (queue %d packets)", sock.sid, sock.queue.qsize())
         slot = self._slots.get(sock.sid)
+        unsent = slot.transport.get_write_buffer_size() if slot is not None else 0
+        log.warning(
+            "disconnecting slow reader %s (%d packets queued, %d bytes unsent)",
+            sock.sid,
+            sock.queue.qsize(),
+            unsent,
+        )
         if slot is not None:
             slot.transport.abort()  # its connection_lost() cleans up
         # A long-polling socket's backlog is freed now, not when the socket is reaped.
