@@ -7,10 +7,10 @@ received message, and a `_send_ping` task sleeping `ping_interval`. Each task co
 
 `LeanEngineServer` is `engineio.AsyncServer` whose sockets' pings are timer callbacks
 instead of a sleeping `_send_ping` task each (same times, same PING packet), and whose
-sockets' packet queues (`EngineQueue`) leave out two deques that they never use. A new
-WebSocket connection leaves aiohttp and engineio's handler altogether (`eio_websocket`);
-its queue is a `DirectQueue`, and since it has no receive timeout, a ping it has not
-answered within `ping_timeout` drops its connection (`_check_pongs`).
+sockets' packet queues (`EngineQueue`) leave out two deques that they never use. Every
+WebSocket leaves aiohttp and engineio's handler altogether (`eio_websocket`); its queue
+is a `DirectQueue`, and since it has no receive timeout, a ping it has not answered
+within `ping_timeout` drops its connection (`_check_pongs`).
 
 Every engineio / aiohttp detail this relies on is in `REQUIRED_INTERNALS`; `check_internals()`
 verifies them (when the server is built, and in tests/unit/test_eio_transport_internals.py),
@@ -84,8 +84,7 @@ class LeanEngineServer(engineio.AsyncServer):  # type: ignore[misc]
     `ping_interval`, and one timer per batch does the same for all of them, synchronously
     (the queue is unbounded, so engineio's `send` never waits either). A ping is at most one
     tick late, far inside the client's `pingTimeout`. Ping timeouts are found by engineio's
-    client monitor, by the receive timeout of engineio's WebSocket handler (upgraded
-    sockets), and by `_check_pongs` (detached WebSockets, which drop the connection).
+    client monitor, and for WebSockets by `_check_pongs`, which drops the connection.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -135,7 +134,7 @@ class LeanEngineServer(engineio.AsyncServer):  # type: ignore[misc]
         del self._pong_timers[tick]
         for sock in sockets:
             # a PONG sets last_ping to None (schedule_ping), the next ping to a later time
-            if sock.last_ping == pinged_at and isinstance(sock.queue, DirectQueue):
+            if sock.last_ping == pinged_at:  # sockets: all on a DirectQueue (see _ping)
                 sock.queue.connection.ping_timed_out()
 
     async def shutdown(self) -> None:

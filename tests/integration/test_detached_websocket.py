@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestServer
 from feedserver.app import GATEWAY
 from feedserver.eio_websocket import DirectQueue
 from tests.rest_calls import publish
+from tests.waiting import eventually
 
 RECEIVE_TIMEOUT = 5.0
 WS_PATH = "/socket.io/?EIO=4&transport=websocket&tenant=tenant_a"
@@ -24,15 +25,6 @@ def engineio(server: TestServer) -> Any:
     return server.app[GATEWAY].sio.eio
 
 
-async def until(check: Any, what: str) -> None:
-    # the server forgets a closed socket a moment later; nothing signals when
-    for _ in range(200):
-        if check():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"never: {what}")
-
-
 async def test_a_connected_websocket_is_no_longer_an_aiohttp_request(server: TestServer) -> None:
     async with ClientSession() as http, http.ws_connect(server.make_url(WS_PATH)) as ws:
         assert (await ws.receive_str(timeout=RECEIVE_TIMEOUT)).startswith("0{")
@@ -40,7 +32,7 @@ async def test_a_connected_websocket_is_no_longer_an_aiohttp_request(server: Tes
         assert (await ws.receive_str(timeout=RECEIVE_TIMEOUT)).startswith("40{")
         assert server.runner is not None and server.runner.server is not None
         web_server = server.runner.server
-        await until(lambda: not web_server.connections, "aiohttp forgets the connection")
+        await eventually(lambda: not web_server.connections, "aiohttp forgets the connection")
         (sock,) = engineio(server).sockets.values()
         assert sock.upgraded and sock.connected
         # socketio keeps the environ; it no longer holds the request, but the peer's address
@@ -74,7 +66,7 @@ async def test_a_client_close_is_answered_and_the_socket_forgotten(server: TestS
         assert (await ws.receive_str(timeout=RECEIVE_TIMEOUT)).startswith("40{")
         assert await ws.close(code=4000)  # True: the server answered with its close frame
         assert ws.close_code == 4000  # its close frame echoes the client's code
-        await until(lambda: not engineio(server).sockets, "Engine.IO drops the socket")
+        await eventually(lambda: not engineio(server).sockets, "Engine.IO drops the socket")
         assert not server.app[GATEWAY]._sessions
 
 
@@ -86,7 +78,7 @@ async def test_a_message_that_is_not_engineio_closes_with_a_protocol_error(
         await ws.send_str("")  # an Engine.IO packet has at least its type
         msg = await ws.receive(timeout=RECEIVE_TIMEOUT)
         assert msg.type == WSMsgType.CLOSE and msg.data == 1002
-    await until(lambda: not engineio(server).sockets, "Engine.IO drops the socket")
+    await eventually(lambda: not engineio(server).sockets, "Engine.IO drops the socket")
 
 
 async def test_an_engineio_disconnect_sends_its_close_packet_then_closes(
@@ -104,7 +96,7 @@ async def test_an_engineio_disconnect_sends_its_close_packet_then_closes(
         # what was sent before (the catch-up), then Engine.IO CLOSE, then the close frame
         assert texts[-1] == "1", texts
         assert msg.type == WSMsgType.CLOSE and msg.data == 1000
-    await until(lambda: not engineio(server).sockets, "Engine.IO drops the socket")
+    await eventually(lambda: not engineio(server).sockets, "Engine.IO drops the socket")
     assert not server.app[GATEWAY]._sessions
 
 
@@ -190,7 +182,7 @@ async def test_an_upgrade_from_polling_is_detached_after_the_probe(server: TestS
             assert isinstance(sock.queue, DirectQueue) and sock.upgraded
             assert server.runner is not None and server.runner.server is not None
             web_server = server.runner.server
-            await until(lambda: not web_server.connections, "aiohttp forgets the WebSocket")
+            await eventually(lambda: not web_server.connections, "aiohttp forgets the WebSocket")
 
 
 async def test_a_failed_upgrade_leaves_the_socket_polling(server: TestServer) -> None:

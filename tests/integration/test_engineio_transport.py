@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import ClientSession, ClientWebSocketResponse, WSMsgType
@@ -16,6 +15,7 @@ from feedserver.app import GATEWAY
 from tests.conftest import ServerFactory
 from tests.rest_calls import publish
 from tests.socket_client import socket_client
+from tests.waiting import eventually
 
 PINGS = {"ping_interval": 1.0, "ping_timeout": 1.0}
 RECEIVE_TIMEOUT = 5.0
@@ -36,15 +36,6 @@ async def connections(http: ClientSession, server: TestServer) -> int:
     async with http.get(server.make_url("/api/events/stats")) as resp:
         count: int = (await resp.json())["tenantStats"]["tenant_a"]["connections"]
     return count
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    # The server forgets a socket a moment after its WebSocket closed; no event says when.
-    for _ in range(100):
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"never: {what}")
 
 
 async def until_forgotten(http: ClientSession, server: TestServer) -> None:
