@@ -70,8 +70,8 @@ class HeaderAuthenticator:
 
     def from_handshake(self, auth: Mapping[str, Any], query: Mapping[str, str]) -> Principal:
         tenant = auth.get("tenant") or query.get("tenant")
-        if not tenant:
-            raise ValidationFailed("A tenant is required", {"tenant": "tenant is required"})
+        if not tenant:  # forbidden_tenant, as the Node original answers a socket without one
+            raise ForbiddenTenant("Unknown or missing tenant", {"tenant": "tenant is required"})
         return Principal(self.catalogue.check(tenant))
 
 

@@ -113,6 +113,40 @@ class DirectQueue:
         """Nothing is ever waiting here to be written by someone else."""
 
 
+class MaskCheck:
+    """Follows the frame boundaries of a client's byte stream to see that every frame is
+    masked (RFC 6455 5.1); aiohttp's parser, written for both sides, accepts either.
+    A header split across two reads is kept until the rest arrives."""
+
+    __slots__ = ("_head", "_skip")
+
+    def __init__(self) -> None:
+        self._head = b""  # the start of a header that the last read cut
+        self._skip = 0  # bytes of the current frame's payload still to come
+
+    def all_masked(self, data: bytes) -> bool:
+        buf = self._head + data if self._head else data
+        self._head = b""
+        pos, end = self._skip, len(buf)
+        while pos < end:
+            if end - pos < 2:
+                self._head = buf[pos:]
+                break
+            second = buf[pos + 1]
+            if not second & 0x80:
+                return False
+            length = second & 0x7F
+            size = 2 if length < 126 else 4 if length == 126 else 10
+            if end - pos < size + 4:  # the mask key is part of the header
+                self._head = buf[pos:]
+                break
+            if size > 2:
+                length = int.from_bytes(buf[pos + 2 : pos + size], "big")
+            pos += size + 4 + length
+        self._skip = max(pos - end, 0)
+        return True
+
+
 class _Messages(WebSocketDataQueue):
     """Where aiohttp's frame parser puts each message: straight to the connection, in the
     same call (the parser's `feed_data` is a cpdef method: Python overrides are honoured)."""
@@ -158,6 +192,7 @@ class EngineWebSocket(asyncio.Protocol):
         self._reader = WebSocketReader(
             _Messages(self, loop), sock.server.max_http_buffer_size, False, True
         )
+        self._masks = MaskCheck()
         self._inbox: collections.deque[Any] | None = None  # packets for the receiver task
         self._receiver: asyncio.Task[None] | None = None
         self._handling: asyncio.Task[None] | None = None  # the receiver, inside receive()
@@ -170,6 +205,9 @@ class EngineWebSocket(asyncio.Protocol):
     # -- asyncio.Protocol -----------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if not self._masks.all_masked(data):  # RFC 6455 5.1: the server must close
+            self.close(WSCloseCode.PROTOCOL_ERROR)
+            return
         self._reader.feed_data(data)
 
     def eof_received(self) -> bool:
@@ -277,6 +315,8 @@ class EngineWebSocket(asyncio.Protocol):
                 self._handling = self._receiver
                 try:
                     await sock.receive(pkt)
+                    if sock.closed:  # the client's CLOSE (engineio closes with abort=True,
+                        self.close(WSCloseCode.OK)  # which leaves the WebSocket to us)
                 except asyncio.CancelledError:  # the connection is lost: only the close is left
                     inbox.clear()
                     inbox.append(None)

@@ -287,6 +287,21 @@ class RoomBroadcaster:
         if not transport.is_closing():  # closing: our close frame is out
             transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
             self.sends += 1
+            # The one bound on what a connection may leave unsent, whatever was written:
+            # events, or replies to what the client sends (pongs, acks) while never reading.
+            if transport.get_write_buffer_size() > self.max_write_buffer:
+                self._drop_unread(slot)
+
+    def _drop_unread(self, slot: _WebSocketSlot) -> None:
+        """Abort a WebSocket that does not read what is written to it (its
+        connection_lost() closes the socket)."""
+        self.evicted += 1
+        log.warning(
+            "disconnecting slow reader %s (%d bytes unsent)",
+            slot.socket.sid,
+            slot.transport.get_write_buffer_size(),
+        )
+        slot.transport.abort()
 
     # -- slow readers ---------------------------------------------------------------------
 
@@ -418,7 +433,7 @@ REQUIRED_INTERNALS = (
     "engineio aiohttp driver: WebSocket(handler, server), _sock, environ['aiohttp.request'], "
     "translate_request(request)",
     "engineio Packet: MESSAGE == 4, encode() returns encode_cache when set",
-    "socketio AsyncServer: packet_class is socketio.packet.Packet (JSON text packets), "
+    "socketio AsyncServer: packet_class encodes as socketio.packet.Packet (JSON text), "
     "manager.get_participants(ns, room) -> (sid, eio_sid), "
     "_send_eio_packet(eio_sid, pkt) and _send_packet(eio_sid, pkt); AsyncManager.emit "
     "creates its send tasks through self.server._send_eio_packet / _send_packet",
@@ -482,7 +497,8 @@ def check_internals(server: socketio.AsyncServer) -> None:
     )
     need(hasattr(server.manager, "get_participants"), "manager.get_participants")
     need(
-        getattr(server, "packet_class", None) is socketio.packet.Packet,
+        getattr(getattr(server, "packet_class", None), "encode", None)
+        is socketio.packet.Packet.encode,
         "text Socket.IO packets (serializer='default'), which encode_event_text writes",
     )
     need(

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 class SocketJson:
@@ -16,4 +21,10 @@ class SocketJson:
 
     @staticmethod
     def loads(text: str | bytes, **_options: Any) -> Any:
-        return orjson.loads(text)
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            # orjson refuses escaped lone surrogates ("\ud800"), which are valid JSON text:
+            # the stdlib decodes them, so the message rules answer them (validation_error,
+            # as REST does) instead of the packet being dropped as malformed.
+            return json.loads(text, parse_constant=_no_constants)

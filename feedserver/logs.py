@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -78,3 +79,27 @@ def configure_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+class ThrottledWarning:
+    """At most one WARNING line per `interval` seconds for one kind of client misbehaviour,
+    without a traceback, saying how many were left out since the last line: what a hostile
+    client sends must not turn into log volume (a 2-byte frame is not worth 1 KB of log)."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 10.0) -> None:
+        self._logger = logger
+        self._interval = interval
+        self._next_at = 0.0
+        self._left_out = 0
+
+    def __call__(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now < self._next_at:
+            self._left_out += 1
+            return
+        self._next_at = now + self._interval
+        if self._left_out:
+            message += " (%d more like it in the last %ds)"
+            args = (*args, self._left_out, int(self._interval))
+            self._left_out = 0
+        self._logger.warning(message, *args)

@@ -23,17 +23,27 @@ from urllib.parse import parse_qsl
 import socketio
 from aiohttp import web
 from engineio import packet as eio_packet
+from socketio import packet as sio_packet
 
 from .addresses import ClientAddresses
 from .auth import Authenticator
 from .config import Settings
 from .core import CatchUp, Feed, SystemNotice, system_notice
 from .eio_transport import LeanSocketServer
-from .errors import FeedError, InternalError, RateLimited, ShuttingDown, ValidationFailed
+from .errors import (
+    FeedError,
+    InternalError,
+    PayloadTooLarge,
+    RateLimited,
+    ShuttingDown,
+    ValidationFailed,
+)
 from .events import Event, utc_timestamp
 from .fanout import RoomBroadcaster
 from .jsoncodec import SocketJson
+from .logs import ThrottledWarning
 from .metrics import FeedMetrics
+from .packets import MalformedPacket, StrictPacket
 from .quotas import ConnectionCaps, RequestLimiter
 from .recovery import ConnectionRecovery, RecoveringServer
 from .rooms import IndexedManager
@@ -42,8 +52,9 @@ from .schemas import MAX_SEQ
 log = logging.getLogger(__name__)
 
 SOCKETIO_PATH = "socket.io"
-# Socket packets are small JSON; a large buffer only helps an attacker.
-MAX_PACKET_BYTES = 64 * 1024
+# The Node original's Engine.IO `maxPayload` (its clients see it in the OPEN packet): a
+# larger create_event is answered by the message rules, as in the original, not dropped.
+MAX_PACKET_BYTES = 1_000_000
 SHUTDOWN_NOTICE = "server shutting down"
 
 
@@ -69,6 +80,9 @@ class GatewayServer(RecoveringServer, LeanSocketServer):
 class Session:
     tenant: str
     address: str
+    # Whether this socket's events carry offsets (`parse_offsets`), and so its room.
+    recovery: ConnectionRecovery
+    room: str
     # Disconnects the socket when its token expires; cancelled when it leaves first.
     expiry: asyncio.TimerHandle | None = None
     # Events that arrived while the socket was syncing; None once it is in its room.
@@ -94,7 +108,9 @@ class RealtimeGateway:
         self.caps = caps
         self.metrics = metrics
         self._origins = frozenset(settings.cors_origins)
+        self._max_payload_bytes = settings.max_body_bytes
         self.recovery = ConnectionRecovery(feed.store, enabled=settings.connection_state_recovery)
+        self._no_offsets = ConnectionRecovery(feed.store, enabled=False)
         self.sio = GatewayServer(
             async_mode="aiohttp",
             # The index keeps a disconnect from scanning every socket's room (see rooms).
@@ -104,6 +120,7 @@ class RealtimeGateway:
             ping_interval=settings.ping_interval,
             ping_timeout=settings.ping_timeout,
             max_http_buffer_size=MAX_PACKET_BYTES,
+            serializer=StrictPacket,
             http_compression=False,
             logger=False,
             engineio_logger=False,
@@ -118,6 +135,10 @@ class RealtimeGateway:
         self._syncing: dict[str, set[Session]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._warn_malformed = ThrottledWarning(log)
+        # Every Socket.IO packet passes `_on_engine_message` on its way to socketio.
+        self._dispatch_message = self.sio.eio.handlers["message"]
+        self.sio.eio.on("message", self._on_engine_message)
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
         self.sio.on("create_event", self._on_create_event)
@@ -136,6 +157,19 @@ class RealtimeGateway:
 
     # -- connection life cycle ------------------------------------------------------------
 
+    async def _on_engine_message(self, eio_sid: str, data: Any) -> None:
+        """A client's Socket.IO packet, decoded strictly (`packets.StrictPacket`): one that
+        is refused reaches no handler and ends the connection, as the Node server does; a
+        refused CONNECT is answered with `connect_error` first."""
+        try:
+            await self._dispatch_message(eio_sid, data)
+        except MalformedPacket as exc:
+            self._warn_malformed("closing a connection that sent a malformed packet: %s", exc)
+            if exc.kind == sio_packet.CONNECT:
+                refused = ValidationFailed(f"Invalid CONNECT packet: {exc.reason}")
+                await self.sio.eio.send(eio_sid, connect_error_text(exc.namespace, refused))
+            self._spawn(self.sio.eio.disconnect(eio_sid))
+
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
         handshake = auth if isinstance(auth, dict) else {}
         query = dict(parse_qsl(environ.get("QUERY_STRING", "")))
@@ -147,16 +181,20 @@ class RealtimeGateway:
             principal = self.authenticator.from_handshake(handshake, query)
             tenant = principal.require_tenant()
             since = parse_since(handshake.get("since", query.get("since")))
+            offsets = parse_offsets(handshake.get("offsets", query.get("offsets")))
             await self.caps.admit(tenant, address)
         except FeedError as exc:
             raise refusal(exc) from None
-        session = Session(tenant, address)
+        if offsets and self.recovery.enabled:
+            session = Session(tenant, address, self.recovery, tenant)
+        else:
+            session = Session(tenant, address, self._no_offsets, plain_room(tenant))
         # Registered before the awaits below: a client that leaves meanwhile is counted
         # out by `_on_disconnect` like any other, or its connection would count forever.
         self._sessions[sid] = session
         self.metrics.connection_opened(tenant)
         try:
-            reconnect = await self.recovery.read(handshake)
+            reconnect = await session.recovery.read(handshake)
             resume = reconnect.resume
             # Read before the CONNECT reply: its pid says whether the client is recovered.
             catch_up = await self._catch_up(session, since if resume is None else resume.offset)
@@ -174,7 +212,7 @@ class RealtimeGateway:
             )
         # The CONNECT reply is sent after this handler returns; the catch-up must follow it.
         self._spawn(self._sync(sid, session, catch_up, replay))
-        if self.recovery.enabled:
+        if session.recovery.enabled:
             self.sio.grant_pid(sid, pid)
 
     async def _catch_up(self, session: Session, since: int | None) -> CatchUp:
@@ -193,11 +231,11 @@ class RealtimeGateway:
             batch, session.pending = session.pending, []
             for event in batch:
                 if event.seq > sent_up_to:
-                    await self._send_event(sid, event)
+                    await self._send_event(sid, session, event)
                     sent_up_to = event.seq
         self._stop_syncing(session)
         if self._sessions.get(sid) is session:
-            await self.sio.enter_room(sid, session.tenant)
+            await self.sio.enter_room(sid, session.room)
 
     async def _send_catch_up(
         self, sid: str, session: Session, catch_up: CatchUp, replay: bool
@@ -217,13 +255,14 @@ class RealtimeGateway:
             },
         )
         if not replay:
-            await self.sio.emit_to(sid, "initial_events", self.recovery.initial_args(catch_up))
+            initial = session.recovery.initial_args(catch_up)
+            await self.sio.emit_to(sid, "initial_events", initial)
             return
         for event in catch_up.events:
-            await self._send_event(sid, event)
+            await self._send_event(sid, session, event)
 
-    async def _send_event(self, sid: str, event: Event) -> None:
-        await self.sio.emit_to(sid, "event_created", self.recovery.event_args(event))
+    async def _send_event(self, sid: str, session: Session, event: Event) -> None:
+        await self.sio.emit_to(sid, "event_created", session.recovery.event_args(event))
 
     def _stop_syncing(self, session: Session) -> None:
         session.pending = None
@@ -249,7 +288,7 @@ class RealtimeGateway:
 
     # -- events ---------------------------------------------------------------------------
 
-    async def _on_create_event(self, sid: str, payload: Any = None) -> dict[str, Any]:
+    async def _on_create_event(self, sid: str, *args: Any) -> dict[str, Any]:
         session = self._sessions.get(sid)
         if session is None:
             return ack_error(InternalError("Not connected"))
@@ -257,7 +296,7 @@ class RealtimeGateway:
             quota = await self.requests.hit(session.address)
             if not quota.allowed:
                 raise RateLimited(quota.reset_after)
-            published = await self.feed.publish(session.tenant, payload)
+            published = await self.feed.publish(session.tenant, self._payload(args))
         except FeedError as exc:
             if isinstance(exc, RateLimited):
                 self.metrics.refused_by_rate_limit("socket")
@@ -268,6 +307,21 @@ class RealtimeGateway:
         if published.replayed:
             return {"ok": True, "event": published.event.to_json(), "replayed": True}
         return {"ok": True, "event": published.event.to_json()}
+
+    def _payload(self, args: tuple[Any, ...]) -> Any:
+        """The one `{message}` argument of `create_event`, within the REST body limit."""
+        if len(args) > 1:
+            raise ValidationFailed(
+                "create_event takes one argument", {"payload": "pass one {message} object"}
+            )
+        payload = args[0] if args else None
+        try:
+            size = len(SocketJson.dumps(payload))
+        except TypeError:  # binary data (a Buffer): the feed takes text, as the Node original
+            raise ValidationFailed("Invalid message", {"message": "must be a string"}) from None
+        if size > self._max_payload_bytes:
+            raise PayloadTooLarge(f"The payload exceeds {self._max_payload_bytes} bytes")
+        return payload
 
     async def deliver(self, event: Event) -> None:
         """Feed listener: send one new event to its tenant's subscribers on this node.
@@ -281,13 +335,16 @@ class RealtimeGateway:
                 session.pending.append(event)
                 parked += 1
         in_room = 0
-        if self.broadcaster.has_recipients(event.tenant_id):
-            in_room = await self.broadcaster.broadcast(
-                event.tenant_id,
-                "event_created",
-                SocketJson.dumps(event.to_json()),
-                offset=self.recovery.offset(event),
-            )
+        data = None
+        for room, recovery in (
+            (event.tenant_id, self.recovery),
+            (plain_room(event.tenant_id), self._no_offsets),
+        ):
+            if self.broadcaster.has_recipients(room):
+                data = data or SocketJson.dumps(event.to_json())
+                in_room += await self.broadcaster.broadcast(
+                    room, "event_created", data, offset=recovery.offset(event)
+                )
         self.metrics.delivered(event.tenant_id, in_room + parked, time.perf_counter() - started)
 
     async def announce(self, notice: SystemNotice) -> None:
@@ -356,9 +413,36 @@ def parse_since(raw: object) -> int | None:
     return value
 
 
+def plain_room(tenant: str) -> str:
+    """The room of a tenant's sockets whose events carry no offset (`parse_offsets`); no
+    tenant id has a space, so it is never a tenant's own room."""
+    return f"{tenant} plain"
+
+
+def parse_offsets(raw: object) -> bool:
+    """`offsets` from the handshake: whether events end with their offset (the default).
+
+    socket.io JS clients ignore the extra argument; a python-socketio client written for
+    the Node original, whose handlers take one argument, connects with `offsets: false`
+    (auth) or `?offsets=false` and gets the original's packets unchanged (and no native
+    recovery, which needs the offsets)."""
+    if raw is None or raw is True or raw in ("true", "1"):
+        return True
+    if raw is False or raw in ("false", "0"):
+        return False
+    raise ValidationFailed("Invalid offsets", {"offsets": "must be true or false"})
+
+
 def refusal(exc: FeedError) -> socketio.exceptions.ConnectionRefusedError:
     """The one mapping of a refusal to `connect_error` (`err.data` is `{code, message}`)."""
     return socketio.exceptions.ConnectionRefusedError(exc.message, exc.to_json())
+
+
+def connect_error_text(namespace: str | None, exc: FeedError) -> str:
+    """The Socket.IO CONNECT_ERROR packet of `exc`, as text (what `refusal` has socketio send)."""
+    prefix = "" if namespace in (None, "/") else f"{namespace},"
+    body = SocketJson.dumps({"message": exc.message, "data": exc.to_json()})
+    return f"{sio_packet.CONNECT_ERROR}{prefix}{body}"
 
 
 def ack_error(exc: FeedError) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import socketio
+from engineio import packet as eio_packet
 from socketio import packet
 
 from .core import CatchUp
@@ -63,11 +64,12 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
         `within` seconds), as a server that goes away does: socket.io clients reconnect
         by themselves after that, where a Socket.IO DISCONNECT would keep them away.
 
-        `abort=True`: no Engine.IO CLOSE packet, because the JS long-polling client acts on
-        CLOSE before the packets that share its payload (a last notice would be lost); its
-        next poll is refused instead, which makes it reconnect too. `None` on the queue is
-        engineio's own end-of-connection sentinel: it ends a pending long-poll, and makes
-        the WebSocket writer close the WebSocket (the JS client needs the WebSocket closed).
+        A long-polling client gets an Engine.IO CLOSE as the last packet of its last poll,
+        after every packet queued before it (the JS client handles a payload's packets in
+        order), so it sees `transport close` as the Node original's clients do, not the
+        `transport error` of a refused poll. A WebSocket is closed (the JS client needs the
+        WebSocket closed): `None` on the queue is engineio's end-of-connection sentinel,
+        which also ends a pending long-poll.
         """
         connections = list(self.eio.sockets.values())
         loop = asyncio.get_running_loop()
@@ -75,7 +77,10 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
         while not all(map(_sent_all, connections)) and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.01)  # Engine.IO has no event for "sent"
         for connection in connections:
+            polling = not isinstance(connection.queue, DirectQueue)
             await connection.close(wait=False, abort=True)
+            if polling:
+                connection.queue.put_nowait(eio_packet.Packet(eio_packet.CLOSE))
             connection.queue.put_nowait(None)
 
     async def _send_packet(self, eio_sid: str, pkt: Any) -> None:
