@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Issue 5 benchmarks: feedserver against the Node original, same run, same load generator.
+"""Benchmarks: feedserver against the Node original, same run, same load generator.
 
 Copies SHARED/bench and SHARED/reference-node to a temporary directory, `npm ci` there,
 then for every scenario starts each server in turn (Node, then feedserver, alternating),
 drives it with the same `node loadgen.js` / `wrk` command, stops it, and finally writes
-docs/benchmarks.md with both figures and their ratio per target. Used by `make bench`;
+docs/benchmarks.md with both figures and their ratio per scenario. Used by `make bench`;
 not part of `make test` (it runs for minutes and wants a quiet machine).
 
     python bench/run_benchmarks.py [--shared ../shared] [--out docs/benchmarks.md] [--quick]
@@ -51,6 +51,13 @@ FD_LIMIT = 20000
 ANALYSIS = "## Analysis"
 # Steps of 10 ev/s up to 120: the ratio of two ceilings is only as fine as the steps.
 CEILING_RATES = (10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120, 140, 160, 200, 240, 320)
+# Scenarios are named by what they measure, in the table, the details and the progress log.
+FANOUT_CPU = "fan-out CPU"
+FANOUT_CEILING = "fan-out ceiling"
+TWO_TENANTS = "two tenants"
+CONNECTIONS_10K = "10k connections"
+REST_INGEST = "REST ingest"
+STALLED = "stalled subscriber"
 
 
 def log(message: str) -> None:
@@ -186,7 +193,7 @@ def run_all(runner: Runner) -> dict[str, Any]:
     fan = ["--clients", "1000", "--tenants", "1"]
     out: dict[str, Any] = {}
     out["fan80"] = runner.each_server(
-        "1 fan-out efficiency",
+        FANOUT_CPU,
         lambda s: runner.loadgen(s, *fan, "--rate", "80", "--duration", str(runner.seconds(15))),
     )
 
@@ -206,15 +213,15 @@ def run_all(runner: Runner) -> dict[str, Any]:
                 break
         return {"steps": steps, "best": max([s["rate"] for s in steps if s["ok"]], default=0)}
 
-    out["ceiling"] = runner.each_server("2 fan-out ceiling", ceiling)
+    out["ceiling"] = runner.each_server(FANOUT_CEILING, ceiling)
     out["two100"] = runner.each_server(
-        "3 two tenants",
+        TWO_TENANTS,
         lambda s: runner.loadgen(
             s, "--clients", "1000", "--tenants", "2", "--rate", "100", "--duration", "20"
         ),
     )
     out["idle10k"] = runner.each_server(
-        "4 10k connections",
+        CONNECTIONS_10K,
         lambda s: runner.loadgen(
             s,
             "--clients",
@@ -231,11 +238,13 @@ def run_all(runner: Runner) -> dict[str, Any]:
             "300",
         ),
     )
-    out["wrk"] = runner.each_server("5 REST ingest", lambda s: runner.wrk(s, runner.seconds(10)))
-    out["wrk_subscribed"] = runner.each_server(
-        "5 REST ingest, 1000 subscribers", wrk_subscribed(runner)
+    out["wrk"] = runner.each_server(
+        f"{REST_INGEST}, no subscribers", lambda s: runner.wrk(s, runner.seconds(10))
     )
-    out["stalled"] = runner.each_server("6 a subscriber that stops reading", stalled_reader(runner))
+    out["wrk_subscribed"] = runner.each_server(
+        f"{REST_INGEST}, 1000 subscribers", wrk_subscribed(runner)
+    )
+    out["stalled"] = runner.each_server(STALLED, stalled_reader(runner))
     return out
 
 
@@ -262,7 +271,7 @@ def wrk_subscribed(runner: Runner) -> Callable[[Server], dict[str, Any]]:
 
 
 def stalled_reader(runner: Runner) -> Callable[[Server], dict[str, Any]]:
-    """Target 6: one subscriber that stops reading while wrk posts to its tenant."""
+    """The stalled subscriber: one subscriber that stops reading while wrk posts to its tenant."""
 
     def body(server: Server) -> dict[str, Any]:
         sock = socket.socket()
@@ -376,25 +385,40 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
 
-def render(out: dict[str, Any], runner: Runner, started: str, load_start: str) -> str:
+def git_commit() -> str:
+    """The commit being measured, `-dirty` when tracked files differ from it."""
+    done = subprocess.run(
+        ["git", "describe", "--always", "--dirty", "--abbrev=7"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.stdout.strip() or "unknown"
+
+
+def render(out: dict[str, Any], runner: Runner, started: str, load_start: str, commit: str) -> str:
     rows = [efficiency_row(out["fan80"]), ceiling_row(out["ceiling"])]
     rows += [two_tenants_row(out["two100"][kind], kind) for kind in SERVERS]
     rows += connection_rows(out["idle10k"])
-    rows.append(ingest_row(out["wrk"], "5a REST ingest, no subscribers", 1.5))
-    rows.append(ingest_row(out["wrk_subscribed"], "5b REST ingest, 1000 subscribers", 2.0))
+    rows.append(ingest_row(out["wrk"], f"{REST_INGEST}: no subscribers", 1.5))
+    rows.append(ingest_row(out["wrk_subscribed"], f"{REST_INGEST}: 1000 subscribers", 2.0))
     rows.append(stalled_row(out["stalled"]))
-    table = ["| target | Node | feedserver | ratio | needed | |", "|---|---|---|---|---|---|"]
+    table = ["| scenario | Node | feedserver | ratio | goal | |", "|---|---|---|---|---|---|"]
     table += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     quick = " QUICK run (shortened durations)." if runner.quick else ""
     return "\n".join(
         [
-            "# Benchmarks (issue 5)",
+            "# Benchmarks: feedserver against the Node original",
             "",
             "<!-- The measured part is written by bench/run_benchmarks.py (make bench); "
             "the Analysis section is kept across runs. -->",
             "",
-            f"Run {started} by `make bench`; machine: {os.cpu_count()} CPUs ({cpu_model()}); "
-            f"load average at start {load_start}, at end {load_average()}.{quick}",
+            f"Run {started} at commit {commit} by `make bench`; machine: {os.cpu_count()} CPUs "
+            f"({cpu_model()}); load average at start {load_start}, at end {load_average()}.{quick}",
+            "",
+            "ratio: feedserver / Node, from the same run; goal: what feedserver aims for; the last",
+            "column: whether this run met it.",
             "",
             *table,
             "",
@@ -419,7 +443,7 @@ Row = tuple[str, str, str, str, str, str]
 def efficiency_row(fan: dict[str, Any]) -> Row:
     nu, pu = us_per_delivery(fan["node"]), us_per_delivery(fan["python"])
     return (
-        "1 server CPU per delivery, 1000 clients, 1 tenant, 80 ev/s",
+        f"{FANOUT_CPU}: server CPU per delivery, 1000 clients, 1 tenant, 80 ev/s",
         f"{nu:.1f} us",
         f"{pu:.1f} us",
         ratio(pu, nu),
@@ -431,7 +455,7 @@ def efficiency_row(fan: dict[str, Any]) -> Row:
 def ceiling_row(ceiling: dict[str, Any]) -> Row:
     cn, cp = ceiling["node"]["best"], ceiling["python"]["best"]
     return (
-        "2 ceiling: 0 lost, p99 <= 100 ms, 1000 clients, 1 tenant",
+        f"{FANOUT_CEILING}: 0 lost, p99 <= 100 ms, 1000 clients, 1 tenant",
         f"{cn} ev/s",
         f"{cp} ev/s",
         ratio(cp, cn),
@@ -443,7 +467,7 @@ def ceiling_row(ceiling: dict[str, Any]) -> Row:
 def two_tenants_row(result: dict[str, Any], kind: str) -> Row:
     d = result["delivery"]
     return (
-        f"3 1000 clients, 2 tenants, 100 ev/s, 20 s: {kind}",
+        f"{TWO_TENANTS}, {kind}: 1000 clients, 100 ev/s, 20 s",
         f"lost {d['lost']}" if kind == "node" else "",
         f"lost {d['lost']}" if kind == "python" else "",
         f"p99 {d['latencyMs']['p99']} ms",
@@ -458,12 +482,12 @@ def connection_rows(idle: dict[str, Any]) -> list[Row]:
     failed = idle["python"]["connect"]["failed"]
     cn, cp = cpu_per_connect(idle["node"]), cpu_per_connect(idle["python"])
     return [
-        ("4a RSS per connection, 10k idle, 10 tenants", f"{kn} KB", f"{kp} KB", ratio(kp, kn),
-         "<= 1x", verdict(kp <= kn and failed == 0)),
-        ("4b connect wall time, 10k clients", f"{wn} s", f"{wp} s", ratio(wp, wn), "<= 1x",
-         verdict(wp <= wn and failed == 0)),
-        ("4c (context) server CPU per connect, 10k clients", f"{cn:.0f} us", f"{cp:.0f} us",
-         ratio(cp, cn), "", ""),
+        (f"{CONNECTIONS_10K}: RSS per idle connection, 10 tenants", f"{kn} KB",
+         f"{kp} KB", ratio(kp, kn), "<= 1x", verdict(kp <= kn and failed == 0)),
+        (f"{CONNECTIONS_10K}: connect wall time", f"{wn} s", f"{wp} s",
+         ratio(wp, wn), "<= 1x", verdict(wp <= wn and failed == 0)),
+        (f"{CONNECTIONS_10K} (context): server CPU per connect", f"{cn:.0f} us",
+         f"{cp:.0f} us", ratio(cp, cn), "", ""),
     ]  # fmt: skip
 
 
@@ -487,7 +511,7 @@ def stalled_row(stalled: dict[str, Any]) -> Row:
 
     p = stalled["python"]
     return (
-        f"6 one subscriber stops reading, {p['posted']} events posted to its tenant",
+        f"{STALLED}: one subscriber stops reading, {p['posted']} events posted to its tenant",
         cell(stalled["node"]),
         cell(p),
         "",
@@ -503,23 +527,27 @@ def details(out: dict[str, Any]) -> list[str]:
             f"{s['rate']} ev/s {'ok' if s['ok'] else 'FAIL'} ({summary_line(s['result'])})"
             for s in out["ceiling"][kind]["steps"]
         )
-        lines.append(f"- 2 ceiling steps, {kind}: {steps}")
-    for name in ("fan80", "two100", "idle10k"):
+        lines.append(f"- {FANOUT_CEILING} steps, {kind}: {steps}")
+    for key, name in (
+        ("fan80", FANOUT_CPU),
+        ("two100", TWO_TENANTS),
+        ("idle10k", CONNECTIONS_10K),
+    ):
         for kind in SERVERS:
-            r = out[name][kind]
+            r = out[key][kind]
             lines.append(
-                f"- {name} {kind}: connect {r['connect']['ok']} ok / {r['connect']['failed']} "
+                f"- {name}, {kind}: connect {r['connect']['ok']} ok / {r['connect']['failed']} "
                 f"failed in {r['connect']['wallS']} s; {summary_line(r)}"
             )
-    for name in ("wrk", "wrk_subscribed"):
+    for key, name in (("wrk", "no subscribers"), ("wrk_subscribed", "1000 subscribers")):
         for kind in SERVERS:
-            w = out[name][kind]
+            w = out[key][kind]
             lines.append(
-                f"- {name} {kind}: {w['rps']} req/s, not201 {w['not201']}, p50 "
+                f"- {REST_INGEST}, {name}, {kind}: {w['rps']} req/s, not201 {w['not201']}, p50 "
                 f"{w['latencyMs']['p50']} ms, p99 {w['latencyMs']['p99']} ms, errors {w['errors']}"
             )
     for kind in SERVERS:
-        lines.append(f"- stalled reader {kind}: {out['stalled'][kind]}")
+        lines.append(f"- {STALLED}, {kind}: {out['stalled'][kind]}")
     return lines
 
 
@@ -534,6 +562,7 @@ def main() -> int:
     raise_fd_limit()
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     load_start = load_average()
+    commit = git_commit()
     with tempfile.TemporaryDirectory(prefix="feedserver-bench-") as tmp:
         work = Path(tmp)
         for name in ("bench", "reference-node"):
@@ -553,7 +582,7 @@ def main() -> int:
     # The hand-written analysis below the measured part survives a re-run.
     old = out_file.read_text() if out_file.exists() else ""
     analysis = old[old.index(ANALYSIS) :] if ANALYSIS in old else ANALYSIS + "\n"
-    out_file.write_text(render(out, runner, started, load_start) + "\n" + analysis)
+    out_file.write_text(render(out, runner, started, load_start, commit) + "\n" + analysis)
     log(f"wrote {args.out}")
     return 0
 
