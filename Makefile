@@ -65,7 +65,7 @@ format: install
 	$(BIN)/ruff format feedserver tests
 	$(BIN)/ruff check --fix feedserver tests
 
-# Issue 5 benchmarks, feedserver against the Node original in the same run (minutes; wants a
+# Benchmarks, feedserver against the Node original in the same run (minutes; wants a
 # quiet machine): copies $(SHARED)/bench and $(SHARED)/reference-node to a temporary
 # directory, npm ci there, writes docs/benchmarks.md. Not part of `make test`.
 SHARED ?= ../shared

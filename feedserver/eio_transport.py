@@ -3,7 +3,7 @@
 python-engineio keeps each idle WebSocket in five tasks beside aiohttp's own: a writer, the
 `Queue.get` that its `poll()` wraps in `asyncio.wait_for`, a `websocket_wait` task per
 received message, and a `_send_ping` task sleeping `ping_interval`. Each task costs about
-1.5 KB and its creation CPU (docs/benchmarks.md, target 4).
+1.5 KB and its creation CPU (docs/benchmarks.md, "10k connections").
 
 `LeanEngineServer` is `engineio.AsyncServer` whose sockets' pings are timer callbacks
 instead of a sleeping `_send_ping` task each (same times, same PING packet), and whose

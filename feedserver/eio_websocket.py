@@ -5,7 +5,7 @@ request, the handler task with the frames of every middleware, and a WebSocketRe
 with its reader and writer stay alive for the connection's lifetime; engineio adds a
 writer task, a `wait_for` task per received message and a queue. For 10,000 idle clients
 that was about 29 KB and 1.2 ms of server CPU per connection (docs/benchmarks.md,
-target 4), twice the Node original.
+"10k connections"), twice the Node original.
 
 `detach()` runs after aiohttp and engineio have done the handshake (middlewares, CORS,
 the 101): it hands the TCP transport to an `EngineWebSocket`, lets aiohttp's request end

@@ -1,6 +1,6 @@
-"""deploy/: Docker cannot run here, so the files are checked as far as the tools allow —
-the nginx template by `nginx -t`, the compose files by parsing them — and the same
-topology is started for real by deploy/cluster.sh (`make cluster`)."""
+"""deploy/ without Docker: the files are checked as far as other tools allow — the nginx
+template by `nginx -t`, the compose files by parsing them — and the same topology is
+started for real by deploy/cluster.sh (`make cluster`)."""
 
 from __future__ import annotations
 
