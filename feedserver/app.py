@@ -13,6 +13,7 @@ from .access import access_middleware, stamp_request_id
 from .addresses import ClientAddresses
 from .api import RestApi, error_middleware, rate_limit_middleware
 from .auth import Authenticator, HeaderAuthenticator, TenantCatalogue, TokenAuthenticator
+from .client_bundle import ClientBundle
 from .cluster import open_backend
 from .config import Settings
 from .core import Feed, LocalConnections
@@ -29,7 +30,7 @@ from .realtime import MAX_PACKET_BYTES, SOCKETIO_PATH, RealtimeGateway, refuse_n
 from .security import ResponseStamp, polling_body_limit, security_stamp
 
 WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
-SOCKETIO_CLIENT_DIST = Path("node_modules") / "socket.io-client" / "dist"
+SOCKETIO_CLIENT = Path("node_modules") / "socket.io-client"
 
 GATEWAY = web.AppKey("gateway", RealtimeGateway)
 FEED = web.AppKey("feed", Feed)
@@ -104,10 +105,13 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
 
     rest = RestApi(settings, feed, authenticator, catalogue, addresses, shutting_down)
     api_routes = app.router.add_routes(rest.routes())
+    # Before the gateway's routes: /socket.io/ is Engine.IO's, these few file names are not.
+    bundle = ClientBundle.read(web_root / SOCKETIO_CLIENT)
+    bundle_routes = app.router.add_routes(bundle.routes(f"/{SOCKETIO_PATH}")) if bundle else []
     if settings.metrics_port is None:
         admins_only = authenticator if settings.auth == "token" else None
         app.router.add_get(METRICS_PATH, metrics_view(metrics, admins_only), allow_head=False)
-    cors_hooks = _allow_cors(app, settings, api_routes)
+    cors_hooks = _allow_cors(app, settings, [*api_routes, *bundle_routes])
     _stamp_responses(app, (security_stamp(settings.production), stamp_request_id), cors_hooks)
     gateway.attach(app)
     _serve_page(app, web_root)
@@ -128,7 +132,7 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
 def _allow_cors(
     app: web.Application, settings: Settings, routes: list[web.AbstractRoute]
 ) -> list[ResponseHook]:
-    """CORS on the REST routes; returns the response hooks aiohttp_cors would have added."""
+    """CORS on `routes` (REST, client bundle); returns the hooks aiohttp_cors would have added."""
     options = aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
         allow_credentials=False,
         allow_headers=(
@@ -190,6 +194,6 @@ def _serve_page(app: web.Application, web_root: Path) -> None:
     for folder in sorted(p for p in web_root.iterdir() if p.is_dir()) if web_root.is_dir() else []:
         if folder.name not in ("node_modules",) and not folder.name.startswith("."):
             app.router.add_static(f"/{folder.name}", folder)
-    client = web_root / SOCKETIO_CLIENT_DIST
+    client = web_root / SOCKETIO_CLIENT / "dist"
     if client.is_dir():
         app.router.add_static("/vendor", client)

@@ -13,6 +13,7 @@ from .errors import PayloadTooLarge
 ResponseStamp = Callable[[web.Request, web.StreamResponse], None]
 
 SERVER_NAME = "feedserver"
+RESOURCE_POLICY = "Cross-Origin-Resource-Policy"
 CONTENT_SECURITY_POLICY = "; ".join(
     [
         "default-src 'self'",
@@ -34,7 +35,7 @@ BASE_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Opener-Policy": "same-origin",
-    "Cross-Origin-Resource-Policy": "same-origin",
+    RESOURCE_POLICY: "same-origin",
     "X-DNS-Prefetch-Control": "off",
     "X-Permitted-Cross-Domain-Policies": "none",
     # aiohttp would otherwise announce its name and version.
@@ -64,12 +65,16 @@ def security_stamp(production: bool) -> ResponseStamp:
     hide_server_version()
 
     def stamp(request: web.Request, response: web.StreamResponse) -> None:
+        # A response meant for other origins (the socket.io client bundle) says so itself.
+        own_policy = response.headers.get(RESOURCE_POLICY)
         if "Cache-Control" in response.headers:
             response.headers.update(headers)
         elif request.path.startswith("/api/"):
             response.headers.update(api_headers)
         else:
             response.headers.update(page_headers)
+        if own_policy is not None:
+            response.headers[RESOURCE_POLICY] = own_policy
 
     return stamp
 

@@ -51,8 +51,12 @@ def start_server(
     tenants: Sequence[str] = ("tenant_a", "tenant_b"),
     env: dict[str, str] | None = None,
     port: int | None = None,
+    web_root: Path | None = None,
 ) -> Iterator[FeedServer]:
-    """Run `python -m feedserver serve` until the block ends; yields once /api/health answers."""
+    """Run `python -m feedserver serve` until the block ends; yields once /api/health answers.
+
+    With `web_root`, the same server serves that page instead of `web/` (`page_server`).
+    """
     if not SOCKETIO_CLIENT.is_dir():
         raise RuntimeError(f"{SOCKETIO_CLIENT} is missing: run `npm ci --prefix web` first")
     port = port or free_port()
@@ -75,6 +79,9 @@ def start_server(
         "--port",
         str(port),
     ]
+    if web_root is not None:
+        page_server = ["-m", "tests.e2e.page_server", str(web_root), "127.0.0.1", str(port)]
+        command = [sys.executable, *page_server]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command, cwd=REPO_ROOT, env=server_env, stdout=log, stderr=subprocess.STDOUT
