@@ -28,6 +28,15 @@ from tests.lines import DEFAULT_TIMEOUT, Line, LineReader
 
 JS_DIR = Path(__file__).resolve().parent / "js"
 SCRIPT = JS_DIR / "client.mjs"
+CURRENT = "socket.io-client"
+# The releases tests/js/package.json installs, by minor version; the newest is the current
+# one, the others are npm aliases ("socket.io-client-4.0": "npm:socket.io-client@4.0.0").
+CLIENT_VERSIONS = {
+    "4.0": "socket.io-client-4.0",
+    "4.4": "socket.io-client-4.4",
+    "4.7": "socket.io-client-4.7",
+    "4.8": CURRENT,
+}
 
 
 class JsClient(LineReader):
@@ -79,6 +88,10 @@ class JsClient(LineReader):
         """Client-side disconnect; await `expect_type("disconnect")` to know it happened."""
         await self._command({"op": "disconnect"})
 
+    async def drop_transport(self) -> None:
+        """Cut the transport as a network would; the socket reconnects if `reconnection`."""
+        await self._command({"op": "drop"})
+
     async def connect(self, auth: dict[str, Any] | None = None) -> None:
         """Connect again on the same Socket (optionally with a new `auth`)."""
         command: dict[str, Any] = {"op": "connect"}
@@ -111,19 +124,22 @@ async def js_client(
     query: dict[str, Any] | None = None,
     auth: dict[str, Any] | None = None,
     transports: list[str] | None = None,
+    version: str | None = None,
     **options: Any,
 ) -> AsyncIterator[JsClient]:
     """Start `io(url, options)` in node; the socket connects at once (reconnection off).
 
-    `options` are further socket.io-client options (camelCase, as in JavaScript).
+    `version`: a key of `CLIENT_VERSIONS` (default: the current release). `options` are
+    further socket.io-client options (camelCase, as in JavaScript).
     """
-    _require_node()
+    package = CLIENT_VERSIONS[version] if version is not None else CURRENT
+    _require_node(package)
     named = {"query": query, "auth": auth, "transports": transports}
     io_options = {k: v for k, v in named.items() if v is not None} | options
     process = await asyncio.create_subprocess_exec(
         "node",
         str(SCRIPT),
-        json.dumps({"url": str(url).rstrip("/"), "options": io_options}),
+        json.dumps({"url": str(url).rstrip("/"), "options": io_options, "package": package}),
         cwd=JS_DIR,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
@@ -136,9 +152,9 @@ async def js_client(
         await client.close()
 
 
-def _require_node() -> None:
+def _require_node(package: str = CURRENT) -> None:
     """Fail (never skip) when the interoperability tests cannot run."""
     if shutil.which("node") is None:
         raise RuntimeError("node is not installed; the JS interoperability tests need it")
-    if not (JS_DIR / "node_modules" / "socket.io-client").is_dir():
-        raise RuntimeError("tests/js/node_modules is missing: run `make install`")
+    if not (JS_DIR / "node_modules" / package).is_dir():
+        raise RuntimeError(f"tests/js/node_modules/{package} is missing: run `make install`")

@@ -1,23 +1,30 @@
 // Drives the real socket.io-client@4 for the Python tests (tests/js_client.py).
 //
-//   node client.mjs '{"url": "http://127.0.0.1:PORT", "options": {...io() options...}}'
+//   node client.mjs '{"url": "http://127.0.0.1:PORT", "options": {...io() options...},
+//                     "package": "socket.io-client-4.0"}'
+//
+// `package` is the npm name to import: "socket.io-client" (the default, the current
+// release) or one of the older releases that package.json installs under an alias.
 //
 // stdout: one JSON object per line, in the order things happen:
 //   {"type": "connect", "id", "recovered", "transport"}
 //   {"type": "connect_error", "message", "data"}
 //   {"type": "disconnect", "reason"}
+//   {"type": "upgrade", "transport"}                     the transport was upgraded
 //   {"type": "event", "event": NAME, "args": [...]}      every server event (onAny)
 //   {"type": "ack", "ref": REF, "args": [...]}           the answer to an "emit" command
 //   {"type": "error", "message"}                         a command this script cannot run
 // stdin: one JSON command per line:
 //   {"op": "emit", "event", "args": [...], "ref"}        with an ack callback when ref is set
 //   {"op": "disconnect"}
+//   {"op": "drop"}                                       cut the transport (the client
+//                                                        reconnects if `reconnection` is on)
 //   {"op": "connect", "auth": {...}}                     reconnect, optionally with a new auth
 //   {"op": "exit"}
-import { io } from "socket.io-client";
 import { print, runCommands } from "./commands.mjs";
 
 const spec = JSON.parse(process.argv[2] ?? "{}");
+const { io } = await import(spec.package ?? "socket.io-client");
 
 const socket = io(spec.url, { reconnection: false, ...spec.options });
 
@@ -28,6 +35,10 @@ socket.on("connect", () =>
     recovered: socket.recovered,
     transport: socket.io.engine.transport.name,
   }),
+);
+// The engine of each (re)connection; polling -> websocket shows as an "upgrade" line.
+socket.io.on("open", () =>
+  socket.io.engine.on("upgrade", (transport) => print({ type: "upgrade", transport: transport.name })),
 );
 socket.on("connect_error", (err) =>
   print({ type: "connect_error", message: err.message, data: err.data ?? null }),
@@ -45,6 +56,10 @@ const commands = {
   },
   disconnect() {
     socket.disconnect();
+  },
+  drop() {
+    // A network cut, not a goodbye: socket.io keeps the session (pid, offset) to recover.
+    socket.io.engine.close();
   },
   connect({ auth }) {
     if (auth !== undefined) socket.auth = auth;
