@@ -53,6 +53,15 @@ dev: install
 test: install sysdeps
 	$(BIN)/python -m pytest -q -p no:cacheprovider --cov=feedserver --cov-report=term:skip-covered $(PYTEST_ARGS)
 
+# On every save of a .py file under feedserver/ or tests/, reruns the tests the change
+# affects: pytest-testmon keeps which code each test ran (.testmondata; the first run is
+# all of PYTEST_ARGS, the whole suite by default). A test whose server is a child process
+# (tests/e2e, the CLI tests) reruns when its own file changes, not the server's code.
+.PHONY: test-watch
+test-watch: install sysdeps
+	$(BIN)/watchfiles --filter python --target-type command \
+	  "$(BIN)/python -m pytest -q --testmon $(PYTEST_ARGS)" feedserver tests
+
 coverage: install sysdeps
 	$(BIN)/python -m pytest -q -p no:cacheprovider --cov=feedserver --cov-report=term-missing --cov-fail-under=85 $(PYTEST_ARGS)
 
