@@ -8,7 +8,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
 from . import __version__
-from .config import Settings
+from .config import TENANT_RE, Settings
 from .messages import CONTROL_CHARACTERS
 from .schemas import (
     IDEMPOTENCY_KEY_HEADER,
@@ -85,9 +85,11 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         spec.components.schema(schema.__name__.removesuffix("Schema"), schema=schema)
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     token_mode = settings.auth == "token"
-    tenant = _tenant_header(settings.tenants, required=False)
+    # The document needs no credentials: with tokens it names no tenant (as /api/config).
+    tenant_schema = _tenant_id_rule() if token_mode else _tenant_list(settings.tenants)
+    tenant = _tenant_header(tenant_schema, required=False)
     # In `none` mode the header is the credential; with tokens it may only repeat the tenant.
-    tenant_required = _tenant_header(settings.tenants, required=not token_mode)
+    tenant_required = _tenant_header(tenant_schema, required=not token_mode)
     security: list[dict[str, list[str]]] = [{"bearer": []}] if token_mode else []
 
     spec.path(
@@ -223,13 +225,17 @@ def _ecma_pattern(schema: dict[str, Any]) -> None:
         schema["pattern"] = schema["pattern"].removesuffix("\\Z") + "$"
 
 
-def _tenant_header(tenants: tuple[str, ...], *, required: bool) -> dict[str, Any]:
-    return {
-        "in": "header",
-        "name": "X-Tenant-ID",
-        "required": required,
-        "schema": {"type": "string", "enum": list(tenants)},
-    }
+def _tenant_list(tenants: tuple[str, ...]) -> dict[str, Any]:
+    return {"type": "string", "enum": list(tenants)}
+
+
+def _tenant_id_rule() -> dict[str, Any]:
+    """What any tenant id looks like (FEED_TENANTS' rule), without saying which exist."""
+    return {"type": "string", "pattern": TENANT_RE.pattern}
+
+
+def _tenant_header(schema: dict[str, Any], *, required: bool) -> dict[str, Any]:
+    return {"in": "header", "name": "X-Tenant-ID", "required": required, "schema": schema}
 
 
 def _operation(

@@ -83,3 +83,21 @@ async def test_fuzzing_finds_no_server_error_and_no_answer_outside_the_document(
     assert process.returncode == 0, report
     assert "No issues found" in report, report
     assert time.monotonic() - started < BUDGET_S
+
+
+async def test_in_token_mode_the_document_names_no_tenant(start_server: ServerFactory) -> None:
+    """As /api/config, the document is open to anyone: with tokens it keeps the tenant list
+    to itself (the header is only described by the tenant id rule); in `none` mode, where
+    the header is the credential, it lists the tenants."""
+    tenants = ("acme-internal", "globex_7")
+    documents = {}
+    for auth in ("token", "none"):
+        server = await start_server(auth=auth, auth_secret=SECRET, tenants=tenants)
+        async with (
+            ClientSession(str(server.make_url(""))) as http,
+            http.get("/api/openapi.json") as resp,
+        ):
+            assert resp.status == 200
+            documents[auth] = await resp.text()
+    assert not [tenant for tenant in tenants if tenant in documents["token"]]
+    assert all(tenant in documents["none"] for tenant in tenants)
