@@ -1,12 +1,23 @@
-"""Who the client is on the network: the peer, or the address a trusted proxy reports."""
+"""Who the client is on the network: the peer, or the address a trusted proxy reports.
+
+Addresses are normalised before they are compared or counted: an IPv4-mapped IPv6 address
+(`::ffff:10.0.0.1`, however it is spelt) is the IPv4 address, and IPv6 is written
+compressed, so that one client cannot get several budgets by spelling its address in
+several ways. The per-IP limits and caps count an IPv6 client by its /64 network: that is
+what one subscriber or host is given (RFC 6177), so rotating addresses inside it gains
+nothing. That is the rule, not an option: a /64 shared by many clients (a NAT64 gateway, a
+hosting provider's network) shares one budget, as an IPv4 NAT does.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 
+IPV6_PREFIX = 64
+
 
 class ClientAddresses:
-    """Resolves the client address used for per-IP limits and loopback checks.
+    """Resolves the client of a request: its address, and the key per-IP limits count.
 
     `X-Forwarded-For` is believed only when the peer itself is one of the trusted proxies
     (`FEED_TRUST_PROXY`); then the client is the right-most hop that is not a trusted proxy,
@@ -14,18 +25,47 @@ class ClientAddresses:
     """
 
     def __init__(self, trusted_proxies: tuple[str, ...]) -> None:
-        self._trusted = frozenset(trusted_proxies)
+        self._trusted = frozenset(normalise(proxy) or proxy for proxy in trusted_proxies)
 
     def resolve(self, peer: str | None, forwarded_for: str | None) -> str:
-        client = peer or "unknown"
+        """The key the per-IP rate limits and connection caps count this client under."""
+        return limit_key(self.client(peer, forwarded_for))
+
+    def client(self, peer: str | None, forwarded_for: str | None) -> str:
+        """The client's address, normalised; "unknown" without a peer."""
+        client = (normalise(peer) or peer) if peer else "unknown"
         if not forwarded_for or client not in self._trusted:
             return client
-        for hop in reversed(forwarded_for.split(",")):
-            hop = hop.strip()
-            if hop in self._trusted:
-                continue
-            return hop if _is_ip(hop) else client
+        for raw_hop in reversed(forwarded_for.split(",")):
+            hop = normalise(raw_hop.strip())
+            if hop is None:
+                return client
+            if hop not in self._trusted:
+                return hop
         return client
+
+
+def normalise(text: str) -> str | None:
+    """An IP address in one spelling (IPv4-mapped IPv6 as IPv4, IPv6 compressed), or None
+    when `text` is not an IP address."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+def limit_key(address: str) -> str:
+    """What per-IP limits count: an IPv4 address itself, an IPv6 address's /64 network."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 4:
+        return address
+    return str(ipaddress.IPv6Network((int(ip), IPV6_PREFIX), strict=False))
 
 
 def is_loopback(address: str) -> bool:
@@ -33,11 +73,3 @@ def is_loopback(address: str) -> bool:
         return ipaddress.ip_address(address).is_loopback
     except ValueError:
         return False
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True

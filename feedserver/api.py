@@ -108,7 +108,7 @@ def rate_limit_middleware(limiter: RequestLimiter, addresses: ClientAddresses) -
         if not request.path.startswith("/api/") or request.method == "OPTIONS":
             return await handler(request)
         try:
-            quota = await limiter.hit(client_address(addresses, request))
+            quota = await limiter.hit(client_key(addresses, request))
         except StoreUnavailable:
             # The limiter's Redis is down: serve the request uncounted. Whatever needs the
             # store answers 503 by itself, and /api/health can still say what is wrong.
@@ -128,9 +128,18 @@ def rate_limit_middleware(limiter: RequestLimiter, addresses: ClientAddresses) -
     return limit
 
 
+def client_key(addresses: ClientAddresses, request: web.Request) -> str:
+    """What the per-IP limits count this request's client under (an IPv6 client's /64)."""
+    return addresses.resolve(request.remote, _forwarded_for(request))
+
+
 def client_address(addresses: ClientAddresses, request: web.Request) -> str:
+    return addresses.client(request.remote, _forwarded_for(request))
+
+
+def _forwarded_for(request: web.Request) -> str | None:
     forwarded = request.headers.getall("X-Forwarded-For", None)
-    return addresses.resolve(request.remote, ",".join(forwarded) if forwarded else None)
+    return ",".join(forwarded) if forwarded else None
 
 
 def _from_http_exception(exc: web.HTTPException) -> web.Response:

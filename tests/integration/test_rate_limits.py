@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
 
 from feedserver.app import FEED
 from tests.clients import CLIENT_KINDS, open_client
@@ -124,6 +125,38 @@ async def test_forwarded_for_is_believed_only_from_the_trusted_proxy(
     # has its own window; untrusted, the header is ignored and both share the peer's.
     assert await remaining_after({"trust_proxy": ("127.0.0.1",)}) == ["9", "9"]
     assert await remaining_after({}) == ["9", "8"]
+
+
+async def remaining_per_forwarded_client(server: TestServer, clients: list[str]) -> list[str]:
+    """`RateLimit-Remaining` after one call as each client, forwarded by the test client's
+    peer (127.0.0.1, the trusted proxy)."""
+    seen = []
+    async with ClientSession(str(server.make_url(""))) as http:
+        for client in clients:
+            headers = {**TENANT_A, "X-Forwarded-For": client}
+            async with http.get("/api/events", headers=headers) as resp:
+                assert resp.status == 200
+                seen.append(resp.headers["RateLimit-Remaining"])
+    return seen
+
+
+async def test_one_ipv4_client_has_one_budget_however_its_address_is_spelt(
+    start_server: ServerFactory,
+) -> None:
+    server = await start_server(rate_limit_max_requests=10, trust_proxy=("127.0.0.1",))
+    spellings = ["10.0.0.1", "::ffff:10.0.0.1", "::ffff:a00:1", "0:0:0:0:0:ffff:10.0.0.1"]
+    assert await remaining_per_forwarded_client(server, spellings) == ["9", "8", "7", "6"]
+
+
+async def test_ipv6_clients_share_a_budget_per_64_prefix(start_server: ServerFactory) -> None:
+    server = await start_server(rate_limit_max_requests=10, trust_proxy=("127.0.0.1",))
+    clients = [
+        "2001:db8:1:2::1",
+        "2001:0db8:0001:0002:0000:0000:0000:0001",  # the same address, uncompressed
+        "2001:db8:1:2:ffff:ffff:ffff:ffff",  # another address in the same /64
+        "2001:db8:1:3::1",  # the next /64: its own budget
+    ]
+    assert await remaining_per_forwarded_client(server, clients) == ["9", "8", "7", "9"]
 
 
 async def test_nodes_on_one_redis_share_a_clients_request_quota(
