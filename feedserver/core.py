@@ -225,37 +225,40 @@ class Feed:
         return History(events, max(counts.latest_seq, events[-1].seq if events else 0))
 
     async def catch_up(self, tenant: str, since: int | None) -> CatchUp:
-        """The last `initial_events`, or everything after `since` that is still held.
-
-        Only up to what this node's listeners have been given (`EventBus.delivered_up_to`):
-        a later event would reach a subscriber twice, in its catch-up and then live.
-        """
+        """The last `initial_events`, or every event after `since` that is still held
+        (`recovered` is False when some of them were dropped); at most `history_size`."""
         bind_tenant(tenant)
         horizon = self.bus.delivered_up_to(tenant)  # first: every later event is still to come
-        catch_up = await self._read_catch_up(tenant, since)
-        if horizon is None or catch_up.latest_seq <= horizon:
-            return catch_up
-        held_by_client = since if since is not None and catch_up.recovered else 0
-        return CatchUp(
-            [e for e in catch_up.events if e.seq <= horizon],
-            max(horizon, held_by_client),
-            catch_up.recovered,
-        )
+        catch_up = await self._read_since(tenant, since)
+        return _delivered_only(catch_up, horizon, since)
 
-    async def _read_catch_up(self, tenant: str, since: int | None) -> CatchUp:
+    async def recover(self, tenant: str, offset: int) -> CatchUp:
+        """Native recovery from `offset`: the events after it when all of them are still
+        held, else (`recovered` False) the last `initial_events`, as for a new client."""
+        bind_tenant(tenant)
+        horizon = self.bus.delivered_up_to(tenant)
+        catch_up = await self._read_since(tenant, offset)
+        if not catch_up.recovered:
+            catch_up = await self._read_newest(tenant)
+        return _delivered_only(catch_up, horizon, offset)
+
+    async def _read_since(self, tenant: str, since: int | None) -> CatchUp:
         if since is None:
-            history = await self.history(tenant, limit=self.initial_events)
-            return CatchUp(history.events, history.latest_seq, recovered=False)
+            return await self._read_newest(tenant)
         counts = await self.store.counts(tenant)
-        if since > counts.latest_seq or since + 1 < counts.oldest_held:
-            # Unknown future offset (e.g. a memory store that restarted) or a gap that the
-            # ring buffer no longer covers: say so, and start the client afresh.
-            history = await self.history(tenant, limit=self.initial_events)
-            return CatchUp(history.events, history.latest_seq, recovered=False)
+        if since > counts.latest_seq:
+            # An unknown future offset (e.g. of a memory store that restarted): say so, and
+            # start the client afresh.
+            return await self._read_newest(tenant)
+        # The ring buffer holds at most `history_size` events: the bound of the answer.
         events = await self.store.query(tenant, limit=self.history_size, since=since)
-        complete = not events or events[0].seq == since + 1
+        complete = since + 1 >= counts.oldest_held and (not events or events[0].seq == since + 1)
         latest = max(counts.latest_seq, events[-1].seq if events else 0)
         return CatchUp(events, latest, recovered=complete)
+
+    async def _read_newest(self, tenant: str) -> CatchUp:
+        history = await self.history(tenant, limit=self.initial_events)
+        return CatchUp(history.events, history.latest_seq, recovered=False)
 
     async def stats(self, tenants: Iterable[str]) -> dict[str, TenantStats]:
         out: dict[str, TenantStats] = {}
@@ -277,3 +280,16 @@ def _one_key(header: str | None, payload: str | None) -> str | None:
             {IDEMPOTENCY_KEY_HEADER: "differs from idempotencyKey in the body"},
         )
     return header if header is not None else payload
+
+
+def _delivered_only(catch_up: CatchUp, horizon: int | None, since: int | None) -> CatchUp:
+    """Only up to what this node's listeners have been given (`EventBus.delivered_up_to`):
+    a later event would reach a subscriber twice, in its catch-up and then live."""
+    if horizon is None or catch_up.latest_seq <= horizon:
+        return catch_up
+    held_by_client = since if since is not None and catch_up.recovered else 0
+    return CatchUp(
+        [e for e in catch_up.events if e.seq <= horizon],
+        max(horizon, held_by_client),
+        catch_up.recovered,
+    )

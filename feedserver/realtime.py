@@ -45,7 +45,7 @@ from .logs import ThrottledWarning
 from .metrics import FeedMetrics
 from .packets import MalformedPacket, StrictPacket
 from .quotas import ConnectionCaps, RequestLimiter
-from .recovery import ConnectionRecovery, RecoveringServer
+from .recovery import ConnectionRecovery, RecoveringServer, Resume
 from .rooms import IndexedManager
 from .schemas import MAX_SEQ
 
@@ -197,7 +197,7 @@ class RealtimeGateway:
             reconnect = await session.recovery.read(handshake)
             resume = reconnect.resume
             # Read before the CONNECT reply: its pid says whether the client is recovered.
-            catch_up = await self._catch_up(session, since if resume is None else resume.offset)
+            catch_up = await self._catch_up(session, since, resume)
         except FeedError as exc:
             await self._on_disconnect(sid)
             raise refusal(exc) from None
@@ -215,10 +215,14 @@ class RealtimeGateway:
         if session.recovery.enabled:
             self.sio.grant_pid(sid, pid)
 
-    async def _catch_up(self, session: Session, since: int | None) -> CatchUp:
+    async def _catch_up(
+        self, session: Session, since: int | None, resume: Resume | None
+    ) -> CatchUp:
         """The session's catch-up; live events are parked from before it is read."""
         self._syncing.setdefault(session.tenant, set()).add(session)
         try:
+            if resume is not None:
+                return await self.feed.recover(session.tenant, resume.offset)
             return await self.feed.catch_up(session.tenant, since)
         except BaseException:
             self._stop_syncing(session)

@@ -8,6 +8,8 @@ first, then Redis: across a server restart and across nodes.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,9 +17,10 @@ from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
 from feedserver.app import create_app
+from tests.clients import CLIENT_KINDS, open_client
 from tests.conftest import ServerFactory, make_settings
 from tests.js_swarm import JsSwarm, js_swarm
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, running_redis
 
 pytestmark = pytest.mark.node
 
@@ -108,7 +111,7 @@ async def test_client_that_never_received_an_event_recovers(
 async def test_gap_older_than_the_ring_buffer_is_not_recovered(
     start_server: ServerFactory,
 ) -> None:
-    server = await start_server(history_size=10)
+    server = await start_server(history_size=10, initial_events=3)
     async with js_swarm([server.make_url("")], auth=TENANT, **SLOW_RECONNECT) as s:
         await first_initial(s)
         await s.drop(0)
@@ -118,10 +121,11 @@ async def test_gap_older_than_the_ring_buffer_is_not_recovered(
         recovered, established = await reconnected(s)
         assert recovered is False
         assert established["recovered"] is False
+        # As a new client: the last FEED_INITIAL_EVENTS (unlike `auth.since`, below).
         fresh = await s.expect_type("initial")
-        assert fresh["seqs"] == list(range(6, 16)) and fresh["offset"] == "15"
+        assert fresh["seqs"] == [13, 14, 15] and fresh["offset"] == "15"
         [client] = await s.report()
-    assert client["held"] == list(range(6, 16))
+    assert client["held"] == [13, 14, 15]
 
 
 async def test_offset_of_another_memory_store_is_never_taken_as_recovered(
@@ -164,6 +168,30 @@ async def test_auth_since_still_resumes_a_client_that_manages_its_own_offsets(
     async with js_swarm([server.make_url("")], auth=auth) as s:
         assert (await s.expect_type("established"))["data"]["recovered"] is True
         assert (await s.expect_type("initial"))["seqs"] == [3, 4, 5]
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A store URL for `start_server`: memory, or a redis-server of the test's own."""
+    if request.param == "memory":
+        yield "memory"
+        return
+    async with running_redis(tmp_path, appendonly=False) as redis:
+        yield redis.url
+
+
+@pytest.mark.parametrize("kind", CLIENT_KINDS)
+async def test_auth_since_older_than_the_buffer_gets_every_event_still_held(
+    store_url: str, start_server: ServerFactory, kind: str
+) -> None:
+    """PROTOCOL: with `since`, every event with seq > since still held, `recovered: false`
+    when some were dropped; not the newest FEED_INITIAL_EVENTS a new client gets."""
+    server = await start_server(store=store_url, history_size=5, initial_events=2)
+    await post_events(server, 9)  # holds 5..9; 2..4 were dropped
+    async with open_client(kind, server.make_url(""), auth={**TENANT, "since": 1}) as client:
+        info, initial = await client.expect_established()
+    assert (info["recovered"], info["latestSeq"]) == (False, 9)
+    assert [event["seq"] for event in initial] == [5, 6, 7, 8, 9]
 
 
 # -- Redis: the offsets live in the store ----------------------------------------------------

@@ -165,17 +165,6 @@ async def test_reconnect_of_the_same_socket_with_since_in_auth(server: TestServe
         assert replayed == missed
 
 
-async def test_since_older_than_the_buffer_is_not_recovered(
-    start_server: Any,
-) -> None:
-    server = await start_server(history_size=3, initial_events=2)
-    events = [await publish(server, "tenant_a", f"e{i}") for i in range(6)]
-    async with js_client(server.make_url(""), auth={"tenant": "tenant_a", "since": 1}) as client:
-        info, initial = await client.expect_established()
-    assert info["recovered"] is False
-    assert initial == events[-2:]
-
-
 async def test_js_clients_joining_while_events_flow_see_each_once_in_order(
     aiohttp_server: Any,
 ) -> None:

@@ -173,15 +173,6 @@ async def test_since_equal_to_latest_is_recovered_with_nothing(server: TestServe
     assert (info["recovered"], initial) == (True, [])
 
 
-async def test_since_older_than_the_buffer_is_not_recovered(start_server: ServerFactory) -> None:
-    server = await start_server(history_size=3, initial_events=2)
-    events = [await publish(server, "tenant_a", f"m{i}") for i in range(6)]
-    async with socket_client(server.make_url(""), auth={"tenant": "tenant_a", "since": 2}) as c:
-        info, initial = await c.expect_established()
-    assert (info["recovered"], info["latestSeq"]) == (False, 6)
-    assert initial == events[-2:]
-
-
 async def test_since_in_the_future_is_not_recovered(server: TestServer) -> None:
     events = [await publish(server, "tenant_a", f"m{i}") for i in range(2)]
     async with socket_client(server.make_url(""), auth={"tenant": "tenant_a", "since": 99}) as c:

@@ -168,16 +168,30 @@ async def test_catch_up_with_since_zero_on_an_empty_tenant_is_recovered() -> Non
     assert (catch_up.events, catch_up.latest_seq, catch_up.recovered) == ([], 0, True)
 
 
-async def test_catch_up_with_since_older_than_the_buffer_starts_afresh() -> None:
+async def test_catch_up_with_since_older_than_the_buffer_is_every_event_still_held() -> None:
     feed = make_feed(history_size=5, initial_events=2)
     await publish_many(feed, 9)  # holds 5..9; 2..4 were dropped
     for since in (0, 1, 3):
         catch_up = await feed.catch_up("tenant_a", since)
         assert (seqs(catch_up.events), catch_up.latest_seq, catch_up.recovered) == (
-            [8, 9],
+            [5, 6, 7, 8, 9],
             9,
             False,
         )
+
+
+async def test_recover_from_an_offset_older_than_the_buffer_starts_afresh() -> None:
+    """Native recovery that cannot fill the gap: the client is a new one (PROTOCOL)."""
+    feed = make_feed(history_size=5, initial_events=2)
+    await publish_many(feed, 9)
+    catch_up = await feed.recover("tenant_a", 3)
+    assert (seqs(catch_up.events), catch_up.latest_seq, catch_up.recovered) == ([8, 9], 9, False)
+    recovered = await feed.recover("tenant_a", 6)
+    assert (seqs(recovered.events), recovered.latest_seq, recovered.recovered) == (
+        [7, 8, 9],
+        9,
+        True,
+    )
 
 
 async def test_catch_up_with_since_in_the_future_starts_afresh() -> None:
