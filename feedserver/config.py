@@ -53,6 +53,8 @@ class Settings:
     shutdown_timeout: float = 5.0
     ping_interval: float = 25.0
     ping_timeout: float = 20.0
+    http_header_timeout: float = 10.0
+    http_keepalive_timeout: float = 15.0
     metrics_port: int | None = None
     log_level: str = "INFO"
     log_format: str = "text"  # text | json
@@ -165,6 +167,12 @@ def _parse(env: Mapping[str, str]) -> Settings:
         shutdown_timeout=get("FEED_SHUTDOWN_TIMEOUT", _float_range(0.1, 600), d.shutdown_timeout),
         ping_interval=get("FEED_PING_INTERVAL", _float_range(1, 3600), d.ping_interval),
         ping_timeout=get("FEED_PING_TIMEOUT", _float_range(1, 3600), d.ping_timeout),
+        http_header_timeout=get(
+            "FEED_HTTP_HEADER_TIMEOUT", _float_range(0.1, 3600), d.http_header_timeout
+        ),
+        http_keepalive_timeout=get(
+            "FEED_HTTP_KEEPALIVE_TIMEOUT", _float_range(0.1, 3600), d.http_keepalive_timeout
+        ),
         metrics_port=get("FEED_METRICS_PORT", _optional_port, d.metrics_port),
         log_level=get(
             "LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True), d.log_level

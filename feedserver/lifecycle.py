@@ -21,6 +21,7 @@ from aiohttp import web
 from . import __version__
 from .app import FEED, GATEWAY, METRICS, SHUTTING_DOWN, create_app
 from .config import Settings
+from .listener import HttpListener
 from .metrics import metrics_app
 
 log = logging.getLogger("feedserver")
@@ -45,17 +46,23 @@ async def serve(settings: Settings) -> int:
         access_log=None,
         handle_signals=False,
         shutdown_timeout=max(0.1, settings.shutdown_timeout * 0.8),
+        keepalive_timeout=settings.http_keepalive_timeout,
     )
-    metrics_runner = web.AppRunner(metrics_app(app[METRICS]), access_log=None)
-    started = await _start(settings, app, runner, metrics_runner)
+    metrics_runner = web.AppRunner(
+        metrics_app(app[METRICS]),
+        access_log=None,
+        keepalive_timeout=settings.http_keepalive_timeout,
+    )
+    listeners: list[HttpListener] = []
+    started = await _start(settings, app, runner, metrics_runner, listeners)
     if started:
         tune_gc_for_serving()
         await stop.wait()
         deadline = loop.time() + settings.shutdown_timeout
         await _drain(settings, app)
-        await _clean_up(max(0.1, deadline - loop.time()), runner, metrics_runner)
+        await _clean_up(max(0.1, deadline - loop.time()), runner, metrics_runner, listeners)
     else:
-        await _clean_up(settings.shutdown_timeout, runner, metrics_runner)
+        await _clean_up(settings.shutdown_timeout, runner, metrics_runner, listeners)
     log.info("stopped")
     return EXIT_OK if started else EXIT_START_FAILED
 
@@ -85,7 +92,9 @@ async def _start(
     app: web.Application,
     runner: web.AppRunner,
     metrics_runner: web.AppRunner,
+    listeners: list[HttpListener],
 ) -> bool:
+    """Set up, check the store, then listen; `listeners` gets each one opened."""
     try:
         await runner.setup()
     except Exception as exc:
@@ -95,21 +104,28 @@ async def _start(
     if not await store.ping():
         log.error("cannot start: the %s store is unreachable (FEED_STORE)", store.backend)
         return False
-    sites: list[web.TCPSite] = []
+    timeout = settings.http_header_timeout
     try:
         if settings.metrics_port is not None:
             await metrics_runner.setup()
-            sites.append(web.TCPSite(metrics_runner, settings.host, settings.metrics_port))
-        sites.append(web.TCPSite(runner, settings.host, settings.port, backlog=4096))
-        for site in sites:
-            await site.start()
+            listeners.append(
+                HttpListener(
+                    metrics_runner, settings.host, settings.metrics_port, header_timeout=timeout
+                )
+            )
+        listeners.append(
+            HttpListener(runner, settings.host, settings.port, header_timeout=timeout, backlog=4096)
+        )
+        for listener in listeners:
+            await listener.start()
     except OSError as exc:
         log.error("cannot listen on %s: %s", settings.host, exc.strerror or exc)
         return False
     # The metrics line first: "listening" is the last line of a successful start.
-    for address in metrics_runner.addresses:
+    *metrics, main = listeners
+    for address in (address for listener in metrics for address in listener.addresses):
         log.info("metrics on http://%s:%d/metrics", *address[:2])
-    for address in runner.addresses:
+    for address in main.addresses:
         log.info("feedserver %s listening on http://%s:%d", __version__, *address[:2])
     return True
 
@@ -124,8 +140,15 @@ async def _drain(settings: Settings, app: web.Application) -> None:
     await app[GATEWAY].close(grace=settings.shutdown_timeout / 2)
 
 
-async def _clean_up(within: float, runner: web.AppRunner, metrics_runner: web.AppRunner) -> None:
+async def _clean_up(
+    within: float,
+    runner: web.AppRunner,
+    metrics_runner: web.AppRunner,
+    listeners: list[HttpListener],
+) -> None:
     """Clean up what was set up (`server` is None when `setup()` did not finish)."""
+    for listener in listeners:  # first, as runner.cleanup() would stop its sites
+        listener.close()
     if runner.server is not None:
         try:
             async with asyncio.timeout(within):

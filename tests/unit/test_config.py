@@ -57,6 +57,8 @@ GOOD: dict[str, list[tuple[str, Any]]] = {
     "FEED_SHUTDOWN_TIMEOUT": [("0.5", 0.5), ("30", 30.0)],
     "FEED_PING_INTERVAL": [("1", 1.0), ("2.5", 2.5)],
     "FEED_PING_TIMEOUT": [("3600", 3600.0)],
+    "FEED_HTTP_HEADER_TIMEOUT": [("0.5", 0.5), ("10", 10.0)],
+    "FEED_HTTP_KEEPALIVE_TIMEOUT": [("15", 15.0), ("3600", 3600.0)],
     "FEED_METRICS_PORT": [("9100", 9100)],
     "LOG_LEVEL": [("debug", "DEBUG"), ("WARNING", "WARNING")],
     "LOG_FORMAT": [("json", "json"), ("TEXT", "text")],
@@ -86,6 +88,8 @@ BAD: dict[str, list[str]] = {
     "FEED_SHUTDOWN_TIMEOUT": ["0", "601", "nan", "soon"],
     "FEED_PING_INTERVAL": ["0.5", "inf"],
     "FEED_PING_TIMEOUT": ["0"],
+    "FEED_HTTP_HEADER_TIMEOUT": ["0", "-1", "soon"],
+    "FEED_HTTP_KEEPALIVE_TIMEOUT": ["0", "3601"],
     "FEED_METRICS_PORT": ["0", "65536", "x"],
     "LOG_LEVEL": ["verbose"],
     "LOG_FORMAT": ["xml"],
@@ -117,6 +121,8 @@ ATTRIBUTE = {
     "FEED_SHUTDOWN_TIMEOUT": "shutdown_timeout",
     "FEED_PING_INTERVAL": "ping_interval",
     "FEED_PING_TIMEOUT": "ping_timeout",
+    "FEED_HTTP_HEADER_TIMEOUT": "http_header_timeout",
+    "FEED_HTTP_KEEPALIVE_TIMEOUT": "http_keepalive_timeout",
     "FEED_METRICS_PORT": "metrics_port",
     "LOG_LEVEL": "log_level",
     "LOG_FORMAT": "log_format",
@@ -154,6 +160,7 @@ def test_no_variables_give_the_documented_defaults() -> None:
     )
     assert (settings.rate_limit_window_ms, settings.rate_limit_max_requests) == (900_000, 100)
     assert settings.tenant_max_events_per_sec == 1000
+    assert (settings.http_header_timeout, settings.http_keepalive_timeout) == (10.0, 15.0)
     assert (settings.log_level, settings.log_format) == ("INFO", "text")
     assert settings.production is False and settings.redis_url is None
 
