@@ -137,6 +137,34 @@ class LeanEngineServer(engineio.AsyncServer):  # type: ignore[misc]
             if sock.last_ping == pinged_at:  # sockets: all on a DirectQueue (see _ping)
                 sock.queue.connection.ping_timed_out()
 
+    def on(self, event: str, handler: Any = None) -> Any:
+        """engineio's `on`; the `disconnect` handler (socketio's) is wrapped to end a
+        long-polling client's pending poll when the client closes (`_end_poll_on_close`)."""
+        if event == "disconnect" and handler is not None:
+            handler = self._end_poll_on_close(handler)
+        return super().on(event, handler)
+
+    def _end_poll_on_close(self, handler: Any) -> Any:
+        """A long-polling client that sends CLOSE waits for its pending GET to end (the
+        python-socketio client's `disconnect()` does): engineio closes the socket with
+        abort=True and leaves the poll open until `ping_interval` runs out, ~30 s. The Node
+        server answers it with CLOSE at once; so does this."""
+
+        async def on_disconnect(sid: str, reason: Any) -> Any:
+            sock = self.sockets.get(sid)
+            try:
+                return await handler(sid, reason)
+            finally:
+                if (
+                    reason == self.reason.CLIENT_DISCONNECT
+                    and sock is not None
+                    and not isinstance(sock.queue, DirectQueue)
+                ):
+                    sock.queue.put_nowait(eio_packet.Packet(eio_packet.CLOSE))
+                    sock.queue.put_nowait(None)  # engineio's end-of-connection sentinel
+
+        return on_disconnect
+
     async def shutdown(self) -> None:
         for timer in (*self._ping_timers.values(), *self._pong_timers.values()):
             timer.cancel()

@@ -105,3 +105,17 @@ async def test_a_polling_client_upgrades_to_websocket_and_keeps_pinging(
         await asyncio.sleep(2.5)
         event = await publish(server, "tenant_a", "after the upgrade")
         assert (await client.expect_event("event_created"))[0] == event
+
+
+async def test_a_python_client_on_long_polling_disconnects_at_once(server: TestServer) -> None:
+    """Its disconnect() waits for its pending poll: the server ends it with CLOSE (~30 s
+    otherwise, until ping_interval ran out)."""
+    async with socket_client(
+        server.make_url(""), auth={"tenant": "tenant_a"}, transports=["polling"]
+    ) as client:
+        await client.expect_established()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await asyncio.wait_for(client.sio.disconnect(), timeout=5)
+        assert loop.time() - started < 2
+    await eventually(lambda: not server.app[GATEWAY].sio.eio.sockets, "the socket is gone")
