@@ -1,0 +1,1 @@
+"""The official protocol conformance suites, run against test-only apps (see `runner`)."""
