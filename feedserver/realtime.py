@@ -39,7 +39,7 @@ from .errors import (
     ValidationFailed,
 )
 from .events import Event, utc_timestamp
-from .fanout import RoomBroadcaster
+from .fanout import RoomBroadcaster, encode_event_text
 from .jsoncodec import SocketJson
 from .logs import ThrottledWarning
 from .metrics import FeedMetrics
@@ -66,13 +66,13 @@ class GatewayServer(RecoveringServer, LeanSocketServer):
         """`emit(event, data, to=sid)` in the default namespace, without the task that
         socketio's manager starts per recipient: the packet is queued when this returns, so
         a socket's connect sequence (CONNECT reply, `connection_established`, its catch-up)
-        leaves in one write. `data`: one JSON argument, or a tuple of them (never binary:
-        the packet is written as JSON text, as socketio's Packet.encode writes it)."""
+        leaves in one write. `data`: one JSON argument, or a tuple of it and its offset
+        (never binary: the packet is written as JSON text, by the one EVENT encoder)."""
         eio_sid = self.manager.eio_sid_from_sid(sid, "/")
         if eio_sid is None:  # it has left
             return
         args = data if isinstance(data, tuple) else (data,)
-        text = "2" + SocketJson.dumps([event, *args])  # EVENT, default namespace, no ack id
+        text = encode_event_text(event, SocketJson.dumps(args[0]), *args[1:])
         await self._send_eio_packet(eio_sid, eio_packet.Packet(eio_packet.MESSAGE, data=text))
 
 
