@@ -113,6 +113,17 @@ class DirectQueue:
         """Nothing is ever waiting here to be written by someone else."""
 
 
+def close_reply(code: object) -> int:
+    """The code a server answers a client's close frame with: the client's own, echoed,
+    1000 when it gave none, and 1002 for one that may not be sent in a close frame (RFC 6455
+    7.4: 1004-1006 and 1015 are reserved, below 1000 and 1016-2999 unassigned)."""
+    if not isinstance(code, int) or not code:
+        return WSCloseCode.OK
+    if 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999:
+        return code
+    return WSCloseCode.PROTOCOL_ERROR
+
+
 class MaskCheck:
     """Follows the frame boundaries of a client's byte stream to see that every frame is
     masked (RFC 6455 5.1); aiohttp's parser, written for both sides, accepts either.
@@ -244,8 +255,7 @@ class EngineWebSocket(asyncio.Protocol):
         elif kind == WSMsgType.PING:
             self._write_soon(websocket_frame(msg[1], _PONG))
         elif kind == WSMsgType.CLOSE:
-            code = msg[1] if isinstance(msg[1], int) and msg[1] else WSCloseCode.OK
-            self.close(code)
+            self.close(close_reply(msg[1]))
 
     def parse_failed(self, exc: BaseException) -> None:
         """A malformed or oversized frame: close with its code, as aiohttp would."""

@@ -223,3 +223,16 @@ async def test_a_client_that_never_reads_cannot_grow_the_servers_memory(
     assert most_unsent <= bound + 256 * 1024  # the bound, plus at most one read's replies
     await eventually(lambda: not gateway.broadcaster._slots, "the flooder is disconnected")
     assert gateway.broadcaster.evicted == 1
+
+
+@pytest.mark.parametrize(
+    ("code", "answer"), [(4000, 4000), (1001, 1001), (1006, 1002), (999, 1002)]
+)
+async def test_a_close_code_that_may_not_be_sent_is_answered_with_a_protocol_error(
+    server: TestServer, code: int, answer: int
+) -> None:
+    async with raw_tcp_websocket(server) as (reader, writer):
+        writer.write(client_frame(code.to_bytes(2, "big"), 0x8))
+        data = await asyncio.wait_for(reader.read(), RECEIVE_TIMEOUT)  # until the server closes
+    close_at = data.rfind(b"\x88\x02")
+    assert close_at >= 0 and int.from_bytes(data[close_at + 2 : close_at + 4], "big") == answer
