@@ -104,7 +104,7 @@ audit: install
 	       "endpoint did not answer; see docs/security.md" >&2; \
 	  exit 1; }
 
-# Issue 14: the official Engine.IO and Socket.IO suites (mocha, from $(SHARED)/conformance,
+# The official Engine.IO and Socket.IO suites (mocha, from $(SHARED)/conformance,
 # copied to .cache/conformance) and Autobahn|Testsuite's fuzzing client (Python 2.7 from
 # pyenv: `pyenv install 2.7.18`, or AUTOBAHN_PYTHON=...) against the test-only apps in
 # tests/conformance; each prints its own summary. CONFORMANCE_ARGS="--stack stock" compares.
