@@ -26,6 +26,7 @@ import hashlib
 import inspect
 import math
 import time
+import weakref
 from typing import Any, ClassVar, Literal
 
 import engineio
@@ -90,7 +91,9 @@ class LeanEngineServer(engineio.AsyncServer):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         check_internals(self)
-        self._ping_due: dict[int, list[AsyncSocket]] = {}  # tick number -> sockets
+        # tick number -> sockets. Weak: a socket that leaves before its ping (most, under
+        # connection churn) is freed when it closes, not held for up to ping_interval.
+        self._ping_due: dict[int, list[weakref.ref[AsyncSocket]]] = {}
         self._ping_timers: dict[int, asyncio.TimerHandle] = {}
         self._pong_timers: dict[int, asyncio.TimerHandle] = {}  # ping tick -> its check
 
@@ -110,19 +113,20 @@ class LeanEngineServer(engineio.AsyncServer):  # type: ignore[misc]
         if due is None:
             self._ping_due[tick] = due = []
             self._ping_timers[tick] = loop.call_at(tick * PING_TICK, self._ping, tick)
-        due.append(sock)
+        due.append(weakref.ref(sock))
 
     def _ping(self, tick: int) -> None:
         del self._ping_timers[tick]
         now = time.time()
         ping = eio_packet.Packet(eio_packet.PING)  # encodes to "2": one for the whole batch
         pinged = []
-        for sock in self._ping_due.pop(tick):
-            if not sock.closing and not sock.closed:
+        for ref in self._ping_due.pop(tick):
+            sock = ref()
+            if sock is not None and not sock.closing and not sock.closed:
                 sock.last_ping = now
                 sock.queue.put_nowait(ping)
                 if isinstance(sock.queue, DirectQueue):
-                    pinged.append(sock)
+                    pinged.append(ref)
         if pinged:
             # A detached WebSocket has no receive timeout: its connection is dropped if
             # the PONG has not come when engineio would call the client gone.
@@ -130,11 +134,14 @@ class LeanEngineServer(engineio.AsyncServer):  # type: ignore[misc]
                 self.ping_timeout + PING_TICK, self._check_pongs, tick, now, pinged
             )
 
-    def _check_pongs(self, tick: int, pinged_at: float, sockets: list[AsyncSocket]) -> None:
+    def _check_pongs(
+        self, tick: int, pinged_at: float, sockets: list[weakref.ref[AsyncSocket]]
+    ) -> None:
         del self._pong_timers[tick]
-        for sock in sockets:
+        for ref in sockets:
+            sock = ref()
             # a PONG sets last_ping to None (schedule_ping), the next ping to a later time
-            if sock.last_ping == pinged_at:  # sockets: all on a DirectQueue (see _ping)
+            if sock is not None and sock.last_ping == pinged_at:  # all on a DirectQueue
                 sock.queue.connection.ping_timed_out()
 
     def on(self, event: str, handler: Any = None) -> Any:

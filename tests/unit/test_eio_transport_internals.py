@@ -8,6 +8,8 @@ the digest in `COPIED_FUNCTIONS`.
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from typing import Any, cast
 
 import engineio
@@ -48,6 +50,17 @@ async def test_a_ping_is_queued_after_the_interval_by_a_timer_not_a_task() -> No
         assert pkt.packet_type == eio_packet.PING and pkt.encode() == "2"
         assert sock.last_ping is not None
     assert not eio._ping_due and not eio._ping_timers
+
+
+async def test_a_socket_that_left_before_its_ping_is_not_kept_until_then() -> None:
+    eio = LeanEngineServer(async_mode="aiohttp", ping_interval=600)
+    sock = AsyncSocket(eio, "gone")
+    sock.schedule_ping()
+    left = weakref.ref(sock)
+    del sock  # what engineio does with a socket that closed: nothing holds it any more
+    gc.collect()
+    assert left() is None
+    await eio.shutdown()
 
 
 async def test_a_closing_socket_is_not_pinged_and_shutdown_drops_the_timers() -> None:
@@ -116,7 +129,7 @@ async def test_a_detached_socket_that_does_not_answer_a_ping_is_dropped() -> Non
     eio = LeanEngineServer(async_mode="aiohttp", ping_interval=0.05, ping_timeout=0.05)
     silent, answering = RecordingConnection(), RecordingConnection()
     for sid, connection in (("silent", silent), ("answering", answering)):
-        sock = AsyncSocket(eio, sid)
+        sock = eio.sockets[sid] = AsyncSocket(eio, sid)  # the timers hold sockets weakly
         sock.queue = DirectQueue(cast(Any, connection))
         sock.schedule_ping()
         await asyncio.wait_for(connection.pinged.wait(), 1.0)
