@@ -155,7 +155,8 @@ class LeanEngineServer(engineio.AsyncServer):  # type: ignore[misc]
         """A long-polling client that sends CLOSE waits for its pending GET to end (the
         python-socketio client's `disconnect()` does): engineio closes the socket with
         abort=True and leaves the poll open until `ping_interval` runs out, ~30 s. The Node
-        server answers it with CLOSE at once; so does this."""
+        server answers it with a NOOP at once (the Engine.IO suite checks that); so does
+        this."""
 
         async def on_disconnect(sid: str, reason: Any) -> Any:
             sock = self.sockets.get(sid)
@@ -167,7 +168,7 @@ class LeanEngineServer(engineio.AsyncServer):  # type: ignore[misc]
                     and sock is not None
                     and not isinstance(sock.queue, DirectQueue)
                 ):
-                    sock.queue.put_nowait(eio_packet.Packet(eio_packet.CLOSE))
+                    sock.queue.put_nowait(eio_packet.Packet(eio_packet.NOOP))
                     sock.queue.put_nowait(None)  # engineio's end-of-connection sentinel
 
         return on_disconnect
