@@ -267,6 +267,9 @@ class EngineWebSocket(asyncio.Protocol):
         except Exception:  # not an Engine.IO packet: engineio's handler ends the connection too
             self.close(WSCloseCode.PROTOCOL_ERROR)
             return
+        if not 0 <= pkt.packet_type < len(eio_packet.packet_names):  # an unknown type ("9")
+            self.close(WSCloseCode.PROTOCOL_ERROR)
+            return
         if self._awaiting is not None:
             self._upgrade_step(pkt)
             return

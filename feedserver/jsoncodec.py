@@ -23,8 +23,10 @@ class SocketJson:
     def loads(text: str | bytes, **_options: Any) -> Any:
         try:
             return orjson.loads(text)
-        except orjson.JSONDecodeError:
+        except orjson.JSONDecodeError as exc:
             # orjson refuses escaped lone surrogates ("\ud800"), which are valid JSON text:
             # the stdlib decodes them, so the message rules answer them (validation_error,
             # as REST does) instead of the packet being dropped as malformed.
+            if "surrogate" not in str(exc):
+                raise
             return json.loads(text, parse_constant=_no_constants)

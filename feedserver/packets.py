@@ -12,6 +12,7 @@ socket.io-parser's `isPayloadValid`:
 - text that does not decode (bad JSON, an id field that is too long) and binary data
   where a text packet belongs; and more attachments than `MAX_ATTACHMENTS` (each one is
   held until the last arrives).
+Errors of the JSON decoder for nesting too deep (RecursionError) count as bad JSON too.
 The refusal is a `MalformedPacket`; the gateway logs it briefly and ends the connection,
 as the Node server does for a packet it cannot decode.
 """
@@ -28,8 +29,9 @@ from socketio import packet as sio_packet
 RESERVED_EVENTS = frozenset(
     ("connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener")
 )
-# The feed sends and takes no binary data; a few attachments keep binary clients working.
-MAX_ATTACHMENTS = 10
+# The feed sends and takes no binary data; two attachments (each up to the packet limit)
+# keep binary clients working, as far as the protocol's own test suite goes.
+MAX_ATTACHMENTS = 2
 
 
 class MalformedPacket(ValueError):
@@ -58,7 +60,7 @@ class StrictPacket(sio_packet.Packet):  # type: ignore[misc]
             raise MalformedPacket("binary data where a text packet was expected")
         try:
             attachments = int(super().decode(encoded_packet))
-        except (ValueError, TypeError, IndexError) as exc:
+        except (ValueError, TypeError, IndexError, RecursionError) as exc:
             kind = self.packet_type if isinstance(self.packet_type, int) else None
             raise MalformedPacket(_reason(exc), kind, self.namespace) from None
         problem = _payload_problem(self.packet_type, self.data)

@@ -163,9 +163,10 @@ class RealtimeGateway:
         refused CONNECT is answered with `connect_error` first."""
         try:
             await self._dispatch_message(eio_sid, data)
-        except MalformedPacket as exc:
+        except ValueError as exc:  # MalformedPacket, or what socketio finds after decoding
+            # (a binary attachment nobody announced, a binary packet before CONNECT)
             self._warn_malformed("closing a connection that sent a malformed packet: %s", exc)
-            if exc.kind == sio_packet.CONNECT:
+            if isinstance(exc, MalformedPacket) and exc.kind == sio_packet.CONNECT:
                 refused = ValidationFailed(f"Invalid CONNECT packet: {exc.reason}")
                 await self.sio.eio.send(eio_sid, connect_error_text(exc.namespace, refused))
             self._spawn(self.sio.eio.disconnect(eio_sid))

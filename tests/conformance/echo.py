@@ -11,7 +11,7 @@ and the TCP transport is handed over as `eio_websocket.detach` does it.
 What differs from production, on purpose: frames are written at once (production joins a
 socket's frames in `fanout.RoomBroadcaster` and writes them at the end of the loop pass:
 the same bytes, in the same order), and messages may be up to `MAX_MESSAGE` (Autobahn's
-9.* cases send up to 16 MiB; production refuses more than 64 KiB).
+9.* cases send up to 16 MiB; production refuses more than 1,000,000 bytes).
 
 Test-only: nothing in `feedserver` imports this.
 """

@@ -1,8 +1,9 @@
 """The official conformance suites against feedserver's Socket.IO / Engine.IO / WebSocket layers.
 
 Deselected by default (`-m "not conformance"` in pyproject's addopts): today's stack does not
-pass them yet (docs/testing.md, "Conformance", has the baseline). Issue 14's engine work
-turns them on. Run them with `pytest -m conformance tests/conformance` or `make conformance`.
+pass them yet (docs/testing.md, "Conformance", has the figures). An Engine.IO layer that does
+pass them turns them on. Run them with `pytest -m conformance tests/conformance` or
+`make conformance`.
 """
 
 from __future__ import annotations

@@ -108,7 +108,7 @@ async def test_a_polling_client_upgrades_to_websocket_and_keeps_pinging(
 
 
 async def test_a_python_client_on_long_polling_disconnects_at_once(server: TestServer) -> None:
-    """Its disconnect() waits for its pending poll: the server ends it with CLOSE (~30 s
+    """Its disconnect() waits for its pending poll: the server ends it with a NOOP (~30 s
     otherwise, until ping_interval ran out)."""
     async with socket_client(
         server.make_url(""), auth={"tenant": "tenant_a"}, transports=["polling"]

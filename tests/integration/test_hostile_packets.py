@@ -15,7 +15,6 @@ from feedserver.app import GATEWAY
 from feedserver.auth import mint_token
 from tests.conftest import ServerFactory
 from tests.raw_socket import RECEIVE_TIMEOUT, client_frame, raw_socket, raw_tcp_websocket
-from tests.rest_calls import publish
 from tests.waiting import eventually
 
 SECRET = "k" * 32
@@ -73,8 +72,7 @@ async def test_a_socket_cannot_join_a_second_tenant_with_a_connect_event(
         assert (await sock.connect())["tenantId"] == "tenant_a"
         await sock.send('42["connect",{"QUERY_STRING":"tenant=tenant_b"},{}]')
         assert await sock.closes()
-    await publish(server, "tenant_b", "for tenant_b only")
-    assert not any("tenant_b" in text for text in sock.received)
+    assert not any("tenant_b" in text for text in sock.received)  # no second established
     assert live_sessions(server) == 0
 
 
@@ -97,6 +95,8 @@ MALFORMED = (
     '44{"message":"only servers send this"}',
     "41{}",  # DISCONNECT with data
     "4",  # an Engine.IO message without a Socket.IO packet
+    "42" + "[" * 100_000,  # nested deeper than any decoder goes
+    '453-["create_event",1,2,3]',  # more binary attachments than the server holds
 )
 
 
@@ -236,3 +236,22 @@ async def test_a_close_code_that_may_not_be_sent_is_answered_with_a_protocol_err
         data = await asyncio.wait_for(reader.read(), RECEIVE_TIMEOUT)  # until the server closes
     close_at = data.rfind(b"\x88\x02")
     assert close_at >= 0 and int.from_bytes(data[close_at + 2 : close_at + 4], "big") == answer
+
+
+async def test_an_unknown_engineio_packet_type_is_a_protocol_error(
+    server: TestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with raw_socket(server, "&tenant=tenant_a") as sock:
+        await sock.send("9")
+        assert await sock.closes()
+        assert sock.closed_with == 1002
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_binary_packet_before_connect_ends_the_connection(
+    server: TestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with raw_socket(server, "&tenant=tenant_a") as sock:
+        await sock.send('451-["create_event",{"_placeholder":true,"num":0}]')
+        assert await sock.closes()
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
