@@ -95,7 +95,11 @@ def test_every_action_is_pinned_to_a_major_version() -> None:
 
 def test_make_test_watch_reruns_the_affected_tests_on_change() -> None:
     dry_run = subprocess.run(
-        ["make", "-n", "test-watch"], cwd=REPO, capture_output=True, text=True, check=False
+        ["make", "--no-print-directory", "-n", "test-watch", "PYTEST_ARGS="],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert dry_run.returncode == 0, dry_run.stderr
     watch = dry_run.stdout.replace("\\\n", " ").splitlines()[-1]
