@@ -44,6 +44,7 @@ from .eio_transport import check_internals as check_transport_internals
 from .eio_websocket import DetachableWebSocketResponse, detach, websocket_frame
 from .eio_websocket import check_internals as check_websocket_internals
 from .internals import InternalsChanged
+from .jsoncodec import SocketJson
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +65,10 @@ SendPacket = Callable[[str, Any], Coroutine[Any, Any, None]]
 
 def encode_event_text(event: str, data_json: str, offset: str | None = None) -> str:
     """Socket.IO EVENT packet for the default namespace: `2["event",data(,"offset")]`."""
-    event_json = socketio.packet.Packet.json.dumps(event)
+    event_json = SocketJson.dumps(event)
     if offset is None:
         return f"2[{event_json},{data_json}]"
-    return f"2[{event_json},{data_json},{socketio.packet.Packet.json.dumps(offset)}]"
+    return f"2[{event_json},{data_json},{SocketJson.dumps(offset)}]"
 
 
 @dataclass(slots=True, eq=False)

@@ -168,7 +168,12 @@ class RealtimeGateway:
             self._warn_malformed("closing a connection that sent a malformed packet: %s", exc)
             if isinstance(exc, MalformedPacket) and exc.kind == sio_packet.CONNECT:
                 refused = ValidationFailed(f"Invalid CONNECT packet: {exc.reason}")
-                await self.sio.eio.send(eio_sid, connect_error_text(exc.namespace, refused))
+                reply = self.sio.packet_class(
+                    sio_packet.CONNECT_ERROR,
+                    data=refusal(refused).error_args,  # as socketio answers a refusal
+                    namespace=exc.namespace,
+                )
+                await self.sio.eio.send(eio_sid, reply.encode())
             self._spawn(self.sio.eio.disconnect(eio_sid))
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
@@ -441,13 +446,6 @@ def parse_offsets(raw: object) -> bool:
 def refusal(exc: FeedError) -> socketio.exceptions.ConnectionRefusedError:
     """The one mapping of a refusal to `connect_error` (`err.data` is `{code, message}`)."""
     return socketio.exceptions.ConnectionRefusedError(exc.message, exc.to_json())
-
-
-def connect_error_text(namespace: str | None, exc: FeedError) -> str:
-    """The Socket.IO CONNECT_ERROR packet of `exc`, as text (what `refusal` has socketio send)."""
-    prefix = "" if namespace in (None, "/") else f"{namespace},"
-    body = SocketJson.dumps({"message": exc.message, "data": exc.to_json()})
-    return f"{sio_packet.CONNECT_ERROR}{prefix}{body}"
 
 
 def ack_error(exc: FeedError) -> dict[str, Any]:
