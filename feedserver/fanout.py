@@ -291,36 +291,32 @@ class RoomBroadcaster:
             # The one bound on what a connection may leave unsent, whatever was written:
             # events, or replies to what the client sends (pongs, acks) while never reading.
             if transport.get_write_buffer_size() > self.max_write_buffer:
-                self._drop_unread(slot)
-
-    def _drop_unread(self, slot: _WebSocketSlot) -> None:
-        """Abort a WebSocket that does not read what is written to it (its
-        connection_lost() closes the socket)."""
-        self.evicted += 1
-        log.warning(
-            "disconnecting slow reader %s (%d bytes unsent)",
-            slot.socket.sid,
-            slot.transport.get_write_buffer_size(),
-        )
-        slot.transport.abort()
+                self._drop_slow_reader(slot.socket.sid, 0, transport)
 
     # -- slow readers ---------------------------------------------------------------------
+
+    def _drop_slow_reader(self, sid: str, queued: int, transport: asyncio.Transport | None) -> None:
+        """Count, log and abort (a WebSocket: its connection_lost() closes the socket) a
+        socket that does not read what is written to it, whichever write found it out."""
+        self.evicted += 1
+        unsent = transport.get_write_buffer_size() if transport is not None else 0
+        log.warning(
+            "disconnecting slow reader %s (%d packets queued, %d bytes unsent)",
+            sid,
+            queued,
+            unsent,
+        )
+        if transport is not None:
+            transport.abort()
 
     async def _evict(self, sock: Any) -> None:
         """Disconnect a socket that does not keep up, dropping what it has not read."""
         if sock.closing or sock.closed:
             return
-        self.evicted += 1
         slot = self._slots.get(sock.sid)
-        unsent = slot.transport.get_write_buffer_size() if slot is not None else 0
-        log.warning(
-            "disconnecting slow reader %s (%d packets queued, %d bytes unsent)",
-            sock.sid,
-            sock.queue.qsize(),
-            unsent,
+        self._drop_slow_reader(
+            sock.sid, sock.queue.qsize(), slot.transport if slot is not None else None
         )
-        if slot is not None:
-            slot.transport.abort()  # its connection_lost() cleans up
         # A long-polling socket's backlog is freed now, not when the socket is reaped.
         while not sock.queue.empty():
             sock.queue.get_nowait()
