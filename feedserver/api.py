@@ -291,7 +291,7 @@ class RestApi:
         message, level = parse_system_message(
             await read_json(request, self.settings.max_body_bytes)
         )
-        return json_response(await self.feed.announce(message, level), 202)
+        return json_response(await self.feed.post_system_message(message, level), 202)
 
     def _require_admin(self, request: web.Request) -> None:
         """An admin token; in `none` mode (no credentials exist) a client on this host."""

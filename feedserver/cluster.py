@@ -138,7 +138,7 @@ async def stop(task: asyncio.Task[Any] | None) -> None:
 class StreamRelay:
     """The event bus of several nodes: each node reads every tenant's stream and delivers.
 
-    The entry the store wrote is the announcement: every node, the publishing one too, reads
+    The entry the store wrote is what travels: every node, the publishing one too, reads
     it back with XREAD, in stream (= seq) order, by one task.
     """
 
@@ -162,7 +162,7 @@ class StreamRelay:
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
-    async def announce(self, event: Event) -> None:
+    async def dispatch(self, event: Event) -> None:
         """Return once this node has delivered `event` (at most `publish_wait_s` later).
 
         Publishers thus wait for delivery as with one node: a node's own publishers cannot

@@ -21,7 +21,7 @@ from .store import EventStore, TenantCounts
 
 Listener = Callable[[Event], Awaitable[None]]
 SystemNotice = dict[str, str]  # {"message", "level", "timestamp"}: the `system_message` body
-Announcer = Callable[[SystemNotice], Awaitable[None]]
+NoticeListener = Callable[[SystemNotice], Awaitable[None]]
 
 
 class PublishLimiter(Protocol):
@@ -35,7 +35,7 @@ class EventBus(Protocol):
 
     def add_listener(self, listener: Listener) -> None: ...
 
-    async def announce(self, event: Event) -> None:
+    async def dispatch(self, event: Event) -> None:
         """Called by `Feed.publish` once `event` is stored."""
         ...
 
@@ -54,7 +54,7 @@ class LocalBus:
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
-    async def announce(self, event: Event) -> None:
+    async def dispatch(self, event: Event) -> None:
         for listener in self._listeners:
             await listener(event)
 
@@ -169,7 +169,7 @@ class Feed:
         self.limiter = limiter
         self.connections: ConnectionCounter = connections or LocalConnections()
         self.bus: EventBus = bus or LocalBus()
-        self._announcers: list[Announcer] = []
+        self._notice_listeners: list[NoticeListener] = []
         self.observer = observer
         self.clock = clock or UtcClock()
 
@@ -177,15 +177,15 @@ class Feed:
         """Call `listener(event)` for every new event this node is to deliver."""
         self.bus.add_listener(listener)
 
-    def add_announcer(self, announcer: Announcer) -> None:
-        """Call `announcer(notice)` for every system message announced on this node."""
-        self._announcers.append(announcer)
+    def add_notice_listener(self, listener: NoticeListener) -> None:
+        """Call `listener(notice)` for every system message posted on this node."""
+        self._notice_listeners.append(listener)
 
-    async def announce(self, message: str, level: str) -> SystemNotice:
+    async def post_system_message(self, message: str, level: str) -> SystemNotice:
         """Send a system message (same text rules as events) to every tenant's subscribers."""
         notice = system_notice(normalise_message(message, self.max_message_length), level)
-        for announcer in self._announcers:
-            await announcer(notice)
+        for listener in self._notice_listeners:
+            await listener(notice)
         return notice
 
     async def publish(
@@ -213,7 +213,7 @@ class Feed:
         if created:
             if self.observer is not None:
                 self.observer.published(tenant, time.perf_counter() - started)
-            await self.bus.announce(event)
+            await self.bus.dispatch(event)
         return Published(event, replayed=not created)
 
     async def history(

@@ -143,7 +143,7 @@ class RealtimeGateway:
         self.sio.on("disconnect", self._on_disconnect)
         self.sio.on("create_event", self._on_create_event)
         feed.add_listener(self.deliver)
-        feed.add_announcer(self.announce)
+        feed.add_notice_listener(self.send_system_message)
 
     def attach(self, app: web.Application) -> None:
         self.sio.attach(app, socketio_path=SOCKETIO_PATH)
@@ -357,8 +357,8 @@ class RealtimeGateway:
                 )
         self.metrics.delivered(event.tenant_id, in_room + parked, time.perf_counter() - started)
 
-    async def announce(self, notice: SystemNotice) -> None:
-        """Feed announcer: send `system_message` to every socket of every tenant, on every node."""
+    async def send_system_message(self, notice: SystemNotice) -> None:
+        """Feed notice listener: `system_message` to every socket of every tenant, on every node."""
         await self.sio.emit("system_message", notice)
 
     async def close(self, grace: float = 0.0) -> None:

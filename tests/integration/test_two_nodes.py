@@ -166,7 +166,7 @@ async def test_a_system_message_reaches_the_clients_of_every_node(nodes: Nodes) 
     a, b = nodes
     async with subscribed(url(a), "tenant_a") as on_a, subscribed(url(b), "tenant_b") as on_b:
         await both_nodes_listen(nodes)
-        await a.app[GATEWAY].announce(system_notice("maintenance at noon", "info"))
+        await a.app[GATEWAY].send_system_message(system_notice("maintenance at noon", "info"))
         await on_a.wait_for(lambda: len(on_a.system) == 1)
         await on_b.wait_for(lambda: len(on_b.system) == 1)
         for sub in (on_a, on_b):
@@ -180,7 +180,7 @@ async def test_a_node_shutting_down_warns_only_its_own_clients(nodes: Nodes) -> 
         await a.close()
         assert [n["message"] for n in on_a.system] == ["server shutting down"]
         # Pub/sub keeps order: had A's notice crossed, it would arrive before this one.
-        await b.app[GATEWAY].announce(system_notice("still here", "info"))
+        await b.app[GATEWAY].send_system_message(system_notice("still here", "info"))
         await on_b.wait_for(lambda: len(on_b.system) >= 1)
         assert [n["message"] for n in on_b.system] == ["still here"]
 
