@@ -95,9 +95,7 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
         per_tenant=settings.max_connections_per_tenant,
         per_address=settings.max_connections_per_ip,
     )
-    gateway = RealtimeGateway(
-        settings, feed, authenticator, requests, addresses, caps, metrics, backend.socket_manager
-    )
+    gateway = RealtimeGateway(settings, feed, authenticator, requests, addresses, caps, metrics)
     app[FEED] = feed
     app[GATEWAY] = gateway
     app[METRICS] = metrics

@@ -1,21 +1,21 @@
 """Where a node keeps what it shares: alone in memory, or with other nodes through Redis.
 
-`open_backend(settings)` gives the store, the event bus, the connection counter and the
-Socket.IO client manager that belong together:
+`open_backend(settings)` gives the store, the event bus and the connection counter that
+belong together:
 
 - `FEED_STORE=memory`: `SingleNode` — ring buffers in memory, the publishing call delivers.
 - `FEED_STORE=redis://`: `RedisCluster` — events in Redis Streams (`store/redis.py`);
-  every node follows the streams and delivers what it reads (`StreamRelay`); connection
-  counts are shared (`RedisConnections`); Socket.IO's own cross-node traffic (system
-  messages, disconnects of another node's sockets) goes through `FeedRedisManager`.
+  every node follows the streams and delivers what it reads (`StreamRelay`); system
+  messages cross on a pub/sub channel (`NoticeChannel`); connection counts are shared
+  (`RedisConnections`). Socket.IO itself stays on each node: every emit is to this node's
+  sockets.
 
-Why `event_created` travels through the streams and not through Socket.IO's pub/sub
-channel: the channel delivers in publish order, which is not seq order when two nodes (or
-two requests on one node) publish at once, and it reaches remote sockets without passing
-the gateway, so a socket that is still receiving its catch-up there could miss an event or
-get it twice. Reading the stream gives every node every event exactly once, in seq order,
-through the gateway's one delivery call; after a Redis outage or a lost connection the node
-continues from the last seq it delivered.
+Why events travel through the streams and not through a pub/sub channel: the channel
+delivers in publish order, which is not seq order when two nodes (or two requests on one
+node) publish at once, and pub/sub drops what was published while a subscriber was away.
+Reading the stream gives every node every event exactly once, in seq order, through the
+gateway's one delivery call; after a Redis outage or a lost connection the node continues
+from the last seq it delivered. A system message has no seq and no history: pub/sub fits.
 """
 
 from __future__ import annotations
@@ -26,22 +26,32 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
-import socketio
+import orjson
+from redis.exceptions import RedisError
 
 from .config import Settings
-from .core import ConnectionCounter, EventBus, Listener, LocalBus, LocalConnections
+from .core import (
+    ConnectionCounter,
+    EventBus,
+    Listener,
+    LocalBus,
+    LocalConnections,
+    NoticeListener,
+    SystemNotice,
+)
 from .errors import StoreUnavailable
 from .events import Event
-from .rooms import RoomIndex
+from .logs import ThrottledWarning
 from .store import EventStore, MemoryStore
-from .store.redis import COMMAND_TIMEOUT_S, RedisStore, redis_client, store_errors
+from .store.redis import RedisStore, redis_client, store_errors
 
 log = logging.getLogger(__name__)
 
-SOCKETIO_CHANNEL = "feed:socketio"
+NOTICES_CHANNEL = "feed:notices"
+NOTICE_FIELDS = frozenset({"message", "level", "timestamp"})
 NODES_KEY = "feed:nodes"  # sorted set: node id -> unix time its counts expire
 
 
@@ -59,11 +69,6 @@ class Backend(Protocol):
     @property
     def connections(self) -> ConnectionCounter: ...
 
-    @property
-    def socket_manager(self) -> socketio.AsyncManager | None:
-        """None: python-socketio's in-process manager."""
-        ...
-
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -80,7 +85,6 @@ class SingleNode:
         self.store = MemoryStore(settings.history_size)
         self.bus = LocalBus()
         self.connections = LocalConnections()
-        self.socket_manager = None
 
     async def start(self) -> None:
         pass
@@ -93,16 +97,16 @@ class RedisCluster:
     def __init__(self, settings: Settings, url: str) -> None:
         self.node_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.store = RedisStore(url, settings.history_size)
-        self.bus = StreamRelay(self.store, settings.tenants)
+        self.bus = RedisBus(
+            StreamRelay(self.store, settings.tenants), NoticeChannel(url, self.node_id)
+        )
         self.connections = RedisConnections(url, self.node_id)
-        self.socket_manager = FeedRedisManager(url)
 
     async def start(self) -> None:
         await self.bus.start()
         await self.connections.start()
 
     async def close(self) -> None:
-        await self.socket_manager.close()
         await self.connections.close()
         await self.bus.close()
         await self.store.close()
@@ -233,6 +237,129 @@ class StreamRelay:
                 log.exception("delivering %s failed", event.id)
 
 
+class RedisBus:
+    """The event bus of several nodes: events through the streams (`StreamRelay`), system
+    messages through a pub/sub channel (`NoticeChannel`)."""
+
+    def __init__(self, relay: StreamRelay, notices: NoticeChannel) -> None:
+        self.relay = relay
+        self.notices = notices
+
+    def add_listener(self, listener: Listener) -> None:
+        self.relay.add_listener(listener)
+
+    async def dispatch(self, event: Event) -> None:
+        await self.relay.dispatch(event)
+
+    def delivered_up_to(self, tenant: str) -> int | None:
+        return self.relay.delivered_up_to(tenant)
+
+    def add_notice_listener(self, listener: NoticeListener) -> None:
+        self.notices.add_listener(listener)
+
+    async def send_notice(self, notice: SystemNotice) -> None:
+        await self.notices.send(notice)
+
+    async def start(self) -> None:
+        await self.relay.start()
+        await self.notices.start()
+
+    async def close(self) -> None:
+        await self.notices.close()
+        await self.relay.close()
+
+
+class NoticeChannel:
+    """System messages between nodes: PUBLISH on `feed:notices`, one subscriber per node.
+
+    The sending node calls its own listeners at once and then publishes the notice with its
+    node id; every node's subscriber calls its listeners for what other nodes published and
+    skips its own echo. So a notice reaches this node's clients also while Redis is down. A
+    failed publish is logged, not raised: the other nodes miss that notice (pub/sub keeps
+    nothing for a subscriber that is away, and a system message is a broadcast of the
+    moment, not history), and the admin call that posted it still answers `202`.
+    """
+
+    def __init__(self, url: str, node_id: str) -> None:
+        self.node_id = node_id
+        # Bytes, not str: a message that is not UTF-8 is refused by the JSON parser, as
+        # malformed, instead of failing inside redis-py and dropping the subscription.
+        self._redis = redis_client(url, decode_responses=False)
+        self._listeners: list[NoticeListener] = []
+        self._warn_malformed = ThrottledWarning(log)
+        self.listening = asyncio.Event()  # subscribed to the channel right now
+        self._task: asyncio.Task[None] | None = None
+
+    def add_listener(self, listener: NoticeListener) -> None:
+        self._listeners.append(listener)
+
+    async def send(self, notice: SystemNotice) -> None:
+        for listener in self._listeners:
+            await listener(notice)
+        try:
+            await self._redis.publish(
+                NOTICES_CHANNEL, orjson.dumps({"node": self.node_id, "notice": notice})
+            )
+        except RedisError as exc:
+            log.warning("a system message reached this node's clients only: %s", exc)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="feed-notice-channel")
+
+    async def close(self) -> None:
+        await stop(self._task)
+        await self._redis.aclose()
+
+    async def _run(self) -> None:
+        backoff = Backoff(first=0.2)
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(NOTICES_CHANNEL)
+                async for message in pubsub.listen():
+                    if message["type"] == "subscribe":  # confirmed: nothing is missed now
+                        self.listening.set()
+                        backoff.reset()
+                    elif message["type"] == "message":
+                        await self._receive(message["data"])
+            except Exception as exc:  # whatever the client raises, subscribe again
+                log.warning("system message channel lost (%s); reconnecting", exc)
+            finally:
+                self.listening.clear()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await backoff.sleep()
+
+    async def _receive(self, data: bytes) -> None:
+        try:
+            sender, notice = parse_notice(data)
+        except ValueError as exc:
+            self._warn_malformed("ignored a malformed message on %s: %s", NOTICES_CHANNEL, exc)
+            return
+        if sender == self.node_id:  # its listeners were called when it was sent
+            return
+        for listener in self._listeners:
+            try:
+                await listener(notice)
+            except Exception:
+                log.exception("delivering a system message failed")
+
+
+def parse_notice(data: bytes) -> tuple[str, SystemNotice]:
+    """The sending node's id and the notice of one `feed:notices` message; ValueError when
+    it is not what `NoticeChannel.send` publishes."""
+    body = orjson.loads(data)  # orjson.JSONDecodeError is a ValueError
+    if not isinstance(body, dict) or not isinstance(body.get("node"), str):
+        raise ValueError("no sending node")
+    notice = body.get("notice")
+    if (
+        not isinstance(notice, dict)
+        or notice.keys() != NOTICE_FIELDS
+        or not all(isinstance(value, str) for value in notice.values())
+    ):
+        raise ValueError("not a notice")
+    return body["node"], notice
+
+
 # Atomic refresh of one node's counts; the sorted set lets readers skip dead nodes without
 # scanning the keyspace. KEYS: node hash, nodes zset. ARGV: ttl, node id, tenant/count pairs.
 _PUBLISH_COUNTS_SCRIPT = """
@@ -324,61 +451,3 @@ class RedisConnections:
                 )
             except Exception as exc:
                 log.warning("could not publish connection counts: %s", exc)
-
-
-class FeedRedisManager(RoomIndex, socketio.AsyncRedisManager):  # type: ignore[misc]
-    """python-socketio's Redis manager, with the timeouts and ownership a server needs.
-
-    - An emit to one socket of this node stays local: no other node has that socket.
-    - The listener reconnects with a backoff capped at 2 s (the library's grows to 60 s), so
-      cross-node messages resume promptly after a Redis outage.
-    - `close()` stops the listener task, which `AsyncServer.shutdown()` leaves running.
-    - `RoomIndex`: a disconnect touches only its own rooms (see `rooms`).
-    """
-
-    def __init__(self, url: str) -> None:
-        super().__init__(
-            url,
-            channel=SOCKETIO_CHANNEL,
-            redis_options={
-                "socket_timeout": COMMAND_TIMEOUT_S,
-                "socket_connect_timeout": COMMAND_TIMEOUT_S,
-                "socket_keepalive": True,
-            },
-        )
-        self.thread: asyncio.Task[None] | None = None
-        self.listening = asyncio.Event()  # subscribed to the channel right now
-
-    async def emit(
-        self,
-        event: str,
-        data: Any,
-        namespace: str | None = None,
-        room: str | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        target = kwargs.pop("to", None) or room
-        if target is not None and self.is_connected(target, namespace or "/"):
-            kwargs["ignore_queue"] = True
-        return await super().emit(event, data, namespace=namespace, room=target, **kwargs)
-
-    async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:
-        backoff = Backoff(first=0.2)
-        while True:
-            try:
-                self._redis_connect()
-                await self.pubsub.subscribe(self.channel)
-                self.listening.set()
-                backoff.reset()
-                async for message in self.pubsub.listen():
-                    yield message
-            except Exception as exc:  # whatever the client raises, listen again
-                self.listening.clear()
-                log.warning("socket.io redis channel lost (%s); reconnecting", exc)
-                await self.pubsub.aclose()
-                await backoff.sleep()
-
-    async def close(self) -> None:
-        await stop(self.thread)
-        if self.redis is not None:
-            await self.redis.aclose()

@@ -2,7 +2,8 @@
 
 Both transports (REST in `api`, Socket.IO in `realtime`) call `Feed.publish`, so
 validation, limits and broadcasting are written once. Delivery to subscribers is done by
-listeners that the transports register on an `EventBus`; the core never imports them.
+listeners that the transports register on an `EventBus` (events, and system messages as
+notices); the core never imports them.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ class PublishLimiter(Protocol):
 
 
 class EventBus(Protocol):
-    """How each stored event reaches the listeners: once each, in seq order per tenant."""
+    """How each stored event reaches the listeners: once each, in seq order per tenant; and
+    how each system message reaches the notice listeners of every node, once each."""
 
     def add_listener(self, listener: Listener) -> None: ...
 
@@ -44,12 +46,21 @@ class EventBus(Protocol):
         event reaches them as soon as it is stored."""
         ...
 
+    def add_notice_listener(self, listener: NoticeListener) -> None: ...
+
+    async def send_notice(self, notice: SystemNotice) -> None:
+        """Hand `notice` to the notice listeners of every node; this node's have been
+        called when this returns."""
+        ...
+
 
 class LocalBus:
-    """One process: the publishing call itself delivers the event to every listener."""
+    """One process: the publishing call itself delivers the event (or the notice) to every
+    listener."""
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
+        self._notice_listeners: list[NoticeListener] = []
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -60,6 +71,13 @@ class LocalBus:
 
     def delivered_up_to(self, tenant: str) -> int | None:
         return None
+
+    def add_notice_listener(self, listener: NoticeListener) -> None:
+        self._notice_listeners.append(listener)
+
+    async def send_notice(self, notice: SystemNotice) -> None:
+        for listener in self._notice_listeners:
+            await listener(notice)
 
 
 class PublishObserver(Protocol):
@@ -169,7 +187,6 @@ class Feed:
         self.limiter = limiter
         self.connections: ConnectionCounter = connections or LocalConnections()
         self.bus: EventBus = bus or LocalBus()
-        self._notice_listeners: list[NoticeListener] = []
         self.observer = observer
         self.clock = clock or UtcClock()
 
@@ -178,14 +195,14 @@ class Feed:
         self.bus.add_listener(listener)
 
     def add_notice_listener(self, listener: NoticeListener) -> None:
-        """Call `listener(notice)` for every system message posted on this node."""
-        self._notice_listeners.append(listener)
+        """Call `listener(notice)` for every system message, posted on any node."""
+        self.bus.add_notice_listener(listener)
 
     async def post_system_message(self, message: str, level: str) -> SystemNotice:
-        """Send a system message (same text rules as events) to every tenant's subscribers."""
+        """Send a system message (same text rules as events) to every tenant's subscribers,
+        on every node."""
         notice = system_notice(normalise_message(message, self.max_message_length), level)
-        for listener in self._notice_listeners:
-            await listener(notice)
+        await self.bus.send_notice(notice)
         return notice
 
     async def publish(

@@ -99,7 +99,6 @@ class RealtimeGateway:
         addresses: ClientAddresses,
         caps: ConnectionCaps,
         metrics: FeedMetrics,
-        client_manager: socketio.AsyncManager | None = None,
     ) -> None:
         self.feed = feed
         self.authenticator = authenticator
@@ -114,7 +113,7 @@ class RealtimeGateway:
         self.sio = GatewayServer(
             async_mode="aiohttp",
             # The index keeps a disconnect from scanning every socket's room (see rooms).
-            client_manager=client_manager or IndexedManager(),
+            client_manager=IndexedManager(),
             cors_allowed_origins=self._origin_allowed,
             json=SocketJson,
             ping_interval=settings.ping_interval,
@@ -358,7 +357,7 @@ class RealtimeGateway:
         self.metrics.delivered(event.tenant_id, in_room + parked, time.perf_counter() - started)
 
     async def send_system_message(self, notice: SystemNotice) -> None:
-        """Feed notice listener: `system_message` to every socket of every tenant, on every node."""
+        """Feed notice listener: send `system_message` to every socket of this node."""
         await self.sio.emit("system_message", notice)
 
     async def close(self, grace: float = 0.0) -> None:

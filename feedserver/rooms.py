@@ -7,10 +7,11 @@ one disconnect costs ~6.6 ms of blocked loop, and 10,000 of them about a minute.
 `RoomIndex` keeps the reverse map, sid -> rooms, next to the library's own, so a
 disconnect touches only that socket's rooms.
 
-It is a mixin over `BaseManager` (the local `IndexedManager` and cluster's Redis manager
-both use it). `basic_disconnect` is the library's, with the scan replaced by the index;
-`check_internals()` verifies the attributes and methods it relies on, at construction and in
-tests/unit/test_rooms_internals.py, so a python-socketio upgrade that changes them fails
+It is a mixin over `BaseManager`, used by `IndexedManager` (the manager of every node:
+nodes share events and system messages through `cluster`, not through Socket.IO).
+`basic_disconnect` is the library's, with the scan replaced by the index;
+`check_internals()` verifies the attributes and methods it relies on, at construction and
+in tests/unit/test_rooms_internals.py, so a python-socketio upgrade that changes them fails
 loudly (`feedserver.internals.InternalsChanged`) instead of leaving stale rooms behind.
 """
 

@@ -83,7 +83,9 @@ def claim_key(tenant: str, key: str) -> str:
     return f"feed:{{{tenant}}}:claim:{key}"
 
 
-def redis_client(url: str, *, read_timeout: float = COMMAND_TIMEOUT_S) -> Redis:
+def redis_client(
+    url: str, *, read_timeout: float = COMMAND_TIMEOUT_S, decode_responses: bool = True
+) -> Redis:
     """A client that fails fast when Redis is down, instead of retrying with backoff.
 
     One retry, on connection errors only: a pooled connection that died with a Redis
@@ -92,7 +94,7 @@ def redis_client(url: str, *, read_timeout: float = COMMAND_TIMEOUT_S) -> Redis:
     """
     return Redis.from_url(
         url,
-        decode_responses=True,
+        decode_responses=decode_responses,
         socket_timeout=read_timeout,
         socket_connect_timeout=COMMAND_TIMEOUT_S,
         socket_keepalive=True,

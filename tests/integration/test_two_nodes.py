@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp import ClientSession, TCPConnector
 from aiohttp.test_utils import TestServer
 
 from feedserver.app import FEED, GATEWAY
-from feedserver.core import system_notice
+from feedserver.cluster import NOTICES_CHANNEL, NoticeChannel, RedisBus
 from feedserver.events import Event
+from feedserver.store.redis import redis_client
+from tests.clients import open_client
 from tests.conftest import ServerFactory
 from tests.feed_subscriber import subscribed
 from tests.redis_server import RedisServer
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.redis
 
@@ -162,25 +167,106 @@ async def test_stats_count_the_connections_of_every_node(nodes: Nodes) -> None:
         await until(b, 1)
 
 
-async def test_a_system_message_reaches_the_clients_of_every_node(nodes: Nodes) -> None:
+async def test_a_system_message_reaches_the_js_clients_of_every_node_once(nodes: Nodes) -> None:
     a, b = nodes
+    async with (
+        ClientSession() as http,
+        open_client("js", url(a), query={"tenant": "tenant_a"}) as on_a,
+        open_client("js", url(b), query={"tenant": "tenant_b"}) as on_b,
+    ):
+        for client in (on_a, on_b):
+            await client.expect_established()
+        await both_nodes_listen(nodes)
+        # Each node hears its own notice on the channel too, after its clients got it. Its
+        # next message there comes from the other node and arrives after that echo: had the
+        # echo been delivered, it would be read before the other node's notice.
+        sent = []
+        for node, message in ((a, "first, from A"), (b, "second, from B"), (a, "third, from A")):
+            status, notice = await post_system_message(http, node, message)
+            assert (status, notice["message"]) == (202, message)
+            sent.append(notice)
+            for client in (on_a, on_b):
+                assert await client.expect_event("system_message") == [notice]
+        assert [n["message"] for n in sent] == ["first, from A", "second, from B", "third, from A"]
+
+
+async def test_a_system_message_reaches_its_nodes_clients_while_redis_is_down(
+    nodes: Nodes, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, _ = nodes
+    async with ClientSession() as http, subscribed(url(a), "tenant_a") as on_a:
+        await redis_server.stop()
+        status, notice = await post_system_message(http, a, "redis is down")
+        assert (status, notice["message"], notice["level"]) == (202, "redis is down", "info")
+        await on_a.wait_for(lambda: len(on_a.system) == 1)
+        assert on_a.system == [notice]
+        assert "reached this node's clients only" in caplog.text
+
+
+async def test_the_notice_channel_subscribes_again_after_a_redis_restart(
+    nodes: Nodes, redis_server: RedisServer
+) -> None:
+    a, b = nodes
+    async with ClientSession() as http, subscribed(url(b), "tenant_a") as on_b:
+        await both_nodes_listen(nodes)
+        await redis_server.stop()
+        await eventually(
+            lambda: not any(notice_channel(node).listening.is_set() for node in nodes),
+            "both nodes saw their subscription end",
+        )
+        await redis_server.start()
+        await both_nodes_listen(nodes)
+        assert (await post_system_message(http, a, "back"))[0] == 202
+        await on_b.wait_for(lambda: len(on_b.system) == 1)
+        assert on_b.system[0]["message"] == "back"
+
+
+async def test_malformed_messages_on_the_notice_channel_are_ignored(
+    nodes: Nodes, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = nodes
+    caplog.set_level(logging.WARNING)
+    notice = {"message": "valid", "level": "info", "timestamp": "2026-01-01T00:00:00.000Z"}
+    garbage = [
+        b"\xff\xfe",
+        b"not json",
+        b"[]",
+        orjson.dumps({"notice": notice}),
+        orjson.dumps({"node": "elsewhere", "notice": {**notice, "level": 1}}),
+        orjson.dumps({"node": "elsewhere", "notice": {"message": "no level"}}),
+    ]
+    redis = redis_client(redis_server.url, decode_responses=False)
     async with subscribed(url(a), "tenant_a") as on_a, subscribed(url(b), "tenant_b") as on_b:
         await both_nodes_listen(nodes)
-        await a.app[GATEWAY].send_system_message(system_notice("maintenance at noon", "info"))
+        for data in garbage:
+            await redis.publish(NOTICES_CHANNEL, data)
+        await redis.publish(NOTICES_CHANNEL, orjson.dumps({"node": "elsewhere", "notice": notice}))
+        # The channel keeps order: the valid notice is read after every malformed one.
         await on_a.wait_for(lambda: len(on_a.system) == 1)
         await on_b.wait_for(lambda: len(on_b.system) == 1)
-        for sub in (on_a, on_b):
-            assert sub.system[0]["message"] == "maintenance at noon"
+        assert on_a.system == on_b.system == [notice]
+    await redis.aclose()
+    assert all(notice_channel(node).listening.is_set() for node in nodes)  # still subscribed
+    malformed = [r for r in caplog.records if "malformed message" in r.getMessage()]
+    assert len(malformed) == 2  # one line per node: the rest of the burst is counted later
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
 
 
-async def test_a_node_shutting_down_warns_only_its_own_clients(nodes: Nodes) -> None:
+async def test_a_node_shutting_down_warns_only_its_own_clients(
+    nodes: Nodes, redis_server: RedisServer, start_server: ServerFactory
+) -> None:
     a, b = nodes
-    async with subscribed(url(a), "tenant_a") as on_a, subscribed(url(b), "tenant_a") as on_b:
-        await both_nodes_listen(nodes)
+    c = await start_server(store=redis_server.url)
+    async with (
+        ClientSession() as http,
+        subscribed(url(a), "tenant_a") as on_a,
+        subscribed(url(b), "tenant_a") as on_b,
+    ):
+        await both_nodes_listen((a, b, c))
         await a.close()
         assert [n["message"] for n in on_a.system] == ["server shutting down"]
-        # Pub/sub keeps order: had A's notice crossed, it would arrive before this one.
-        await b.app[GATEWAY].send_system_message(system_notice("still here", "info"))
+        # Pub/sub keeps order: had A's notice crossed, B would read it before C's.
+        assert (await post_system_message(http, c, "still here"))[0] == 202
         await on_b.wait_for(lambda: len(on_b.system) >= 1)
         assert [n["message"] for n in on_b.system] == ["still here"]
 
@@ -277,7 +363,23 @@ async def in_room(node: TestServer, room: str, members: int) -> None:
     raise AssertionError(f"{room} has no {members} members")
 
 
-async def both_nodes_listen(nodes: Nodes) -> None:
-    """Wait until both nodes' Socket.IO managers listen on the shared channel."""
+async def post_system_message(
+    http: ClientSession, server: TestServer, message: str
+) -> tuple[int, Any]:
+    # No token needed: FEED_AUTH=none accepts admin calls from loopback clients.
+    async with http.post(
+        server.make_url("/api/system-messages"), json={"message": message, "level": "info"}
+    ) as resp:
+        return resp.status, await resp.json()
+
+
+def notice_channel(node: TestServer) -> NoticeChannel:
+    bus = node.app[FEED].bus
+    assert isinstance(bus, RedisBus)
+    return bus.notices
+
+
+async def both_nodes_listen(nodes: tuple[TestServer, ...]) -> None:
+    """Wait until every node is subscribed to the system message channel."""
     for node in nodes:
-        await asyncio.wait_for(node.app[GATEWAY].sio.manager.listening.wait(), 10)
+        await asyncio.wait_for(notice_channel(node).listening.wait(), 10)

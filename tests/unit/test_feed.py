@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from feedserver.core import Feed, LocalConnections, TenantStats
+from feedserver.core import Feed, LocalBus, LocalConnections, SystemNotice, TenantStats
 from feedserver.errors import RateLimited, ValidationFailed
 from feedserver.events import Event
 from feedserver.store import MemoryStore
@@ -110,6 +110,55 @@ async def test_validation_comes_before_the_rate_limit() -> None:
         await feed.publish("tenant_a", {"message": ""})
     await feed.publish("tenant_a", {"message": "ok"})
     assert limiter.hits == 1
+
+
+# -- system messages ------------------------------------------------------------------------
+
+
+async def test_a_system_message_reaches_every_notice_listener_of_the_bus_once() -> None:
+    bus = LocalBus()
+    feed = make_feed(bus=bus)
+    heard: list[tuple[str, SystemNotice]] = []
+
+    async def first(notice: SystemNotice) -> None:
+        heard.append(("first", notice))
+
+    async def second(notice: SystemNotice) -> None:
+        heard.append(("second", notice))
+
+    feed.add_notice_listener(first)
+    bus.add_notice_listener(second)  # one list: the bus's
+    notice = await feed.post_system_message("  <b>noon</b>  ", "warning")
+    assert (notice["message"], notice["level"]) == ("&lt;b&gt;noon&lt;/b&gt;", "warning")
+    assert TIMESTAMP.match(notice["timestamp"])
+    assert heard == [("first", notice), ("second", notice)]
+
+
+async def test_a_system_message_is_not_an_event() -> None:
+    feed = make_feed()
+    heard: list[Event] = []
+
+    async def listener(event: Event) -> None:
+        heard.append(event)
+
+    feed.add_listener(listener)
+    await feed.post_system_message("hello", "info")
+    assert heard == []
+    assert (await feed.history("tenant_a", limit=10)).latest_seq == 0
+
+
+@pytest.mark.parametrize("message", ["", "x" * 21, "bad\x00"])
+async def test_a_refused_system_message_reaches_no_listener(message: str) -> None:
+    feed = make_feed()
+    heard: list[SystemNotice] = []
+
+    async def listener(notice: SystemNotice) -> None:
+        heard.append(notice)
+
+    feed.add_notice_listener(listener)
+    with pytest.raises(ValidationFailed):
+        await feed.post_system_message(message, "info")
+    assert heard == []
 
 
 # -- history --------------------------------------------------------------------------------
