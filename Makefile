@@ -43,6 +43,11 @@ sysdeps:
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+	@# Autobahn|Testsuite (tests/conformance) runs on Python 2.7 only: pyenv's, if it has none.
+	@if [ -z "$$AUTOBAHN_PYTHON" ] && ! command -v python2.7 >/dev/null 2>&1 \
+	    && command -v pyenv >/dev/null 2>&1 && ! pyenv prefix 2.7.18 >/dev/null 2>&1; then \
+	  echo ">> installing Python 2.7.18 with pyenv (for Autobahn|Testsuite)"; pyenv install -s 2.7.18; \
+	fi
 
 run: install
 	$(BIN)/feedserver serve

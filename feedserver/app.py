@@ -17,6 +17,7 @@ from .client_bundle import ClientBundle
 from .cluster import open_backend
 from .config import Settings
 from .core import Feed, LocalConnections
+from .engineio import EngineStats
 from .metrics import METRICS_PATH, FeedMetrics, metrics_view
 from .quotas import (
     ConnectionCaps,
@@ -47,7 +48,9 @@ def open_authenticator(settings: Settings, catalogue: TenantCatalogue) -> Authen
 
 
 def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application:
-    metrics = FeedMetrics(settings.tenants)
+    backend = open_backend(settings)
+    engine_stats = EngineStats()
+    metrics = FeedMetrics(settings.tenants, store=backend.store, engine=engine_stats)
     shutting_down = asyncio.Event()
     limit_counters = open_window_counters(settings.redis_url or "memory://")
     requests = RequestLimiter(
@@ -72,8 +75,6 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
         ],
         client_max_size=settings.max_body_bytes,
     )
-    backend = open_backend(settings)
-    metrics.read_store_errors = lambda: backend.store.failures
     catalogue = TenantCatalogue(settings.tenants)
     authenticator = open_authenticator(settings, catalogue)
     feed = Feed(
@@ -95,7 +96,16 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
         per_tenant=settings.max_connections_per_tenant,
         per_address=settings.max_connections_per_ip,
     )
-    gateway = RealtimeGateway(settings, feed, authenticator, requests, addresses, caps, metrics)
+    gateway = RealtimeGateway(
+        settings,
+        feed,
+        authenticator,
+        requests,
+        addresses,
+        caps,
+        metrics,
+        engine_stats,
+    )
     app[FEED] = feed
     app[GATEWAY] = gateway
     app[METRICS] = metrics

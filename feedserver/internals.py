@@ -1,9 +1,9 @@
-"""The error raised when python-socketio / engineio / aiohttp no longer match what we rely on.
+"""The error raised when python-socketio or aiohttp no longer work as feedserver relies on.
 
-`fanout`, `eio_transport` and `rooms` lean on library internals (pinned in pyproject.toml);
-each has a `check_internals()` that raises this, naming what changed.
+Two modules reach past a library's public API, each checked when the server is built:
+`socketio_internals.check_internals()` and `engineio.handover.check_internals()`.
 """
 
 
 class InternalsChanged(RuntimeError):
-    """The installed python-socketio / engineio / aiohttp no longer match what we rely on."""
+    """The installed python-socketio / aiohttp no longer match what we rely on."""

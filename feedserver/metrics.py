@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
@@ -32,7 +33,13 @@ LATENCY_BUCKETS = (
 class FeedMetrics:
     """Every metric the server exports, and one method per thing that happened."""
 
-    def __init__(self, tenants: Iterable[str]) -> None:
+    def __init__(
+        self,
+        tenants: Iterable[str],
+        *,
+        store: CountsFailures | None = None,
+        engine: CountsDrops | None = None,
+    ) -> None:
         self.registry = CollectorRegistry()
         registry = self.registry
         ProcessCollector(registry=registry)
@@ -82,10 +89,8 @@ class FeedMetrics:
             registry=registry,
         )
         # Totals their owners keep as plain ints (nothing to pay on their paths), read
-        # when scraped; the owners replace these readers.
-        self.read_store_errors: Callable[[], int] = lambda: 0
-        self.read_slow_consumer_disconnects: Callable[[], int] = lambda: 0
-        registry.register(_OwnedTotals(self))
+        # when scraped.
+        registry.register(_OwnedTotals(store, engine))
         # Children made once per configured tenant: cheap on the hot path, bounded labels.
         self._connections = {t: connections.labels(t) for t in tenants}
         self._published = {t: published.labels(t) for t in self._connections}
@@ -202,20 +207,29 @@ class _Tallies:
             tally.flush()
 
 
+class CountsFailures(Protocol):
+    failures: int  # the store's failed operations (`EventStore.failures`)
+
+
+class CountsDrops(Protocol):
+    slow_readers_dropped: int  # `feedserver.engineio.EngineStats`
+
+
 class _OwnedTotals(Collector):
-    def __init__(self, metrics: FeedMetrics) -> None:
-        self._metrics = metrics
+    def __init__(self, store: CountsFailures | None, engine: CountsDrops | None) -> None:
+        self._store = store
+        self._engine = engine
 
     def collect(self) -> Iterator[Metric]:
         yield CounterMetricFamily(
             "feed_store_errors",
             "Store operations that failed",
-            value=self._metrics.read_store_errors(),
+            value=self._store.failures if self._store is not None else 0,
         )
         yield CounterMetricFamily(
             "feed_slow_consumer_disconnects",
             "Sockets disconnected because they did not read fast enough",
-            value=self._metrics.read_slow_consumer_disconnects(),
+            value=self._engine.slow_readers_dropped if self._engine is not None else 0,
         )
 
 

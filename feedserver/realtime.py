@@ -22,14 +22,14 @@ from urllib.parse import parse_qsl
 
 import socketio
 from aiohttp import web
-from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
 from .addresses import ClientAddresses
 from .auth import Authenticator
+from .broadcast import RoomBroadcaster, encode_event_text
 from .config import Settings
 from .core import CatchUp, Feed, SystemNotice, system_notice
-from .eio_transport import LeanSocketServer
+from .engineio import EngineServer, EngineStats
 from .errors import (
     FeedError,
     InternalError,
@@ -39,15 +39,14 @@ from .errors import (
     ValidationFailed,
 )
 from .events import Event, utc_timestamp
-from .fanout import RoomBroadcaster, encode_event_text
 from .jsoncodec import SocketJson
 from .logs import ThrottledWarning
 from .metrics import FeedMetrics
 from .packets import MalformedPacket, StrictPacket
 from .quotas import ConnectionCaps, RequestLimiter
-from .recovery import ConnectionRecovery, RecoveringServer, Resume
-from .rooms import IndexedManager
+from .recovery import ConnectionRecovery, Resume
 from .schemas import MAX_SEQ
+from .socketio_internals import IndexedManager, SocketServer, check_internals
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +57,8 @@ MAX_PACKET_BYTES = 1_000_000
 SHUTDOWN_NOTICE = "server shutting down"
 
 
-class GatewayServer(RecoveringServer, LeanSocketServer):
-    """The Socket.IO server: native connection state recovery, on an Engine.IO server
-    without a ping task per socket (see `eio_transport`)."""
+class GatewayServer(SocketServer):
+    """The Socket.IO server, on feedserver's engine (`socketio_internals`)."""
 
     async def emit_to(self, sid: str, event: str, data: Any) -> None:
         """`emit(event, data, to=sid)` in the default namespace, without the task that
@@ -72,8 +70,7 @@ class GatewayServer(RecoveringServer, LeanSocketServer):
         if eio_sid is None:  # it has left
             return
         args = data if isinstance(data, tuple) else (data,)
-        text = encode_event_text(event, SocketJson.dumps(args[0]), *args[1:])
-        await self._send_eio_packet(eio_sid, eio_packet.Packet(eio_packet.MESSAGE, data=text))
+        await self.eio.send(eio_sid, encode_event_text(event, SocketJson.dumps(args[0]), *args[1:]))
 
 
 @dataclass(slots=True, eq=False)
@@ -99,6 +96,7 @@ class RealtimeGateway:
         addresses: ClientAddresses,
         caps: ConnectionCaps,
         metrics: FeedMetrics,
+        engine_stats: EngineStats,
     ) -> None:
         self.feed = feed
         self.authenticator = authenticator
@@ -110,9 +108,10 @@ class RealtimeGateway:
         self._max_payload_bytes = settings.max_body_bytes
         self.recovery = ConnectionRecovery(feed.store, enabled=settings.connection_state_recovery)
         self._no_offsets = ConnectionRecovery(feed.store, enabled=False)
+        check_internals()
         self.sio = GatewayServer(
             async_mode="aiohttp",
-            # The index keeps a disconnect from scanning every socket's room (see rooms).
+            # The index keeps a disconnect from scanning every socket's room (socketio_internals).
             client_manager=IndexedManager(),
             cors_allowed_origins=self._origin_allowed,
             json=SocketJson,
@@ -123,21 +122,21 @@ class RealtimeGateway:
             http_compression=False,
             logger=False,
             engineio_logger=False,
-        )
-        self.broadcaster = RoomBroadcaster(
-            self.sio,
+            # the engine's own (feedserver.engineio): slow readers, paced writes
             max_queue=settings.max_queue,
-            max_pause=settings.max_write_pause_ms / 1000,
+            max_write_pause=settings.max_write_pause_ms / 1000,
+            stats=engine_stats,
         )
-        metrics.read_slow_consumer_disconnects = lambda: self.broadcaster.evicted
+        self.engine: EngineServer = self.sio.eio
+        self.broadcaster = RoomBroadcaster(self.sio.manager, self.engine)
         self._sessions: dict[str, Session] = {}
         self._syncing: dict[str, set[Session]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._warn_malformed = ThrottledWarning(log)
         # Every Socket.IO packet passes `_on_engine_message` on its way to socketio.
-        self._dispatch_message = self.sio.eio.handlers["message"]
-        self.sio.eio.on("message", self._on_engine_message)
+        self._dispatch_message = self.engine.handlers["message"]
+        self.engine.on("message", self._on_engine_message)
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
         self.sio.on("create_event", self._on_create_event)
@@ -172,13 +171,13 @@ class RealtimeGateway:
                     data=refusal(refused).error_args,  # as socketio answers a refusal
                     namespace=exc.namespace,
                 )
-                await self.sio.eio.send(eio_sid, reply.encode())
-            self._spawn(self.sio.eio.disconnect(eio_sid))
+                await self.engine.send(eio_sid, reply.encode())
+            self._spawn(self.engine.disconnect(eio_sid))
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
         handshake = auth if isinstance(auth, dict) else {}
         query = dict(parse_qsl(environ.get("QUERY_STRING", "")))
-        # REMOTE_ADDR is the peer's address (fanout's translate_request sets it).
+        # REMOTE_ADDR is the peer's address (feedserver.engineio's environ).
         address = self.addresses.resolve(
             environ["REMOTE_ADDR"], environ.get("HTTP_X_FORWARDED_FOR")
         )
@@ -351,14 +350,15 @@ class RealtimeGateway:
         ):
             if self.broadcaster.has_recipients(room):
                 data = data or SocketJson.dumps(event.to_json())
-                in_room += await self.broadcaster.broadcast(
+                in_room += self.broadcaster.broadcast(
                     room, "event_created", data, offset=recovery.offset(event)
                 )
         self.metrics.delivered(event.tenant_id, in_room + parked, time.perf_counter() - started)
 
     async def send_system_message(self, notice: SystemNotice) -> None:
-        """Feed notice listener: send `system_message` to every socket of this node."""
-        await self.sio.emit("system_message", notice)
+        """Feed notice listener: send `system_message` to every socket of this node, on
+        the one write path of every broadcast (the bus brings each node its notices)."""
+        self.broadcaster.broadcast(None, "system_message", SocketJson.dumps(notice))
 
     async def close(self, grace: float = 0.0) -> None:
         """Tell every client the server is going, and close its connection once the notice
@@ -372,10 +372,10 @@ class RealtimeGateway:
         if self._closed:
             return
         self._closed = True
-        # Only this node is going: the notice must not cross to the other nodes' clients.
+        # Only this node is going: the notice goes to its own sockets, not on the bus.
         notice = system_notice(SHUTDOWN_NOTICE, "warning")
-        await self.sio.emit("system_message", notice, ignore_queue=True)
-        await self.sio.close_transports(within=grace)
+        self.broadcaster.broadcast(None, "system_message", SocketJson.dumps(notice))
+        await self.engine.close_transports(within=grace)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

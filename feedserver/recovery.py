@@ -15,90 +15,24 @@ python-socketio does none of this, so this module adds it, without state on the 
   any node can decide that, also after a restart (Redis). Otherwise the socket gets a new
   pid, so the client sees `recovered === false`.
 
-`RecoveringServer` is `socketio.AsyncServer` with one override, `_send_packet`, and only
-for CONNECT packets: it adds the pid granted to that socket by the connect handler
-(`grant_pid`). It relies on `AsyncServer._handle_connect` sending the CONNECT reply, for
-a socket id in `data["sid"]`, after the connect handler returns (the default,
-`always_connect=False`). It also adds `close_transports`, for a server that goes away,
-which uses engineio's socket `queue` and `close()`, its writer's `None` sentinel, and
-asyncio.Queue's `_getters` (as `fanout` does). Tested with
-python-socketio 5.18.1 / python-engineio 4.15.1 (pyproject pins >=5.18,<5.19 and
->=4.15,<4.16); tests/unit/test_recovery.py checks these assumptions.
+The pid reaches the CONNECT reply through `socketio_internals.SocketServer.grant_pid`;
+everything here is pure rules, testable without a server.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
 
-import socketio
-from engineio import packet as eio_packet
-from socketio import packet
-
 from .core import CatchUp
-from .eio_websocket import DirectQueue
 from .events import Event
 from .schemas import MAX_SEQ
 from .store import EventStore
 
 _PID = re.compile(r"^([A-Za-z0-9_-]{1,32})\.[A-Za-z0-9_-]{1,64}\Z")
 _OFFSET = re.compile(r"^[0-9]{1,16}\Z")
-
-
-class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
-    """`socketio.AsyncServer` whose CONNECT reply carries the pid granted to the socket."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._pids: dict[str, str] = {}
-
-    def grant_pid(self, sid: str, pid: str) -> None:
-        """Put `pid` in the CONNECT reply to `sid`; call it last in the connect handler."""
-        self._pids[sid] = pid
-
-    async def close_transports(self, within: float) -> None:
-        """Close every Engine.IO connection once what it has queued has left (at most
-        `within` seconds), as a server that goes away does: socket.io clients reconnect
-        by themselves after that, where a Socket.IO DISCONNECT would keep them away.
-
-        A long-polling client gets an Engine.IO CLOSE as the last packet of its last poll,
-        after every packet queued before it (the JS client handles a payload's packets in
-        order), so it sees `transport close` as the Node original's clients do, not the
-        `transport error` of a refused poll. A WebSocket is closed (the JS client needs the
-        WebSocket closed): `None` on the queue is engineio's end-of-connection sentinel,
-        which also ends a pending long-poll.
-        """
-        connections = list(self.eio.sockets.values())
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while not all(map(_sent_all, connections)) and loop.time() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)  # Engine.IO has no event for "sent"
-        for connection in connections:
-            polling = not isinstance(connection.queue, DirectQueue)
-            await connection.close(wait=False, abort=True)
-            if polling:
-                connection.queue.put_nowait(eio_packet.Packet(eio_packet.CLOSE))
-            connection.queue.put_nowait(None)
-
-    async def _send_packet(self, eio_sid: str, pkt: Any) -> None:
-        if pkt.packet_type == packet.CONNECT and isinstance(pkt.data, dict) and self._pids:
-            pid = self._pids.pop(str(pkt.data.get("sid")), None)
-            if pid is not None:
-                pkt.data = {**pkt.data, "pid": pid}
-        await super()._send_packet(eio_sid, pkt)
-
-
-def _sent_all(connection: Any) -> bool:
-    """Nothing queued, and its writer back waiting for more: a WebSocket writer that has
-    written the last packet, or the client's next long-poll, which proves that the previous
-    response arrived (asyncio.Queue._getters: the futures of waiting get() calls)."""
-    queue = connection.queue
-    if isinstance(queue, DirectQueue):
-        return True  # a detached WebSocket writes everything before its close frame
-    return bool(connection.closed or (queue.empty() and queue._getters))
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ async def main(argv: list[str]) -> int:
     # Checked below: argparse (3.11) tests an empty `nargs="*"` list against `choices` too.
     parser.add_argument("checks", nargs="*", metavar="{engineio,socketio,autobahn}")
     parser.add_argument("--stack", choices=sorted(STACKS), default="gateway")
-    parser.add_argument("--echo", choices=sorted(ECHO_ENDPOINTS), default="eio_websocket")
+    parser.add_argument("--echo", choices=sorted(ECHO_ENDPOINTS), default="engineio")
     parser.add_argument("-v", "--verbose", action="store_true", help="print mocha's output")
     args = parser.parse_args(argv)
     if unknown := set(args.checks) - set(CHECKS):

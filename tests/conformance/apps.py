@@ -8,11 +8,10 @@ Each suite's README (`../shared/conformance/`) gives a reference Node server: pi
   arguments, `message-with-ack` with an ack of its arguments; no other namespace exists.
 
 `STACKS` builds those handlers on
-- `gateway`: the Socket.IO server feedserver runs today (`realtime.GatewayServer` on
-  `eio_transport.LeanEngineServer`, WebSockets detached by `fanout.RoomBroadcaster` into
-  `eio_websocket`), with the options `RealtimeGateway` gives it except the suites' own
-  (pings, payload size, CORS). The Engine.IO suite runs on that server's engine, whose
-  handlers are pointed at the echo instead of at Socket.IO;
+- `gateway`: the Socket.IO server feedserver runs (`realtime.GatewayServer`, python-socketio
+  on `feedserver.engineio.EngineServer`), with the options `RealtimeGateway` gives it
+  except the suites' own (pings, payload size, CORS). The Engine.IO suite runs on
+  feedserver's engine alone, its handlers the echo;
 - `stock`: python-socketio's `AsyncServer` and python-engineio's `AsyncServer` as shipped.
 
 Test-only: nothing in `feedserver` imports this.
@@ -29,10 +28,10 @@ import engineio
 import socketio
 from aiohttp import web
 
-from feedserver.fanout import RoomBroadcaster
+from feedserver.engineio import EngineServer
 from feedserver.jsoncodec import SocketJson
 from feedserver.realtime import GatewayServer
-from feedserver.rooms import IndexedManager
+from feedserver.socketio_internals import IndexedManager
 
 # The suites' expected configuration (their READMEs' reference servers).
 PING_INTERVAL = 0.3
@@ -49,9 +48,8 @@ SOCKETIO_NAMESPACES = ("/", "/custom")
 
 
 def gateway_server() -> GatewayServer:
-    """feedserver's Socket.IO server as `RealtimeGateway` builds it, with the suites' options,
-    and its WebSockets detached as in production (the broadcaster installs that driver)."""
-    server = GatewayServer(
+    """feedserver's Socket.IO server as `RealtimeGateway` builds it, with the suites' options."""
+    return GatewayServer(
         client_manager=IndexedManager(),
         json=SocketJson,
         http_compression=False,
@@ -59,25 +57,22 @@ def gateway_server() -> GatewayServer:
         engineio_logger=False,
         **SUITE_OPTIONS,
     )
-    RoomBroadcaster(server)  # kept alive by the driver it installs into server.eio
-    return server
 
 
 def stock_server() -> socketio.AsyncServer:
     return socketio.AsyncServer(logger=False, engineio_logger=False, **SUITE_OPTIONS)
 
 
-def gateway_engine() -> engineio.AsyncServer:
-    """The engine under `gateway_server()`, its handlers taken over from Socket.IO."""
-    engine: engineio.AsyncServer = gateway_server().eio
-    return engine
+def gateway_engine() -> Any:
+    """feedserver's engine with the suites' options."""
+    return EngineServer(**SUITE_OPTIONS)
 
 
 def stock_engine() -> engineio.AsyncServer:
     return engineio.AsyncServer(logger=False, **SUITE_OPTIONS)
 
 
-def engineio_app(engine: engineio.AsyncServer) -> web.Application:
+def engineio_app(engine: Any) -> web.Application:
     """The Engine.IO suite's reference server: every message sent back, text or binary."""
 
     async def connect(eio_sid: str, environ: dict[str, Any]) -> None:
@@ -143,9 +138,26 @@ def _greeter(
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         # socket.io's `handshake.auth` is `{}` when the CONNECT carries none.
         payload = {} if auth is None else auth
-        emits.start(server.emit("auth", payload, to=sid, namespace=namespace))
+        emits.start(
+            _after_connect(lambda: server.emit("auth", payload, to=sid, namespace=namespace))
+        )
 
     return connect
+
+
+# How long after its CONNECT reply a greeter emits `auth`. The suite's client (ws 8.5)
+# emits every frame of one read at once, and its `waitFor` listens again only after the
+# first: two frames that arrive in one read lose the second. The Node reference emits in
+# its connection handler and passes by timing alone (its second write waits for the
+# first's callback); python-socketio runs connect handlers before the CONNECT reply, so the
+# emit is a task, and this spaces it as Node's writes are spaced. socket.io clients read
+# both in one read either way (tests/integration/test_js_interop.py).
+AFTER_CONNECT_S = 0.02
+
+
+async def _after_connect(emit: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    await asyncio.sleep(AFTER_CONNECT_S)
+    await emit()
 
 
 @dataclass(frozen=True, slots=True)

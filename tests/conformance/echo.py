@@ -1,93 +1,61 @@
-"""A plain WebSocket echo endpoint on feedserver's WebSocket frame layer, for Autobahn.
+"""A plain WebSocket echo endpoint on feedserver's WebSocket transport, for Autobahn.
 
-feedserver has no plain-WebSocket layer of its own yet: `eio_websocket.EngineWebSocket`
-reads frames with aiohttp's C parser (`WebSocketReader` feeding `_Messages`), answers
-pings, echoes close frames, closes with the parser's code on a bad frame, and writes frames
-itself (`websocket_frame`). `EchoWebSocket` is that class, with the Engine.IO packet
-handling replaced by an echo of each message (same opcode), so Autobahn|Testsuite measures
-exactly its frame-level behaviour. The handshake is aiohttp's (`DetachableWebSocketResponse`),
-and the TCP transport is handed over as `eio_websocket.detach` does it.
+`feedserver.engineio.websocket.WebSocketConnection` is plain RFC 6455: aiohttp's C frame
+parser (`handover.frame_reader`), pings answered, close frames echoed, a bad frame closed
+with the parser's code, frames built by `frames`. Its owner here, `EchoOwner`, sends each
+message back as it came (same opcode), where an `EngineSocket` would decode Engine.IO; the
+handshake and the transport handover are production's (`handover`). So Autobahn|Testsuite
+measures exactly the frame layer feedserver's clients talk to.
 
-What differs from production, on purpose: frames are written at once (production joins a
-socket's frames in `fanout.RoomBroadcaster` and writes them at the end of the loop pass:
-the same bytes, in the same order), and messages may be up to `MAX_MESSAGE` (Autobahn's
-9.* cases send up to 16 MiB; production refuses more than 1,000,000 bytes).
+What differs from production, on purpose: frames are written at once (an `EngineSocket`
+joins a connection's frames and writes them at the end of the loop pass: the same bytes, in
+the same order), and messages may be up to `MAX_MESSAGE` (Autobahn's 9.* cases send up to
+16 MiB; production refuses more than 1,000,000 bytes).
 
 Test-only: nothing in `feedserver` imports this.
 """
 
 from __future__ import annotations
 
-import asyncio
-from types import SimpleNamespace
-from typing import Any
-
 from aiohttp import web
 
-from feedserver.eio_websocket import DetachableWebSocketResponse, EngineWebSocket, websocket_frame
+from feedserver.engineio import frames
+from feedserver.engineio.handover import DetachableWebSocketResponse, take_over
+from feedserver.engineio.websocket import WebSocketConnection
 
 ECHO_PATH = "/"
 MAX_MESSAGE = 1 << 25  # 32 MiB: Autobahn's largest message is 16 MiB
-_TEXT, _BINARY = 0x1, 0x2
 
 
-class EchoWebSocket(EngineWebSocket):
-    """`EngineWebSocket` whose every text or binary message is sent back as it came."""
+class EchoOwner:
+    """The owner of one echo connection: every message back, every frame written at once."""
 
-    def __init__(self, transport: asyncio.Transport) -> None:
-        # What EngineWebSocket reads of an Engine.IO socket: its size limit, and that it is
-        # a new connection (no upgrade probe to wait for).
-        socket = SimpleNamespace(
-            server=SimpleNamespace(max_http_buffer_size=MAX_MESSAGE), connected=False
-        )
-        super().__init__(
-            socket,  # EngineWebSocket reads only the two attributes above
-            transport,
-            write_soon=transport.write,
-            write_now=transport.write,
-            on_lost=lambda: None,
-        )
-
-    def _engineio_packet(self, data: str | bytes) -> None:
+    def websocket_message(self, conn: WebSocketConnection, data: str | bytes) -> None:
         if isinstance(data, str):
-            self._write_soon(websocket_frame(data.encode(), _TEXT))
+            self.write_frame(conn, frames.text_frame(data))
         else:
-            self._write_soon(websocket_frame(data, _BINARY))
+            self.write_frame(conn, frames.websocket_frame(data, frames.BINARY))
 
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self._closed = True  # no Engine.IO socket to close
+    def write_frame(self, conn: WebSocketConnection, frame: bytes, *, last: bool = False) -> None:
+        if conn.transport is not None and not conn.transport.is_closing():
+            conn.transport.write(frame)
+
+    def websocket_lost(self, conn: WebSocketConnection) -> None:
+        """Nothing to release."""
 
 
 async def _echo(request: web.Request) -> web.StreamResponse:
     response = DetachableWebSocketResponse(max_msg_size=MAX_MESSAGE, compress=False)
     await response.prepare(request)
-    response.headers.clear()
-    transport = request.transport
-    if transport is None:  # the client left during the handshake
+    if request.transport is None:  # the client left during the handshake
         return response
-    _hand_over(request, response, EchoWebSocket(transport))
-    return response
-
-
-def _hand_over(
-    request: web.Request, response: DetachableWebSocketResponse, connection: EchoWebSocket
-) -> None:
-    """The transport handover of `eio_websocket.detach`, without its Engine.IO socket."""
-    handler: Any = request.protocol
-    transport = connection.transport
-    writer: Any = response._payload_writer
-    if writer._headers_buf and not writer._headers_written:  # the 101
-        transport.write(writer._headers_buf)
-        writer._headers_buf = None
-        writer._headers_written = True
-    tail, handler._message_tail = handler._message_tail, b""
-    transport.set_protocol(connection)
-    transport.resume_reading()
-    handler.transport = None
-    handler.connection_lost(None)
-    response._eof_sent = True
+    conn = WebSocketConnection(EchoOwner(), MAX_MESSAGE)
+    transport, head, tail = take_over(request, response, conn)
+    conn.transport = transport
+    transport.write(head)
     if tail:
-        connection.data_received(tail)
+        conn.data_received(tail)
+    return response
 
 
 def echo_app() -> web.Application:
@@ -114,4 +82,4 @@ def aiohttp_echo_app() -> web.Application:
     return app
 
 
-ECHO_ENDPOINTS = {"eio_websocket": echo_app, "aiohttp": aiohttp_echo_app}
+ECHO_ENDPOINTS = {"engineio": echo_app, "aiohttp": aiohttp_echo_app}

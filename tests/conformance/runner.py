@@ -301,9 +301,7 @@ _WSTEST = (
 )
 
 
-async def run_autobahn(
-    endpoint: str = "eio_websocket", cases: Sequence[str] = ("*",)
-) -> AutobahnResult:
+async def run_autobahn(endpoint: str = "engineio", cases: Sequence[str] = ("*",)) -> AutobahnResult:
     """Autobahn's fuzzing client against the `endpoint` echo app (see `echo`)."""
     python = autobahn_python()
     site_dir = await prepare_autobahn(python)

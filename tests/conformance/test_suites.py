@@ -1,9 +1,7 @@
 """The official conformance suites against feedserver's Socket.IO / Engine.IO / WebSocket layers.
 
-Deselected by default (`-m "not conformance"` in pyproject's addopts): today's stack does not
-pass them yet (docs/testing.md, "Conformance", has the figures). An Engine.IO layer that does
-pass them turns them on. Run them with `pytest -m conformance tests/conformance` or
-`make conformance`.
+Part of `make test` (about 45 s together); `pytest -m conformance tests/conformance` runs
+them alone, `make conformance` prints each suite's own summary (docs/testing.md).
 """
 
 from __future__ import annotations
@@ -30,5 +28,5 @@ async def test_socketio_suite_passes_all_32_tests_against_the_gateway_server() -
 
 
 async def test_autobahn_accepts_every_case_of_the_websocket_echo_endpoint() -> None:
-    result = await run_autobahn("eio_websocket")
+    result = await run_autobahn("engineio")
     assert result.passed, result.summary()

@@ -10,11 +10,11 @@ from typing import Any
 
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
-from engineio.async_socket import AsyncSocket
 
 from feedserver.app import GATEWAY
 from feedserver.core import LocalConnections
-from feedserver.eio_websocket import EngineWebSocket
+from feedserver.engineio import EngineSocket
+from feedserver.engineio.websocket import WebSocketConnection
 from feedserver.realtime import Session
 from tests.conftest import ServerFactory
 from tests.socket_client import socket_client
@@ -29,7 +29,7 @@ CONCURRENCY = 50
 # ping_timeout / len(sockets) per socket, stays in its first round (the warm-up's socket).
 PING_SECONDS = 600.0
 # The types one connection is made of, from the Engine.IO socket to the Socket.IO session.
-PER_SOCKET_TYPES = (AsyncSocket, EngineWebSocket, Session, asyncio.Transport)
+PER_SOCKET_TYPES = (EngineSocket, WebSocketConnection, Session, asyncio.Transport)
 
 
 def live_per_socket_objects() -> dict[str, int]:
@@ -58,8 +58,6 @@ def per_socket_dicts(server: TestServer) -> dict[str, int]:
         "gateway sessions": len(gateway._sessions),
         "gateway syncing": len(gateway._syncing),
         "gateway tasks": len(gateway._tasks),
-        "fanout slots": len(gateway.broadcaster._slots),
-        "fanout sends in flight": len(gateway.broadcaster._sends_in_flight),
         "connections per address": len(addresses.snapshot()),
     }
 

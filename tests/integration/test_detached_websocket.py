@@ -1,4 +1,4 @@
-"""A new WebSocket connection leaves aiohttp once its handshake is done (feedserver.eio_websocket):
+"""A WebSocket leaves aiohttp once its handshake is done (feedserver.engineio.handover):
 what it still does and what it no longer holds, through real WebSocket clients."""
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from aiohttp import ClientSession, WSMsgType
 from aiohttp.test_utils import TestServer
 
 from feedserver.app import GATEWAY
-from feedserver.eio_websocket import DirectQueue
 from tests.rest_calls import publish
 from tests.waiting import eventually
 
@@ -34,7 +33,7 @@ async def test_a_connected_websocket_is_no_longer_an_aiohttp_request(server: Tes
         web_server = server.runner.server
         await eventually(lambda: not web_server.connections, "aiohttp forgets the connection")
         (sock,) = engineio(server).sockets.values()
-        assert sock.upgraded and sock.connected
+        assert sock.transport == "websocket"
         # socketio keeps the environ; it no longer holds the request, but the peer's address
         (environ,) = server.app[GATEWAY].sio.environ.values()
         assert "aiohttp.request" not in environ and "wsgi.input" not in environ
@@ -101,18 +100,18 @@ async def test_an_engineio_disconnect_sends_its_close_packet_then_closes(
 
 
 async def test_the_connect_sequence_takes_two_writes(server: TestServer) -> None:
-    broadcaster = server.app[GATEWAY].broadcaster
-    sends_before = broadcaster.sends
+    stats = server.app[GATEWAY].engine.stats
+    sends_before = stats.sends
     async with ClientSession() as http, http.ws_connect(server.make_url(WS_PATH)) as ws:
         assert (await ws.receive_str(timeout=RECEIVE_TIMEOUT)).startswith("0{")
         # the 101 and the Engine.IO OPEN went out in one send()
-        assert broadcaster.sends == sends_before + 1
+        assert stats.sends == sends_before + 1
         await ws.send_str("40")
         texts = [await ws.receive_str(timeout=RECEIVE_TIMEOUT) for _ in range(3)]
         assert texts[0].startswith("40{")
         assert '"connection_established"' in texts[1] and '"initial_events"' in texts[2]
         # the CONNECT reply, connection_established and initial_events in one more
-        assert broadcaster.sends == sends_before + 2
+        assert stats.sends == sends_before + 2
 
 
 async def test_frames_sent_before_the_101_arrives_are_read(server: TestServer) -> None:
@@ -169,8 +168,7 @@ async def test_an_upgrade_from_polling_is_detached_after_the_probe(server: TestS
             first = await publish(server, "tenant_a", "during the upgrade")
             await ws.send_str("5")  # UPGRADE
             second = await publish(server, "tenant_a", "after the upgrade")
-            # ... and both come over the WebSocket, in order (after the NOOP that was to
-            # end a pending poll: engineio's handler leaves it in the queue too)
+            # ... and both come over the WebSocket, in order
             texts: list[str] = []
             while len(texts) < 2:
                 text = await ws.receive_str(timeout=RECEIVE_TIMEOUT)
@@ -179,7 +177,7 @@ async def test_an_upgrade_from_polling_is_detached_after_the_probe(server: TestS
             assert f'"id":"{first["id"]}"' in texts[0], texts
             assert f'"id":"{second["id"]}"' in texts[1], texts
             (sock,) = engineio(server).sockets.values()
-            assert isinstance(sock.queue, DirectQueue) and sock.upgraded
+            assert sock.transport == "websocket"
             assert server.runner is not None and server.runner.server is not None
             web_server = server.runner.server
             await eventually(lambda: not web_server.connections, "aiohttp forgets the WebSocket")
@@ -194,7 +192,7 @@ async def test_a_failed_upgrade_leaves_the_socket_polling(server: TestServer) ->
             msg = await ws.receive(timeout=RECEIVE_TIMEOUT)
             assert msg.type == WSMsgType.CLOSE
         (sock,) = engineio(server).sockets.values()
-        assert not sock.upgraded and not sock.upgrading and not sock.closed
+        assert sock.transport == "polling" and not sock.closed
         event = await publish(server, "tenant_a", "still polling")
         base = server.make_url(f"/socket.io/?EIO=4&transport=polling&sid={sid}")
         async with http.get(base) as resp:

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-
 import pytest
-import socketio
 
 from feedserver.core import CatchUp
 from feedserver.events import Event
-from feedserver.recovery import ConnectionRecovery, RecoveringServer, Resume
+from feedserver.recovery import ConnectionRecovery, Resume
 from feedserver.store import MemoryStore
 
 EVENT = Event(7, "tenant_a", "hi", "2026-01-20T10:30:00.000Z")
@@ -62,28 +58,3 @@ def test_offsets_are_seq_strings() -> None:
     assert recovery.event_args(EVENT) == (EVENT.to_json(), "7")
     assert recovery.initial_args(CatchUp([EVENT], 9, recovered=False)) == ([EVENT.to_json()], "7")
     assert recovery.initial_args(CatchUp([], 9, recovered=False)) == ([], "9")
-
-
-def test_python_socketio_still_sends_connect_through_send_packet_after_the_handler() -> None:
-    """What `RecoveringServer` overrides must still be the path of the CONNECT reply."""
-    source = inspect.getsource(socketio.AsyncServer._handle_connect)
-    assert "packet.CONNECT, {'sid': sid}" in source
-    assert source.index("'connect', namespace, sid") < source.rindex("packet.CONNECT")
-    assert inspect.signature(socketio.AsyncServer._send_packet).parameters.keys() == {
-        "self",
-        "eio_sid",
-        "pkt",
-    }
-    assert socketio.AsyncServer().always_connect is False
-    assert issubclass(RecoveringServer, socketio.AsyncServer)
-
-
-def test_engineio_websocket_writer_still_stops_on_none_and_close_takes_wait() -> None:
-    """What `RecoveringServer.close_transports` relies on in python-engineio."""
-    from engineio.async_socket import AsyncSocket
-
-    assert {"wait", "abort"} <= inspect.signature(AsyncSocket.close).parameters.keys()
-    assert hasattr(asyncio.Queue(), "_getters")
-    assert "await self.queue.put(None)  # unlock the writer task" in inspect.getsource(
-        AsyncSocket._websocket_handler
-    )

@@ -1,14 +1,16 @@
-"""`RoomIndex` keeps the same rooms as python-socketio, without scanning on disconnect."""
+"""The one module on python-socketio's internals: its room index keeps the same rooms as
+python-socketio without scanning on disconnect, and its start-up check runs them."""
 
 from __future__ import annotations
 
 import time
 
+import engineio
 import pytest
 import socketio
 
 from feedserver.internals import InternalsChanged
-from feedserver.rooms import IndexedManager, check_internals
+from feedserver.socketio_internals import IndexedManager, SocketServer, check_internals
 
 NS = "/"
 
@@ -39,12 +41,23 @@ def test_the_installed_python_socketio_keeps_rooms_as_the_index_mirrors() -> Non
     check_internals()
 
 
-def test_a_python_socketio_without_a_method_the_index_mirrors_is_refused_loudly(
+def test_a_python_socketio_whose_rooms_work_otherwise_is_refused_at_start_up(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delattr(socketio.base_manager.BaseManager, "get_rooms")
-    with pytest.raises(InternalsChanged, match=r"BaseManager\.get_rooms is gone"):
-        IndexedManager()
+    def leaves_nothing(self: object, sid: str, namespace: str, room: object) -> None:
+        pass
+
+    monkeypatch.setattr(socketio.base_manager.BaseManager, "basic_leave_room", leaves_nothing)
+    with pytest.raises(InternalsChanged, match="room bookkeeping changed"):
+        check_internals()
+
+
+def test_a_python_socketio_that_builds_another_engine_is_refused_at_start_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(SocketServer, "_engineio_server_class", lambda self: engineio.AsyncServer)
+    with pytest.raises(InternalsChanged, match="_engineio_server_class"):
+        check_internals()
 
 
 def test_joins_leaves_and_disconnects_leave_the_same_rooms_as_python_socketio() -> None:

@@ -1,4 +1,4 @@
-"""RoomBroadcaster against a tiny aiohttp + python-socketio app and real clients."""
+"""RoomBroadcaster and the engine's write path against a tiny app and real clients."""
 
 from __future__ import annotations
 
@@ -16,8 +16,10 @@ import socketio
 from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestServer
 
-from feedserver.fanout import RoomBroadcaster
+from feedserver.broadcast import RoomBroadcaster
+from feedserver.engineio import EngineServer
 from feedserver.jsoncodec import SocketJson
+from feedserver.socketio_internals import IndexedManager, SocketServer
 
 ROOM = "tenant_a"
 RECEIVE_TIMEOUT = 10
@@ -26,7 +28,7 @@ RECEIVE_TIMEOUT = 10
 @dataclass
 class FanoutApp:
     server: TestServer
-    sio: socketio.AsyncServer
+    sio: SocketServer
     broadcaster: RoomBroadcaster
     connected: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
     disconnected: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
@@ -38,23 +40,30 @@ class FanoutApp:
     def room_size(self) -> int:
         return len(list(self.sio.manager.get_participants("/", ROOM)))
 
+    @property
+    def dropped(self) -> int:
+        engine: EngineServer = self.sio.eio
+        return engine.stats.slow_readers_dropped
 
-async def start_fanout_app(aiohttp_server: Any, **broadcaster_options: Any) -> FanoutApp:
+
+async def start_fanout_app(aiohttp_server: Any, **engine_options: Any) -> FanoutApp:
     # Short ping times: a polling client's disconnect waits for its pending long poll, which
     # the server of a closed socket only ends at ping_interval + ping_timeout.
-    sio = socketio.AsyncServer(
+    sio = SocketServer(
         async_mode="aiohttp",
+        client_manager=IndexedManager(),
         json=SocketJson,
         cors_allowed_origins="*",
         ping_interval=1,
         ping_timeout=2,
+        **engine_options,
     )
     app = web.Application()
     sio.attach(app)
     fan = FanoutApp(
         server=None,  # type: ignore[arg-type]
         sio=sio,
-        broadcaster=RoomBroadcaster(sio, **broadcaster_options),
+        broadcaster=RoomBroadcaster(sio.manager, sio.eio),
     )
 
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
@@ -104,15 +113,12 @@ def event_json(seq: int, padding: int = 0) -> str:
 
 
 async def publish_mixed_round(fan: FanoutApp, seq: int, padding: int = 0) -> None:
-    """Four events: plain socketio emits and broadcasts, both overlapping and back to back."""
-    # overlapping: the emit's per-recipient tasks exist but have not run yet
-    await asyncio.gather(
-        fan.sio.emit("event_created", {"seq": seq, "message": ""}, room=ROOM),
-        fan.broadcaster.broadcast(ROOM, "event_created", event_json(seq + 1)),
-    )
-    # back to back: the emit's packet is queued, the writer has not sent it yet
+    """Four events: socketio emits (whose packet is queued once the emit has returned) and
+    broadcasts, back to back, none of them written yet when the next is made."""
+    await fan.sio.emit("event_created", {"seq": seq, "message": ""}, room=ROOM)
+    fan.broadcaster.broadcast(ROOM, "event_created", event_json(seq + 1))
     await fan.sio.emit("event_created", {"seq": seq + 2, "message": ""}, room=ROOM)
-    await fan.broadcaster.broadcast(ROOM, "event_created", event_json(seq + 3, padding))
+    fan.broadcaster.broadcast(ROOM, "event_created", event_json(seq + 3, padding))
 
 
 async def publish_mixed(fan: FanoutApp, first: int, count: int) -> None:
@@ -125,12 +131,11 @@ async def test_websocket_client_receives_broadcasts_in_order(
 ) -> None:
     await subscriber.client.connect(fanout_app.url, transports=["websocket"])
     for seq in range(1, 201):
-        sent = await fanout_app.broadcaster.broadcast(ROOM, "event_created", event_json(seq))
+        sent = fanout_app.broadcaster.broadcast(ROOM, "event_created", event_json(seq))
         assert sent == 1
     await publish_mixed(fanout_app, 201, 200)
     assert await subscriber.received(400) == list(range(1, 401))
-    assert fanout_app.broadcaster.direct_writes > 0
-    assert fanout_app.broadcaster.evicted == 0
+    assert fanout_app.dropped == 0
 
 
 async def test_polling_client_receives_broadcasts_in_order(
@@ -144,8 +149,7 @@ async def test_polling_client_receives_broadcasts_in_order(
         await publish_mixed_round(fanout_app, first)
         received += await subscriber.received(4)
     assert received == list(range(1, 201))
-    assert fanout_app.broadcaster.direct_writes == 0
-    assert fanout_app.broadcaster.queued == 100
+    assert fanout_app.sio.eio.stats.sends == 0  # no WebSocket frame was written
 
 
 async def test_upgrading_client_receives_broadcasts_in_order(
@@ -156,14 +160,14 @@ async def test_upgrading_client_receives_broadcasts_in_order(
     # one event per round trip while the client upgrades from polling to websocket
     while subscriber.client.transport() != "websocket" and seq < 2000:
         seq += 1
-        await fanout_app.broadcaster.broadcast(ROOM, "event_created", event_json(seq))
+        fanout_app.broadcaster.broadcast(ROOM, "event_created", event_json(seq))
         assert await subscriber.received(1) == [seq]
     assert subscriber.client.transport() == "websocket"
     for more in range(seq + 1, seq + 101):
-        await fanout_app.broadcaster.broadcast(ROOM, "event_created", event_json(more))
+        fanout_app.broadcaster.broadcast(ROOM, "event_created", event_json(more))
     await publish_mixed(fanout_app, seq + 101, 100)
     assert await subscriber.received(200) == list(range(seq + 1, seq + 201))
-    assert fanout_app.broadcaster.direct_writes > 0
+    assert fanout_app.sio.eio.stats.sends > 0
 
 
 async def test_a_room_has_recipients_while_a_socket_of_this_process_is_in_it(
@@ -183,7 +187,7 @@ async def test_offset_is_sent_as_a_trailing_argument(
     fanout_app: FanoutApp, subscriber: Subscriber
 ) -> None:
     await subscriber.client.connect(fanout_app.url, transports=["websocket"])
-    await fanout_app.broadcaster.broadcast(ROOM, "event_created", event_json(42), offset="42")
+    fanout_app.broadcaster.broadcast(ROOM, "event_created", event_json(42), offset="42")
     assert await subscriber.received(1) == [42]
     assert subscriber.offsets == ["42"]
 
@@ -200,7 +204,7 @@ async def test_every_subscriber_of_the_room_and_no_one_else_receives(
         outsider_sid = outsider.client.get_sid()
         await fanout_app.sio.leave_room(outsider_sid, ROOM)
         for seq in range(1, 11):
-            sent = await fanout_app.broadcaster.broadcast(ROOM, "event_created", event_json(seq))
+            sent = fanout_app.broadcaster.broadcast(ROOM, "event_created", event_json(seq))
             assert sent == 3
         for sub in subs:
             assert await sub.received(10) == list(range(1, 11))
@@ -266,13 +270,13 @@ async def test_websocket_client_that_stops_reading_is_disconnected(
         sid = await asyncio.wait_for(fan.connected.get(), RECEIVE_TIMEOUT)
         big = event_json(0, padding=32 * 1024)
         for sent in range(1, 20_001):  # noqa: B007 - used after the loop
-            await fan.broadcaster.broadcast(ROOM, "event_created", big)
-            if fan.broadcaster.evicted:
+            fan.broadcaster.broadcast(ROOM, "event_created", big)
+            if fan.dropped:
                 break
             # Let the loop run between events, as it does between two publishes: the
             # frames taken for the fast path reach the transport in a later loop pass.
             await asyncio.sleep(0)
-        assert fan.broadcaster.evicted == 1
+        assert fan.dropped == 1
         assert await asyncio.wait_for(fan.disconnected.get(), RECEIVE_TIMEOUT) == sid
         assert fan.room_size() == 0
         # the server's own buffer never held much more than the bound
@@ -297,13 +301,13 @@ async def test_polling_client_that_stops_polling_is_disconnected_at_the_queue_bo
         sid = await asyncio.wait_for(fan.connected.get(), RECEIVE_TIMEOUT)
         # the CONNECT reply is queued too: max_queue - 1 events fit, the next one evicts
         for _ in range(max_queue - 1):
-            assert await fan.broadcaster.broadcast(ROOM, "event_created", event_json(1)) == 1
-        assert fan.broadcaster.evicted == 0
-        assert await fan.broadcaster.broadcast(ROOM, "event_created", event_json(2)) == 0
-        assert fan.broadcaster.evicted == 1
+            assert fan.broadcaster.broadcast(ROOM, "event_created", event_json(1)) == 1
+        assert fan.dropped == 0
+        assert fan.broadcaster.broadcast(ROOM, "event_created", event_json(2)) == 0
+        assert fan.dropped == 1
         assert await asyncio.wait_for(fan.disconnected.get(), RECEIVE_TIMEOUT) == sid
         assert fan.room_size() == 0
-        assert fan.sio.eio.sockets[eio_sid].queue.empty()
+        assert eio_sid not in fan.sio.eio.sockets  # dropped, with what it had not taken
 
 
 async def test_engineio_sends_between_coalesced_broadcasts_keep_their_place(
@@ -314,30 +318,28 @@ async def test_engineio_sends_between_coalesced_broadcasts_keep_their_place(
     seq = 0
     for _ in range(50):
         # none of these awaits yields: all three happen before the broadcasts' flush
-        await fanout_app.broadcaster.broadcast(ROOM, "event_created", event_json(seq + 1))
+        fanout_app.broadcaster.broadcast(ROOM, "event_created", event_json(seq + 1))
         await fanout_app.sio.eio.send(eio_sid, f'2["event_created",{event_json(seq + 2)}]')
-        await fanout_app.broadcaster.broadcast(ROOM, "event_created", event_json(seq + 3))
+        fanout_app.broadcaster.broadcast(ROOM, "event_created", event_json(seq + 3))
         seq += 3
     assert await subscriber.received(seq) == list(range(1, seq + 1))
-    assert fanout_app.broadcaster.direct_writes >= 1
 
 
 def hold_next_flush(fan: FanoutApp, seconds: float) -> None:
     """Act as if a long flush just ended: the next one waits `seconds` (a busy server)."""
-    fan.broadcaster._quiet_until = asyncio.get_running_loop().time() + seconds
+    fan.sio.eio.writes._quiet_until = asyncio.get_running_loop().time() + seconds
 
 
 async def test_broadcasts_during_a_pause_reach_a_socket_in_one_write_in_order(
     fanout_app: FanoutApp, subscriber: Subscriber
 ) -> None:
     await subscriber.client.connect(fanout_app.url, transports=["websocket"])
-    sends_before = fanout_app.broadcaster.sends
+    sends_before = fanout_app.sio.eio.stats.sends
     hold_next_flush(fanout_app, 0.3)
     for seq in range(1, 21):
-        await fanout_app.broadcaster.broadcast(ROOM, "event_created", event_json(seq))
+        fanout_app.broadcaster.broadcast(ROOM, "event_created", event_json(seq))
     assert await subscriber.received(20) == list(range(1, 21))
-    assert fanout_app.broadcaster.direct_writes == 20
-    assert fanout_app.broadcaster.sends == sends_before + 1
+    assert fanout_app.sio.eio.stats.sends == sends_before + 1
 
 
 async def test_sends_during_a_pause_keep_their_place_among_pending_broadcasts(
@@ -349,15 +351,13 @@ async def test_sends_during_a_pause_keep_their_place_among_pending_broadcasts(
     hold_next_flush(fanout_app, 0.3)
     seq = 0
     for _ in range(10):
-        # a pending broadcast, a socketio emit whose task has not run yet, a broadcast while
-        # it is in flight, an Engine.IO send, a broadcast, a socketio emit run to the end
-        await fanout_app.broadcaster.broadcast(ROOM, "event_created", event_json(seq + 1))
-        await asyncio.gather(
-            fanout_app.sio.emit("event_created", {"seq": seq + 2, "message": ""}, room=ROOM),
-            fanout_app.broadcaster.broadcast(ROOM, "event_created", event_json(seq + 3)),
-        )
+        # a pending broadcast, a socketio emit to the room, a broadcast, an Engine.IO
+        # send, a broadcast, a socketio emit to the socket
+        fanout_app.broadcaster.broadcast(ROOM, "event_created", event_json(seq + 1))
+        await fanout_app.sio.emit("event_created", {"seq": seq + 2, "message": ""}, room=ROOM)
+        fanout_app.broadcaster.broadcast(ROOM, "event_created", event_json(seq + 3))
         await fanout_app.sio.eio.send(eio_sid, f'2["event_created",{event_json(seq + 4)}]')
-        await fanout_app.broadcaster.broadcast(ROOM, "event_created", event_json(seq + 5))
+        fanout_app.broadcaster.broadcast(ROOM, "event_created", event_json(seq + 5))
         await fanout_app.sio.emit("event_created", {"seq": seq + 6, "message": ""}, to=sid)
         seq += 6
     assert await subscriber.received(seq) == list(range(1, seq + 1))
@@ -371,10 +371,10 @@ async def test_a_socket_that_leaves_during_a_pause_gets_nothing_more(
         await leaver.client.connect(fanout_app.url, transports=["websocket"])
         await stayer.client.connect(fanout_app.url, transports=["websocket"])
         hold_next_flush(fanout_app, 0.3)
-        await fanout_app.broadcaster.broadcast(ROOM, "event_created", event_json(1))
+        fanout_app.broadcaster.broadcast(ROOM, "event_created", event_json(1))
         await leaver.client.disconnect()
         await asyncio.wait_for(fanout_app.disconnected.get(), RECEIVE_TIMEOUT)
-        await fanout_app.broadcaster.broadcast(ROOM, "event_created", event_json(2))
+        fanout_app.broadcaster.broadcast(ROOM, "event_created", event_json(2))
         assert await stayer.received(2) == [1, 2]
         assert leaver.seqs.empty()
     finally:

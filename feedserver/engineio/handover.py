@@ -1,0 +1,145 @@
+"""The one module that knows aiohttp's insides: taking a WebSocket's TCP transport over
+after aiohttp has answered the handshake, and aiohttp's C frame parser.
+
+aiohttp keeps a WebSocket inside the request that opened it: the request handler's task
+with every middleware's frame, the request, a WebSocketResponse with reader and writer,
+for the connection's lifetime (about 29 KB per idle client). `take_over` lets aiohttp do
+what it does well (middlewares, the 101 and its headers), then moves the transport to our
+own protocol and lets aiohttp's request end and forget the connection.
+
+`check_internals()` (called when the engine is built) names whatever of this a new aiohttp
+no longer has, instead of failing on the first connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from aiohttp._websocket.reader import WebSocketDataQueue, WebSocketReader
+from aiohttp.http_writer import StreamWriter
+from aiohttp.web_protocol import RequestHandler
+
+from ..internals import InternalsChanged
+
+
+class DetachableWebSocketResponse(web.WebSocketResponse):
+    """aiohttp's WebSocket response, whose 101 is left in its writer by `prepare()`, to be
+    written with the Engine.IO OPEN in one send(); it installs no frame parser of its own,
+    so no byte can reach aiohttp's."""
+
+    _send_headers_immediately = False
+
+    def _post_start(self, request: web.BaseRequest, protocol: str | None, writer: Any) -> None:
+        self._ws_protocol = protocol
+        self._writer = writer
+
+
+def take_over(
+    request: web.Request, response: DetachableWebSocketResponse, protocol: asyncio.Protocol
+) -> tuple[asyncio.Transport, bytes, bytes]:
+    """Give the prepared WebSocket `response`'s connection to `protocol`. Returns the
+    transport, the 101's bytes (not written yet) and what the client sent after its
+    upgrade request (to be fed to `protocol`). Return `response` from the request handler
+    afterwards: aiohttp then writes nothing more and ends the request."""
+    handler: RequestHandler = request.protocol
+    transport = request.transport
+    assert transport is not None  # the caller checked
+    writer = response._payload_writer
+    assert isinstance(writer, StreamWriter)  # what RequestHandler writes responses with
+    head = b""
+    if writer._headers_buf and not writer._headers_written:
+        head = bytes(writer._headers_buf)
+        writer._headers_buf = None
+        writer._headers_written = True
+    # A client that did not wait for the 101: with no frame parser installed, aiohttp
+    # keeps those bytes as the message tail.
+    tail, handler._message_tail = handler._message_tail, b""
+    transport.set_protocol(protocol)
+    transport.resume_reading()  # in case aiohttp paused it for a long tail
+    # aiohttp forgets the connection: without its transport it closes nothing, its
+    # connection_lost() releases the parser and timers, and the server drops the handler
+    # when the request's task ends. Its WebSocket writes nothing more (eof sent).
+    handler.transport = None
+    handler.connection_lost(None)
+    response._eof_sent = True
+    response.headers.clear()  # built and written: not kept for the socket's lifetime
+    return transport, head, bytes(tail)
+
+
+class _Messages(WebSocketDataQueue):
+    """Where aiohttp's frame parser puts each message: straight to a callback, in the same
+    call (the parser's `feed_data` is a cpdef method: Python overrides are honoured)."""
+
+    __slots__ = ("_on_error", "_on_message")
+
+    def __init__(
+        self,
+        on_message: Callable[[Any], None],
+        on_error: Callable[[BaseException], None],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        # The protocol argument is only read for pausing, which feed_data (replaced) would do.
+        super().__init__(_NeverPaused, 1 << 30, loop=loop)  # type: ignore[arg-type]
+        self._on_message = on_message
+        self._on_error = on_error
+
+    def feed_data(self, data: Any, size: int) -> None:
+        self._on_message(data)
+
+    def feed_eof(self) -> None:
+        """The transport's end is seen by the protocol itself."""
+
+    def set_exception(self, exc: BaseException, exc_cause: BaseException | None = None) -> None:
+        self._on_error(exc)
+
+
+class _NeverPaused:
+    _reading_paused = False
+
+
+def frame_reader(
+    on_message: Callable[[Any], None],
+    on_error: Callable[[BaseException], None],
+    max_message: int,
+) -> Callable[[bytes], Any]:
+    """aiohttp's frame parser for a client's bytes: `feed(data)` calls `on_message((type,
+    data, extra))` per message (aiohttp's `WSMsgType`) and `on_error(exc)` for a bad frame
+    or a message over `max_message` bytes (exc.code: the close code)."""
+    messages = _Messages(on_message, on_error, asyncio.get_running_loop())
+    reader = WebSocketReader(messages, max_message, False, True)  # no deflate, decode text
+    return reader.feed_data
+
+
+def _names_set_by(cls: type) -> tuple[str, ...]:
+    """The attribute names `cls.__init__`'s code uses (instance attributes included)."""
+    names: tuple[str, ...] = cls.__init__.__code__.co_names  # type: ignore[misc]
+    return names
+
+
+def check_internals() -> None:
+    """Raise `InternalsChanged` naming what this module needs and aiohttp lacks."""
+    problems = [
+        what
+        for ok, what in (
+            (hasattr(WebSocketDataQueue, "feed_data"), "WebSocketDataQueue.feed_data"),
+            (hasattr(WebSocketReader, "feed_data"), "WebSocketReader.feed_data"),
+            (hasattr(web.WebSocketResponse, "_post_start"), "WebSocketResponse._post_start"),
+            (hasattr(web.StreamResponse, "_send_headers_immediately"), "_send_headers_immediately"),
+            (hasattr(web.BaseRequest, "protocol"), "Request.protocol"),
+            (hasattr(RequestHandler, "_message_tail"), "RequestHandler._message_tail"),
+            (
+                {"_headers_buf", "_headers_written"}
+                <= set(StreamWriter.__init__.__code__.co_names),
+                "StreamWriter._headers_buf / _headers_written",
+            ),
+        )
+        if not ok
+    ]
+    if problems:
+        raise InternalsChanged(
+            "feedserver.engineio.handover needs aiohttp internals that changed: "
+            + ", ".join(problems)
+        )
