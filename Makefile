@@ -71,13 +71,13 @@ coverage: install sysdeps
 	$(BIN)/python -m pytest -q -p no:cacheprovider --cov=feedserver --cov-report=term-missing --cov-fail-under=85 $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check feedserver tests
-	$(BIN)/ruff format --check feedserver tests
-	$(BIN)/mypy feedserver tests
+	$(BIN)/ruff check feedserver tests bench
+	$(BIN)/ruff format --check feedserver tests bench
+	$(BIN)/mypy feedserver tests bench
 
 format: install
-	$(BIN)/ruff format feedserver tests
-	$(BIN)/ruff check --fix feedserver tests
+	$(BIN)/ruff format feedserver tests bench
+	$(BIN)/ruff check --fix feedserver tests bench
 
 # Benchmarks, feedserver against the Node original in the same run (minutes; wants a
 # quiet machine): copies $(SHARED)/bench and $(SHARED)/reference-node to a temporary

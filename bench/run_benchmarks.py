@@ -174,7 +174,7 @@ class Runner:
 
 
 def us_per_delivery(result: dict[str, Any]) -> float:
-    cpu, received = result["cpu"], result["delivery"]["received"]
+    cpu, received = result["cpu"], int(result["delivery"]["received"])
     return float(cpu["serverPct"]) / 100 * float(cpu["windowS"]) * 1e6 / max(received, 1)
 
 
@@ -198,7 +198,7 @@ def run_all(runner: Runner) -> dict[str, Any]:
     )
 
     def ceiling(server: Server) -> dict[str, Any]:
-        steps = []
+        steps: list[dict[str, Any]] = []
 
         def step(rate: int, label: str) -> bool:
             flags = ["--rate", str(rate), "--duration", str(runner.seconds(8))]

@@ -1,4 +1,4 @@
-"""Command line: `feedserver serve | check-config | token | bench`, and `--version`."""
+"""Command line: `feedserver serve | check-config | token`, and `--version`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import __version__, bench, lifecycle
+from . import __version__, lifecycle
 from .auth import mint_token
 from .config import MIN_SECRET_BYTES, ConfigError, Settings
 from .logs import configure_logging
@@ -23,9 +23,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    if args.command == "bench":
-        # A client of any server: it reads no server settings.
-        return bench.run_cli(args)
     environ = dict(os.environ)
     if args.command == "serve":
         # Flags win over the environment, and go through the same validation.
@@ -60,9 +57,6 @@ def build_parser() -> argparse.ArgumentParser:
     token_cmd.add_argument("--tenant", required=True, help="the tenant the token acts for")
     token_cmd.add_argument("--ttl", type=int, default=3600, help="seconds valid (default 3600)")
     token_cmd.add_argument("--admin", action="store_true", help="also grant the admin role")
-    bench.build_parser(
-        commands.add_parser("bench", help="load-test a running server (see feedserver.bench)")
-    )
     return parser
 
 

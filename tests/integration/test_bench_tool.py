@@ -1,4 +1,4 @@
-"""`feedserver bench` against a real server: a tiny run loses nothing and reports every field."""
+"""bench/feedbench.py against a real server: a tiny run loses nothing and reports every field."""
 
 from __future__ import annotations
 
@@ -6,13 +6,15 @@ import asyncio
 import json
 import os
 import sys
+from pathlib import Path
 
 from aiohttp.test_utils import TestServer
 
-from feedserver.bench import Bench, BenchPlan
+from bench.feedbench import Bench, BenchPlan
 from tests.conftest import ServerFactory
 
 TENANTS = ("tenant_0", "tenant_1")
+FEEDBENCH = Path(__file__).resolve().parents[2] / "bench" / "feedbench.py"
 
 
 async def test_a_small_run_delivers_every_event_and_reports_latency_and_rss(
@@ -42,15 +44,13 @@ async def test_a_small_run_delivers_every_event_and_reports_latency_and_rss(
     )
 
 
-async def test_the_cli_publishes_over_socket_and_prints_json_and_progress(
+async def test_the_script_publishes_over_socket_and_prints_json_and_progress(
     start_server: ServerFactory,
 ) -> None:
     server: TestServer = await start_server(tenants=TENANTS)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
-        "-m",
-        "feedserver",
-        "bench",
+        str(FEEDBENCH),
         "--url",
         str(server.make_url("")),
         "--clients=20",

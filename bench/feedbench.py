@@ -1,4 +1,6 @@
-"""`feedserver bench`: a load generator for any feedserver (or the Node original).
+"""A load generator for any feedserver (or the Node original).
+
+    python bench/feedbench.py --url http://127.0.0.1:3000 --clients 1000 --pid PID [--json]
 
 It speaks raw Engine.IO v4 / Socket.IO v5 text packets over aiohttp's WebSocket client
 (no python-socketio client: one connection then costs a coroutine and a few objects, so
@@ -13,7 +15,7 @@ It speaks raw Engine.IO v4 / Socket.IO v5 text packets over aiohttp's WebSocket 
    tenant; what is still missing then is lost.
 
 The generator shares the machine with the server: it is itself the bottleneck once its
-own CPU nears one core (`loadgen_cpu_pct` in the report). For comparisons with the Node
+own CPU nears one core (`cpu.loadgen_pct` in the report). For comparisons with the Node
 original use `bench/run_benchmarks.py`, which drives both with the same Node load generator.
 """
 
@@ -392,8 +394,10 @@ def loadgen_cpu() -> float:
     return times.user + times.system
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="feedserver bench", description=__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="feedbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     d = BenchPlan()
     parser.add_argument("--url", default=d.url, help="server base URL")
     parser.add_argument("--clients", type=int, default=d.clients, help="subscribers")
@@ -446,7 +450,7 @@ def run_cli(args: argparse.Namespace) -> int:
     try:
         plan = plan_from_args(args)
     except ValueError as exc:
-        print(f"feedserver bench: {exc}", file=sys.stderr)
+        print(f"feedbench: {exc}", file=sys.stderr)
         return 2
     result = asyncio.run(Bench(plan, progress=not args.quiet).run())
     if not args.quiet:
