@@ -117,6 +117,18 @@ audit: install
 conformance: install
 	CONFORMANCE_SUITES=$(SHARED)/conformance $(BIN)/python -m tests.conformance $(CONFORMANCE_ARGS)
 
+# The Socket.IO interoperability tests (JS clients of each version, python-socketio's client)
+# on other releases of the libraries, so that an upgrade is a run, not an event: each set is
+# comma-separated pins, installed over pyproject's ranges in its own venv under .cache/compat
+# (kept between runs). Lowest, middle and newest python-socketio; aiohttp's lowest and newest
+# that pass (docs/testing.md#compatibility).
+COMPAT_SETS ?= python-socketio==5.16.0,aiohttp==3.14.4 \
+	python-socketio==5.17.1 \
+	python-socketio==5.18.1,aiohttp==3.14.5
+.PHONY: compat
+compat: $(JS_TESTS)
+	$(PYTHON) -m tests.compat $(COMPAT_SETS)
+
 clean:
 	rm -rf $(VENV) tests/js/node_modules web/node_modules .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov .cluster
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,6 +1,7 @@
-""".github/workflows/ci.yml and `make test-watch`, checked without GitHub or a file watcher:
-the workflow as far as parsing it allows (as tests/integration/test_deploy.py checks the
-compose files), the make target by what `make -n` would run."""
+""".github/workflows/ci.yml, `make test-watch` and `make compat`, checked without GitHub, a
+file watcher or fresh venvs: the workflow as far as parsing it allows (as
+tests/integration/test_deploy.py checks the compose files), the make targets by what
+`make -n` would run."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+
+from tests.compat import parse_set, requirements
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOW = REPO / ".github" / "workflows" / "ci.yml"
@@ -44,6 +48,19 @@ def action(job: dict[str, Any], name: str) -> dict[str, Any]:
 
 def make_targets() -> set[str]:
     return set(re.findall(r"^([\w-]+):", (REPO / "Makefile").read_text(), re.MULTILINE))
+
+
+def dry_run_of(*make_args: str) -> str:
+    """The last command `make -n ...` prints, continuation lines joined."""
+    dry_run = subprocess.run(
+        ["make", "--no-print-directory", "-n", *make_args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert dry_run.returncode == 0, dry_run.stderr
+    return dry_run.stdout.replace("\\\n", " ").splitlines()[-1]
 
 
 def test_the_workflow_runs_on_push_and_pull_request() -> None:
@@ -94,15 +111,7 @@ def test_every_action_is_pinned_to_a_major_version() -> None:
 
 
 def test_make_test_watch_reruns_the_affected_tests_on_change() -> None:
-    dry_run = subprocess.run(
-        ["make", "--no-print-directory", "-n", "test-watch", "PYTEST_ARGS="],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert dry_run.returncode == 0, dry_run.stderr
-    watch = dry_run.stdout.replace("\\\n", " ").splitlines()[-1]
+    watch = dry_run_of("test-watch", "PYTEST_ARGS=")
     assert "watchfiles --filter python --target-type command" in watch
     assert re.search(r'"\S+/python -m pytest -q --testmon ?" feedserver tests$', watch), watch
 
@@ -113,3 +122,35 @@ def test_pytest_knows_the_testmon_option() -> None:
         [sys.executable, "-m", "pytest", "--help"], capture_output=True, text=True, check=True
     )
     assert "--testmon" in helped.stdout
+
+
+def test_make_compat_runs_the_interop_tests_from_the_lowest_to_the_newest_socketio() -> None:
+    command = shlex.split(dry_run_of("compat"))
+    assert command[1:3] == ["-m", "tests.compat"], command
+    sets = [parse_set(text) for text in command[3:]]
+    socketio = [pins["python-socketio"] for pins in sets]
+    assert socketio[0].startswith("python-socketio==5.16."), socketio
+    assert socketio[-1].startswith("python-socketio==5.18."), socketio
+
+
+def test_a_compat_set_replaces_the_range_of_each_package_it_pins_and_keeps_the_rest() -> None:
+    pyproject = {
+        "project": {
+            "dependencies": [
+                "python-socketio>=5.18,<5.19",
+                "python_engineio>=4.15",
+                "aiohttp>=3.14",
+            ],
+            "optional-dependencies": {"dev": ["pytest>=9.2,<10"]},
+        }
+    }
+    wanted = requirements(pyproject, parse_set("Python_SocketIO==5.16.0,aiohttp==3.14.4"))
+    assert sorted(wanted) == sorted(
+        ["python_engineio>=4.15", "pytest>=9.2,<10", "Python_SocketIO==5.16.0", "aiohttp==3.14.4"]
+    )
+
+
+@pytest.mark.parametrize("text", ["python-socketio>=5.16", "python-socketio==5.16.0,", "aiohttp"])
+def test_a_compat_set_takes_exact_pins_only(text: str) -> None:
+    with pytest.raises(ValueError, match="not a name==version pin"):
+        parse_set(text)
