@@ -122,7 +122,7 @@ conformance: install
 # comma-separated pins, installed over pyproject's ranges in its own venv under .cache/compat
 # (kept between runs). Lowest, middle and newest python-socketio; aiohttp's lowest and newest
 # that pass (docs/testing.md#compatibility).
-COMPAT_SETS ?= python-socketio==5.16.0,aiohttp==3.14.4 \
+COMPAT_SETS ?= python-socketio==5.16.0,aiohttp==3.14.0 \
 	python-socketio==5.17.1 \
 	python-socketio==5.18.1,aiohttp==3.14.5
 .PHONY: compat
