@@ -224,22 +224,21 @@ class EngineServer:
     # -- HTTP -----------------------------------------------------------------------------
 
     async def handle_request(self, request: web.Request) -> web.StreamResponse:
-        environ = _environ(request)
         try:
-            cors = self._cors_headers(request, environ)
+            cors = self._cors_headers(request)
         except EngineError as exc:
             return _error_response(exc, [])
         if request.method == hdrs.METH_OPTIONS:
             return web.Response(headers=cors)
         try:
-            response = await self._route(request, environ)
+            response = await self._route(request)
         except EngineError as exc:
             return _error_response(exc, cors)
         if not isinstance(response, web.WebSocketResponse):
             response.headers.extend(cors)
         return response
 
-    async def _route(self, request: web.Request, environ: dict[str, Any]) -> web.StreamResponse:
+    async def _route(self, request: web.Request) -> web.StreamResponse:
         query = request.query
         transport = query.get("transport")
         if transport not in ("polling", "websocket"):
@@ -253,7 +252,7 @@ class EngineServer:
                 raise EngineError(BAD_HANDSHAKE_METHOD, "Bad handshake method")
             if transport == "websocket" and not upgrade:
                 raise EngineError(BAD_REQUEST, "Bad request")
-            return await self._open(request, environ, transport)
+            return await self._open(request, transport)
         sock = self.sockets.get(sid)
         if sock is None:
             last = self._last_polls.pop(sid, None)
@@ -275,11 +274,10 @@ class EngineServer:
             return await self._post(request, sock)
         raise EngineError(BAD_HANDSHAKE_METHOD, "Bad request method")
 
-    async def _open(
-        self, request: web.Request, environ: dict[str, Any], transport: str
-    ) -> web.StreamResponse:
+    async def _open(self, request: web.Request, transport: str) -> web.StreamResponse:
+        environ = _environ(request)  # only a new session's: python-socketio keeps it
         sid = self.generate_id()
-        sock = EngineSocket(self, sid, environ)
+        sock = EngineSocket(self, sid)
         self.sockets[sid] = sock
         connect = self.handlers.get("connect")
         if connect is not None and await connect(sid, environ) is False:
@@ -357,9 +355,7 @@ class EngineServer:
         await sock.post(packets)
         return web.Response(text="ok", content_type="text/html")
 
-    def _cors_headers(
-        self, request: web.Request, environ: Mapping[str, Any]
-    ) -> list[tuple[str, str]]:
+    def _cors_headers(self, request: web.Request) -> list[tuple[str, str]]:
         """CORS for the polling transport; an Origin that is not allowed is refused (for
         WebSocket above all, which browsers do not subject to CORS)."""
         allowed = self.cors_allowed_origins
@@ -368,7 +364,7 @@ class EngineServer:
         origin = request.headers.get(hdrs.ORIGIN)
         headers: list[tuple[str, str]] = []
         if origin is not None:
-            if not self._origin_allowed(origin, request, environ):
+            if not self._origin_allowed(origin, request):
                 raise EngineError(BAD_REQUEST, "Not an accepted origin")
             headers.append((hdrs.ACCESS_CONTROL_ALLOW_ORIGIN, origin))
         if request.method == hdrs.METH_OPTIONS:
@@ -380,14 +376,12 @@ class EngineServer:
             headers.append((hdrs.ACCESS_CONTROL_ALLOW_CREDENTIALS, "true"))
         return headers
 
-    def _origin_allowed(
-        self, origin: str, request: web.Request, environ: Mapping[str, Any]
-    ) -> bool:
+    def _origin_allowed(self, origin: str, request: web.Request) -> bool:
         allowed = self.cors_allowed_origins
         if allowed is None:  # the page's own origin only
             return origin == f"{request.scheme}://{request.host}"
         if callable(allowed):
-            return bool(allowed(origin, environ))
+            return bool(allowed(origin, _environ(request)))
         if isinstance(allowed, str):
             return allowed == "*" or origin == allowed
         return "*" in allowed or origin in allowed

@@ -69,17 +69,15 @@ class EngineSocket:
         "_ws",
         "awaiting_pong",
         "closed",
-        "environ",
         "server",
         "session",
         "sid",
         "transport",
     )
 
-    def __init__(self, server: EngineServer, sid: str, environ: dict[str, Any]) -> None:
+    def __init__(self, server: EngineServer, sid: str) -> None:
         self.server = server
         self.sid = sid
-        self.environ = environ
         self.session: dict[str, Any] | None = None  # made by get_session()
         self.transport = "polling"  # "websocket" once upgraded or opened as one
         self.closed = False
