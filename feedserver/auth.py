@@ -11,9 +11,16 @@ import jwt
 
 from .config import TENANT_RE
 from .errors import ForbiddenTenant, Unauthorized, ValidationFailed
-
-TOKEN_ALGORITHM = "HS256"
-ADMIN_ROLE = "admin"
+from .keys import (
+    ADMIN_ROLE,
+    BOOTSTRAP_POLICY,
+    KeyRing,
+    KeysOf,
+    PolicyOf,
+    SigningKey,
+    TenantPolicy,
+    no_keys,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +30,10 @@ class Principal:
     tenant: str | None
     admin: bool = False
     expires_at: float | None = None  # UNIX time when the credential stops being valid
+    # The key that signed the token (keys.OPERATOR_KID or a tenant key's kid): revoking a
+    # key ends exactly the sessions it opened. None without tokens.
+    kid: str | None = None
+    issued_at: float | None = None  # the token's `iat`, for a tenant's cut-off
 
     def require_tenant(self) -> str:
         if self.tenant is None:
@@ -46,10 +57,13 @@ class TenantCatalogue:
         # Only well-formed ids can be known, so a lookup alone decides (no regex per call).
         self._known = frozenset(t for t in tenants if TENANT_RE.match(t))
 
+    def knows(self, tenant: str) -> bool:
+        return tenant in self._known
+
     def check(self, tenant: object) -> str:
-        if not isinstance(tenant, str) or tenant not in self._known:
-            raise ForbiddenTenant("Unknown or forbidden tenant")
-        return tenant
+        if isinstance(tenant, str) and self.knows(tenant):
+            return tenant
+        raise ForbiddenTenant("Unknown or forbidden tenant")
 
 
 class HeaderAuthenticator:
@@ -76,11 +90,25 @@ class HeaderAuthenticator:
 
 
 class TokenAuthenticator:
-    """`FEED_AUTH=token`: the tenant comes from an HS256 JWT; a named tenant must agree."""
+    """`FEED_AUTH=token`: the tenant comes from a JWT (keys.KeyRing); a named tenant must agree.
 
-    def __init__(self, catalogue: TenantCatalogue, secret: str) -> None:
+    `keys_of` and `policy_of` are the tenant registry's; without one, no tenant has keys of
+    its own and every tenant of the catalogue accepts the operator key (`secret`).
+    """
+
+    def __init__(
+        self,
+        catalogue: TenantCatalogue,
+        secret: str,
+        *,
+        keys_of: KeysOf = no_keys,
+        policy_of: PolicyOf | None = None,
+    ) -> None:
         self.catalogue = catalogue
-        self._secret = secret
+        self._keyring = KeyRing(keys_of, policy_of or self._bootstrap_policy, secret)
+
+    def _bootstrap_policy(self, tenant: str) -> TenantPolicy | None:
+        return BOOTSTRAP_POLICY if self.catalogue.knows(tenant) else None
 
     def from_headers(self, headers: Mapping[str, str]) -> Principal:
         scheme, _, token = headers.get("Authorization", "").partition(" ")
@@ -95,26 +123,42 @@ class TokenAuthenticator:
         return self._principal(token, auth.get("tenant") or query.get("tenant") or None)
 
     def _principal(self, token: str, named_tenant: object) -> Principal:
-        try:
-            claims = jwt.decode(
-                token,
-                self._secret,
-                algorithms=[TOKEN_ALGORITHM],
-                options={"require": ["exp", "tenant"]},
-            )
-        except jwt.ExpiredSignatureError:
-            raise Unauthorized("Token expired") from None
-        except jwt.InvalidTokenError:
-            raise Unauthorized("Invalid token") from None
-        tenant = self.catalogue.check(claims["tenant"])
-        if named_tenant is not None and named_tenant != tenant:
+        claims = self._keyring.verify(token)
+        if named_tenant is not None and named_tenant != claims.tenant:
             raise ForbiddenTenant("The tenant named does not match the token")
-        return Principal(tenant, claims.get("role") == ADMIN_ROLE, float(claims["exp"]))
+        return Principal(
+            claims.tenant, claims.admin, claims.expires_at, claims.kid, claims.issued_at
+        )
 
 
-def mint_token(secret: str, tenant: str, ttl: int, *, admin: bool = False) -> str:
-    """A token for `tenant` valid `ttl` seconds (what `feedserver token` prints)."""
-    claims: dict[str, Any] = {"tenant": tenant, "exp": int(time.time()) + ttl}
+def mint_token(
+    secret: str | None,
+    tenant: str,
+    ttl: int,
+    *,
+    admin: bool = False,
+    kid: str | None = None,
+    key: SigningKey | None = None,
+) -> str:
+    """A token for `tenant` valid `ttl` seconds (what `feedserver token` prints).
+
+    Signed with `secret` (the operator key, or an HS256 secret whose `kid` is given), or
+    with `key`, a tenant's active HS256 key (its kid goes in the header).
+    """
+    if key is not None:
+        if secret is not None or kid is not None:
+            raise ValueError("sign with a secret (and kid) or with a key, not both")
+        if key.alg != "HS256" or key.secret is None or not key.active:
+            raise ValueError(f"key {key.kid!r} is not an active HS256 key of this server")
+        if admin:
+            raise ValueError("only the operator key grants the admin role")
+        secret, kid = key.secret, key.kid
+    if secret is None:
+        raise ValueError("a secret or a key is needed")
+    now = int(time.time())
+    # `iat` always: a tenant given a cut-off (`tokens_valid_after`) needs it on its tokens.
+    claims: dict[str, Any] = {"tenant": tenant, "iat": now, "exp": now + ttl}
     if admin:
         claims["role"] = ADMIN_ROLE
-    return jwt.encode(claims, secret, algorithm=TOKEN_ALGORITHM)
+    headers = {"kid": kid} if kid is not None else None
+    return jwt.encode(claims, secret, algorithm="HS256", headers=headers)
