@@ -66,23 +66,35 @@ class IndexedManager(socketio.AsyncManager):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._rooms_of: dict[str, dict[str, set[Any]]] = {}  # namespace -> sid -> rooms
+        # namespace -> sid -> its one indexed room, or a set of them: a feed socket is in
+        # one (its tenant's), and a set would cost ~200 bytes per socket
+        self._rooms_of: dict[str, dict[str, Any]] = {}
 
     def basic_enter_room(
         self, sid: str, namespace: str, room: Any, eio_sid: str | None = None
     ) -> None:
         super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
-        if room is not None and room != sid:
-            self._rooms_of.setdefault(namespace, {}).setdefault(sid, set()).add(room)
+        if room is None or room == sid:
+            return
+        of_namespace = self._rooms_of.setdefault(namespace, {})
+        held = of_namespace.get(sid, _NONE)
+        if held is _NONE or held == room:
+            of_namespace[sid] = room
+        elif isinstance(held, _Rooms):
+            held.add(room)
+        else:
+            of_namespace[sid] = _Rooms((held, room))
 
     def basic_leave_room(self, sid: str, namespace: str, room: Any) -> None:
         super().basic_leave_room(sid, namespace, room)
         of_namespace = self._rooms_of.get(namespace, {})
-        rooms = of_namespace.get(sid)
-        if rooms is not None:
-            rooms.discard(room)
-            if not rooms:
-                del of_namespace[sid]
+        held = of_namespace.get(sid, _NONE)
+        if isinstance(held, _Rooms):
+            held.discard(room)
+            if len(held) == 1:
+                (of_namespace[sid],) = held
+        elif held is not _NONE and held == room:
+            del of_namespace[sid]
 
     def basic_disconnect(self, sid: str, namespace: str, **kwargs: Any) -> None:
         """The library's: leave every room, drop the callbacks and the pending state; the
@@ -101,7 +113,17 @@ class IndexedManager(socketio.AsyncManager):  # type: ignore[misc]
         return [*self._indexed(sid, namespace), sid]
 
     def _indexed(self, sid: str, namespace: str) -> list[Any]:
-        return list(self._rooms_of.get(namespace, {}).get(sid, ()))
+        held = self._rooms_of.get(namespace, {}).get(sid, _NONE)
+        if held is _NONE:
+            return []
+        return list(held) if isinstance(held, _Rooms) else [held]
+
+
+_NONE = object()
+
+
+class _Rooms(set[Any]):
+    """Two or more indexed rooms of one socket (a room name may itself be a set-like)."""
 
 
 def _forget(pending: dict[str, list[str]], namespace: str, sid: str) -> None:

@@ -14,8 +14,7 @@ no longer has, instead of failing on the first connection.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp._websocket.reader import WebSocketDataQueue, WebSocketReader
@@ -69,48 +68,58 @@ def take_over(
     return transport, head, bytes(tail)
 
 
-class _Messages(WebSocketDataQueue):
-    """Where aiohttp's frame parser puts each message: straight to a callback, in the same
-    call (the parser's `feed_data` is a cpdef method: Python overrides are honoured)."""
+class FrameParsers(WebSocketDataQueue):
+    """aiohttp's C frame parser for every WebSocket of one engine, and the one sink they
+    all put their messages in.
 
-    __slots__ = ("_on_error", "_on_message")
+    The parser hands each message to a queue (`feed_data`, a cpdef method: Python
+    overrides are honoured). A queue per connection would cost a deque and two bound
+    methods (~0.9 KB) for nothing, since the messages go straight on; so one queue
+    serves every connection, told before each read whose bytes it is parsing (reads are
+    parsed synchronously, one at a time).
+    """
 
-    def __init__(
-        self,
-        on_message: Callable[[Any], None],
-        on_error: Callable[[BaseException], None],
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
-        # The protocol argument is only read for pausing, which feed_data (replaced) would do.
-        super().__init__(_NeverPaused, 1 << 30, loop=loop)  # type: ignore[arg-type]
-        self._on_message = on_message
-        self._on_error = on_error
+    __slots__ = ("_connection",)
+
+    def __init__(self) -> None:
+        # The protocol is only read for pausing, which feed_data (replaced) would do.
+        super().__init__(_NeverPaused, 1 << 30, loop=asyncio.get_running_loop())  # type: ignore[arg-type]
+        self._connection: Parsed | None = None
+
+    def parser(self, max_message: int) -> Any:
+        """A frame parser for one connection: no deflate, text decoded, messages over
+        `max_message` bytes refused (with close code 1009)."""
+        return WebSocketReader(self, max_message, False, True)
+
+    def feed(self, parser: Any, connection: Parsed, data: bytes) -> None:
+        """Parse `data` for `connection`: `connection.message((type, data, extra))` per
+        message (aiohttp's `WSMsgType`), `connection.parse_failed(exc)` for a bad frame."""
+        previous, self._connection = self._connection, connection
+        try:
+            parser.feed_data(data)
+        finally:
+            self._connection = previous
 
     def feed_data(self, data: Any, size: int) -> None:
-        self._on_message(data)
+        if self._connection is not None:
+            self._connection.message(data)
 
     def feed_eof(self) -> None:
         """The transport's end is seen by the protocol itself."""
 
     def set_exception(self, exc: BaseException, exc_cause: BaseException | None = None) -> None:
-        self._on_error(exc)
+        if self._connection is not None:
+            self._connection.parse_failed(exc)
+
+
+class Parsed(Protocol):
+    def message(self, msg: Any) -> None: ...
+
+    def parse_failed(self, exc: BaseException) -> None: ...
 
 
 class _NeverPaused:
     _reading_paused = False
-
-
-def frame_reader(
-    on_message: Callable[[Any], None],
-    on_error: Callable[[BaseException], None],
-    max_message: int,
-) -> Callable[[bytes], Any]:
-    """aiohttp's frame parser for a client's bytes: `feed(data)` calls `on_message((type,
-    data, extra))` per message (aiohttp's `WSMsgType`) and `on_error(exc)` for a bad frame
-    or a message over `max_message` bytes (exc.code: the close code)."""
-    messages = _Messages(on_message, on_error, asyncio.get_running_loop())
-    reader = WebSocketReader(messages, max_message, False, True)  # no deflate, decode text
-    return reader.feed_data
 
 
 def _names_set_by(cls: type) -> tuple[str, ...]:

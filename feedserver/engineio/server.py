@@ -26,7 +26,7 @@ from aiohttp import hdrs, web
 
 from . import handover
 from .frames import CLOSE_OK
-from .handover import DetachableWebSocketResponse, take_over
+from .handover import DetachableWebSocketResponse, FrameParsers, take_over
 from .heartbeat import Heartbeat
 from .packets import MESSAGE, OPEN, BadPacket, decode_payload
 from .socket import EngineSocket, PollRefused
@@ -116,6 +116,7 @@ class EngineServer:
         self.writes = WriteScheduler(max_write_pause)
         self.stats = stats if stats is not None else EngineStats()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._parsers: FrameParsers | None = None
 
     # -- what python-socketio calls -------------------------------------------------------
 
@@ -307,7 +308,9 @@ class EngineServer:
         """aiohttp answers the handshake (compress=False: no per-message deflate, whatever
         the client offers, which also lets every recipient share one frame); then the
         connection is ours (`handover.take_over`)."""
-        conn = WebSocketConnection(sock, self.max_http_buffer_size)
+        if self._parsers is None:  # needs the running loop
+            self._parsers = FrameParsers()
+        conn = WebSocketConnection(sock, self._parsers, self.max_http_buffer_size)
         # A second WebSocket for a session that has one (or is getting one) is accepted,
         # then closed at once, as the Node server does: it has no part in the session.
         spare = upgrade and not sock.start_upgrade(conn)
@@ -396,9 +399,24 @@ def _payload_response(payload: str) -> web.Response:
     return web.Response(text=payload, content_type="text/plain", charset="utf-8")
 
 
+# The request headers a session's environ keeps: what connect handlers need to place and
+# check a client (its host, origin, and the proxies' forwarding headers). The rest of the
+# handshake (cookies, user agent, the WebSocket keys ...) is not kept for the connection's
+# lifetime: about 1 KB per connection (docs/benchmarks.md).
+ENVIRON_HEADERS = {
+    "host": "HTTP_HOST",
+    "origin": "HTTP_ORIGIN",
+    "forwarded": "HTTP_FORWARDED",
+    "x-forwarded-for": "HTTP_X_FORWARDED_FOR",
+    "x-forwarded-proto": "HTTP_X_FORWARDED_PROTO",
+    "x-forwarded-host": "HTTP_X_FORWARDED_HOST",
+}
+
+
 def _environ(request: web.Request) -> dict[str, Any]:
     """The WSGI-style environ python-socketio hands to connect handlers, with the peer's
-    address in REMOTE_ADDR. It outlives the request, so it holds none of aiohttp's objects."""
+    address in REMOTE_ADDR and the headers of `ENVIRON_HEADERS`. It outlives the request,
+    so it holds none of aiohttp's objects."""
     environ: dict[str, Any] = {
         "REQUEST_METHOD": request.method,
         "PATH_INFO": request.path,
@@ -406,9 +424,9 @@ def _environ(request: web.Request) -> dict[str, Any]:
         "REMOTE_ADDR": request.remote or "",
         "wsgi.url_scheme": request.scheme,
     }
-    for name, value in request.headers.items():
-        key = name.upper().replace("-", "_")
-        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-            key = "HTTP_" + key
-        environ[key] = f"{environ[key]},{value}" if key in environ else value
+    headers = request.headers
+    for name, key in ENVIRON_HEADERS.items():
+        values = headers.getall(name, ())
+        if values:
+            environ[key] = ",".join(values)
     return environ

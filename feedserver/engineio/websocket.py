@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from aiohttp import WSMsgType
 
 from . import frames
-from .handover import frame_reader
+from .handover import FrameParsers
 
 
 class Owner(Protocol):
@@ -30,13 +30,14 @@ class Owner(Protocol):
 class WebSocketConnection(asyncio.Protocol):
     """The protocol of one detached WebSocket; `sock` owns it (and writes for it)."""
 
-    __slots__ = ("__weakref__", "_feed", "_masks", "closed", "sock", "transport")
+    __slots__ = ("__weakref__", "_masks", "_parser", "_parsers", "closed", "sock", "transport")
 
-    def __init__(self, sock: Owner, max_message: int) -> None:
+    def __init__(self, sock: Owner, parsers: FrameParsers, max_message: int) -> None:
         self.sock = sock
         self.transport: asyncio.Transport | None = None
         self.closed = False  # our close frame is queued, or the connection is gone
-        self._feed = frame_reader(self._message, self._parse_failed, max_message)
+        self._parsers = parsers
+        self._parser = parsers.parser(max_message)
         self._masks = frames.MaskCheck()
 
     # -- asyncio.Protocol -----------------------------------------------------------------
@@ -47,7 +48,7 @@ class WebSocketConnection(asyncio.Protocol):
         if not self._masks.all_masked(data):  # RFC 6455 5.1: the server must close
             self.close(frames.CLOSE_PROTOCOL_ERROR)
             return
-        self._feed(data)
+        self._parsers.feed(self._parser, self, data)
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -64,7 +65,8 @@ class WebSocketConnection(asyncio.Protocol):
 
     # -- frames ---------------------------------------------------------------------------
 
-    def _message(self, msg: Any) -> None:
+    def message(self, msg: Any) -> None:
+        """One message from the frame parser."""
         if self.closed:
             return
         kind = msg[0]
@@ -75,7 +77,7 @@ class WebSocketConnection(asyncio.Protocol):
         elif kind == WSMsgType.CLOSE:
             self.close(frames.close_reply(msg[1]))
 
-    def _parse_failed(self, exc: BaseException) -> None:
+    def parse_failed(self, exc: BaseException) -> None:
         """A malformed or oversized frame: close with its code, as aiohttp would."""
         self.close(getattr(exc, "code", frames.CLOSE_PROTOCOL_ERROR))
 

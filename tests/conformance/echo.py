@@ -20,11 +20,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from feedserver.engineio import frames
-from feedserver.engineio.handover import DetachableWebSocketResponse, take_over
+from feedserver.engineio.handover import DetachableWebSocketResponse, FrameParsers, take_over
 from feedserver.engineio.websocket import WebSocketConnection
 
 ECHO_PATH = "/"
 MAX_MESSAGE = 1 << 25  # 32 MiB: Autobahn's largest message is 16 MiB
+PARSERS = web.AppKey("parsers", FrameParsers)
 
 
 class EchoOwner:
@@ -49,7 +50,10 @@ async def _echo(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     if request.transport is None:  # the client left during the handshake
         return response
-    conn = WebSocketConnection(EchoOwner(), MAX_MESSAGE)
+    parsers = request.app.get(PARSERS)
+    if parsers is None:
+        request.app[PARSERS] = parsers = FrameParsers()
+    conn = WebSocketConnection(EchoOwner(), parsers, MAX_MESSAGE)
     transport, head, tail = take_over(request, response, conn)
     conn.transport = transport
     transport.write(head)

@@ -15,7 +15,7 @@ from aiohttp._websocket.writer import WebSocketWriter
 
 from feedserver.broadcast import encode_event_text
 from feedserver.engineio import frames, packets
-from feedserver.engineio.handover import check_internals, frame_reader
+from feedserver.engineio.handover import FrameParsers, check_internals
 from feedserver.engineio.heartbeat import Heartbeat
 from feedserver.engineio.writes import WriteScheduler
 from feedserver.jsoncodec import SocketJson
@@ -90,18 +90,33 @@ def test_every_client_frame_must_be_masked_also_split_across_reads() -> None:
     assert not frames.MaskCheck().all_masked(b"\x81\x0240")
 
 
-async def test_aiohttps_c_parser_hands_each_message_over_at_once() -> None:
+class Recording:
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+        self.failures: list[BaseException] = []
+
+    def message(self, msg: Any) -> None:
+        self.messages.append(msg)
+
+    def parse_failed(self, exc: BaseException) -> None:
+        self.failures.append(exc)
+
+
+async def test_aiohttps_c_parser_hands_each_message_to_its_connection_at_once() -> None:
     check_internals()
-    messages: list[Any] = []
-    failures: list[BaseException] = []
-    feed = frame_reader(messages.append, failures.append, 100)
+    parsers = FrameParsers()
+    one, other = Recording(), Recording()
+    one_parser, other_parser = parsers.parser(100), parsers.parser(100)
     third = client_frame(b"42third")
-    feed(client_frame(b"40") + client_frame(b"\x01\x02", 0x2) + third[:5])
+    parsers.feed(one_parser, one, client_frame(b"40") + client_frame(b"\x01\x02", 0x2) + third[:5])
+    parsers.feed(other_parser, other, client_frame(b"4other"))
+    messages, failures = one.messages, one.failures
+    assert [(m.type, m.data) for m in other.messages] == [(WSMsgType.TEXT, "4other")]
     assert [(m.type, m.data) for m in messages] == [
         (WSMsgType.TEXT, "40"),
         (WSMsgType.BINARY, b"\x01\x02"),
     ]
-    feed(third[5:] + client_frame(b"ping", 0x9))
+    parsers.feed(one_parser, one, third[5:] + client_frame(b"ping", 0x9))
     assert [(m.type, m.data) for m in messages[2:]] == [
         (WSMsgType.TEXT, "42third"),
         (WSMsgType.PING, b"ping"),
@@ -110,11 +125,10 @@ async def test_aiohttps_c_parser_hands_each_message_over_at_once() -> None:
 
 
 async def test_an_oversized_message_is_a_failure_with_the_too_big_code() -> None:
-    messages: list[Any] = []
-    failures: list[BaseException] = []
-    frame_reader(messages.append, failures.append, 100)(client_frame(b"4" * 101))
-    assert not messages
-    (failure,) = failures
+    parsers, conn = FrameParsers(), Recording()
+    parsers.feed(parsers.parser(100), conn, client_frame(b"4" * 101))
+    assert not conn.messages
+    (failure,) = conn.failures
     assert getattr(failure, "code", None) == WSCloseCode.MESSAGE_TOO_BIG
 
 
