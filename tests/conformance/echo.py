@@ -50,10 +50,7 @@ async def _echo(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     if request.transport is None:  # the client left during the handshake
         return response
-    parsers = request.app.get(PARSERS)
-    if parsers is None:
-        request.app[PARSERS] = parsers = FrameParsers()
-    conn = WebSocketConnection(EchoOwner(), parsers, MAX_MESSAGE)
+    conn = WebSocketConnection(EchoOwner(), request.app[PARSERS], MAX_MESSAGE)
     transport, head, tail = take_over(request, response, conn)
     conn.transport = transport
     transport.write(head)
@@ -65,6 +62,11 @@ async def _echo(request: web.Request) -> web.StreamResponse:
 def echo_app() -> web.Application:
     app = web.Application()
     app.router.add_get(ECHO_PATH, _echo)
+
+    async def make_parsers(app: web.Application) -> None:
+        app[PARSERS] = FrameParsers()  # in the running loop
+
+    app.on_startup.append(make_parsers)
     return app
 
 
