@@ -77,7 +77,7 @@ class FeedMetrics:
         )
         self.http_duration = Histogram(
             "feed_http_request_duration_seconds",
-            "HTTP request duration by route template (a WebSocket counts until it closes)",
+            "HTTP request duration by route template (a WebSocket until its handshake is answered)",
             ["route"],
             buckets=LATENCY_BUCKETS,
             registry=registry,

@@ -11,9 +11,12 @@ public API feedserver needs three things of it, each one method here:
   rooms index beside the library's `rooms` (the library scans every room, one per socket:
   ~6.6 ms per disconnect at 10,000 sockets).
 
-`check_internals()` runs all three on throw-away objects when the gateway is built: a
-python-socketio release that changes any of them stops the server at start-up with what
-changed, not at the first client.
+`check_internals()` runs on throw-away objects when the gateway is built: that python-socketio
+builds its engine from the hook, that `_send_packet` is still there, and the index through a
+connect, a join and a disconnect against the library's own rooms. A release that changes
+those stops the server at start-up with what changed, not at the first client; the pid and
+the namespace message are asserted end to end (tests/integration/test_connection_recovery.py,
+the Socket.IO suite).
 """
 
 from __future__ import annotations

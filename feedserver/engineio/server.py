@@ -263,7 +263,7 @@ class EngineServer:
         if transport == "websocket":
             if not upgrade or request.method != hdrs.METH_GET:
                 raise EngineError(BAD_REQUEST, "Bad request")
-            return await self._upgrade(request, sock)
+            return await self._accept_websocket(request, sock, upgrade=True)
         if sock.transport != "polling":
             raise EngineError(BAD_REQUEST, "Bad request")  # upgraded: no more HTTP requests
         if request.method == hdrs.METH_GET:
@@ -295,16 +295,11 @@ class EngineServer:
         self.heartbeat.schedule(sock)
         if transport == "polling":
             return _payload_response(await sock.poll())
-        response, _ = await self._accept_websocket(request, sock)
-        return response
-
-    async def _upgrade(self, request: web.Request, sock: EngineSocket) -> web.StreamResponse:
-        response, _ = await self._accept_websocket(request, sock, upgrade=True)
-        return response
+        return await self._accept_websocket(request, sock)
 
     async def _accept_websocket(
         self, request: web.Request, sock: EngineSocket, *, upgrade: bool = False
-    ) -> tuple[web.StreamResponse, WebSocketConnection | None]:
+    ) -> web.StreamResponse:
         """aiohttp answers the handshake (compress=False: no per-message deflate, whatever
         the client offers, which also lets every recipient share one frame); then the
         connection is ours (`handover.take_over`)."""
@@ -325,7 +320,7 @@ class EngineServer:
                 sock.websocket_lost(conn)
             else:
                 sock.abandon()
-            return response, None
+            return response
         transport, head, tail = take_over(request, response, conn)
         conn.transport = transport
         if upgrade:
@@ -333,12 +328,12 @@ class EngineServer:
                 transport.write(head)
             if spare:
                 conn.close(CLOSE_OK)
-                return response, None
+                return response
         else:
             sock.use_websocket(conn, head)
         if tail:
             conn.data_received(tail)
-        return response, conn
+        return response
 
     async def _post(self, request: web.Request, sock: EngineSocket) -> web.StreamResponse:
         if (request.content_length or 0) > self.max_http_buffer_size:

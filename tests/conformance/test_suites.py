@@ -1,6 +1,6 @@
 """The official conformance suites against feedserver's Socket.IO / Engine.IO / WebSocket layers.
 
-Part of `make test` (about 45 s together); `pytest -m conformance tests/conformance` runs
+Part of `make test` (about 26 s together); `pytest -m conformance tests/conformance` runs
 them alone, `make conformance` prints each suite's own summary (docs/testing.md).
 """
 
