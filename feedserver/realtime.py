@@ -25,13 +25,15 @@ from aiohttp import web
 from socketio import packet as sio_packet
 
 from .addresses import ClientAddresses
-from .auth import Authenticator
+from .auth import Authenticator, Principal
 from .broadcast import RoomBroadcaster, encode_event_text
 from .config import Settings
 from .core import CatchUp, Feed, SystemNotice, system_notice
 from .engineio import EngineServer, EngineStats
 from .errors import (
     FeedError,
+    Forbidden,
+    ForbiddenTenant,
     InternalError,
     PayloadTooLarge,
     RateLimited,
@@ -45,7 +47,7 @@ from .metrics import FeedMetrics
 from .packets import MalformedPacket, StrictPacket
 from .quotas import ConnectionCaps, RequestLimiter
 from .recovery import ConnectionRecovery, Resume
-from .schemas import MAX_SEQ
+from .schemas import MAX_SEQ, parse_refresh_token
 from .socketio_internals import IndexedManager, SocketServer, check_internals
 
 log = logging.getLogger(__name__)
@@ -80,7 +82,10 @@ class Session:
     # Whether this socket's events carry offsets (`parse_offsets`), and so its room.
     recovery: ConnectionRecovery
     room: str
-    # Disconnects the socket when its token expires; cancelled when it leaves first.
+    # Who authenticated the socket: the handshake's principal, then each refresh's.
+    principal: Principal
+    # Disconnects the socket when its token expires; cancelled when it leaves first, moved
+    # by a `refresh_token`.
     expiry: asyncio.TimerHandle | None = None
     # Events that arrived while the socket was syncing; None once it is in its room.
     pending: list[Event] | None = field(default_factory=list)
@@ -140,6 +145,7 @@ class RealtimeGateway:
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
         self.sio.on("create_event", self._on_create_event)
+        self.sio.on("refresh_token", self._on_refresh_token)
         feed.add_listener(self.deliver)
         feed.add_notice_listener(self.send_system_message)
 
@@ -190,9 +196,9 @@ class RealtimeGateway:
         except FeedError as exc:
             raise refusal(exc) from None
         if offsets and self.recovery.enabled:
-            session = Session(tenant, address, self.recovery, tenant)
+            session = Session(tenant, address, self.recovery, tenant, principal)
         else:
-            session = Session(tenant, address, self._no_offsets, plain_room(tenant))
+            session = Session(tenant, address, self._no_offsets, plain_room(tenant), principal)
         # Registered before the awaits below: a client that leaves meanwhile is counted
         # out by `_on_disconnect` like any other, or its connection would count forever.
         self._sessions[sid] = session
@@ -210,10 +216,7 @@ class RealtimeGateway:
             return
         replay = resume is not None and catch_up.recovered
         pid = resume.pid if resume is not None and replay else reconnect.new_pid
-        if principal.expires_at is not None:
-            session.expiry = asyncio.get_running_loop().call_later(
-                principal.expires_at - time.time(), self._expire, sid
-            )
+        self._arm_expiry(sid, session)
         # The CONNECT reply is sent after this handler returns; the catch-up must follow it.
         self._spawn(self._sync(sid, session, catch_up, replay))
         if session.recovery.enabled:
@@ -290,6 +293,18 @@ class RealtimeGateway:
         self.caps.release(session.tenant, session.address)
         self.metrics.connection_closed(session.tenant)
 
+    def _arm_expiry(self, sid: str, session: Session) -> None:
+        """Disconnect the socket when its principal's token expires (replacing the timer of
+        the token before it)."""
+        if session.expiry is not None:
+            session.expiry.cancel()
+            session.expiry = None
+        expires_at = session.principal.expires_at
+        if expires_at is not None:
+            session.expiry = asyncio.get_running_loop().call_later(
+                expires_at - time.time(), self._expire, sid
+            )
+
     def _expire(self, sid: str) -> None:
         log.info("token expired: disconnecting a socket")
         self._spawn(self.sio.disconnect(sid))
@@ -301,13 +316,9 @@ class RealtimeGateway:
         if session is None:
             return ack_error(InternalError("Not connected"))
         try:
-            quota = await self.requests.hit(session.address)
-            if not quota.allowed:
-                raise RateLimited(quota.reset_after)
+            await self._count_request(session)
             published = await self.feed.publish(session.tenant, self._payload(args))
         except FeedError as exc:
-            if isinstance(exc, RateLimited):
-                self.metrics.refused_by_rate_limit("socket")
             return ack_error(exc)
         except Exception:
             log.exception("create_event failed")
@@ -315,6 +326,55 @@ class RealtimeGateway:
         if published.replayed:
             return {"ok": True, "event": published.event.to_json(), "replayed": True}
         return {"ok": True, "event": published.event.to_json()}
+
+    async def _count_request(self, session: Session) -> None:
+        """One request of the client address's budget, shared with REST (`RateLimited`
+        over it)."""
+        quota = await self.requests.hit(session.address)
+        if not quota.allowed:
+            self.metrics.refused_by_rate_limit("socket")
+            raise RateLimited(quota.reset_after)
+
+    async def _on_refresh_token(self, sid: str, *args: Any) -> dict[str, Any]:
+        """A later token for the same socket: its expiry moves to the new `exp`, without a
+        disconnect; a refused one changes nothing (the socket still goes at the old `exp`)."""
+        session = self._sessions.get(sid)
+        if session is None:
+            return ack_error(InternalError("Not connected"))
+        try:
+            await self._count_request(session)  # a refresh is a token guess too
+            principal = self._refreshed_principal(session, args)
+        except FeedError as exc:
+            return ack_error(exc)
+        except Exception:
+            log.exception("refresh_token failed")
+            return ack_error(InternalError())
+        if self._sessions.get(sid) is not session:  # it left while the limit was counted
+            return ack_error(InternalError("Not connected"))
+        session.principal = principal
+        self._arm_expiry(sid, session)
+        assert principal.expires_at is not None  # tokens without `exp` are refused
+        return {"ok": True, "expiresAt": round(principal.expires_at * 1000)}
+
+    def _refreshed_principal(self, session: Session, args: tuple[Any, ...]) -> Principal:
+        """The principal of a `refresh_token` payload, if it may take the session's place:
+        the same tenant, and no role the session's token did not have."""
+        if session.principal.expires_at is None:  # FEED_AUTH=none: nothing expires
+            raise ValidationFailed(
+                "This connection has no token to refresh",
+                {"token": "this server does not use tokens"},
+            )
+        if len(args) > 1:
+            raise ValidationFailed(
+                "refresh_token takes one argument", {"payload": "pass one {token} object"}
+            )
+        token = parse_refresh_token(args[0] if args else None)
+        principal = self.authenticator.from_handshake({"token": token}, {})
+        if principal.tenant != session.tenant:
+            raise ForbiddenTenant("The token is for another tenant than this connection")
+        if principal.admin and not session.principal.admin:
+            raise Forbidden("The token has a role this connection's token did not have")
+        return principal
 
     def _payload(self, args: tuple[Any, ...]) -> Any:
         """The one `{message}` argument of `create_event`, within the REST body limit."""

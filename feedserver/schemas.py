@@ -31,6 +31,13 @@ class PublishSchema(Schema):
     idempotencyKey = fields.String(load_default=None, validate=_idempotency_key)
 
 
+class RefreshTokenSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    token = fields.String(required=True)
+
+
 class HistoryQuerySchema(Schema):
     class Meta:
         unknown = RAISE
@@ -138,6 +145,7 @@ class ErrorSchema(Schema):
 _publish = PublishSchema()
 _history = HistoryQuerySchema()
 _system_message = SystemMessageSchema()
+_refresh_token = RefreshTokenSchema()
 
 
 def load(schema: Schema, data: Any) -> dict[str, Any]:
@@ -175,6 +183,12 @@ def parse_system_message(payload: Any) -> tuple[str, str]:
     """(message, level) of a `POST /api/system-messages` body."""
     data = load(_system_message, payload)
     return data["message"], data["level"]
+
+
+def parse_refresh_token(payload: Any) -> str:
+    """The token of a socket `refresh_token` payload, `{"token": "<jwt>"}`."""
+    token: str = load(_refresh_token, payload)["token"]
+    return token
 
 
 def parse_history_query(query: dict[str, str]) -> dict[str, Any]:
