@@ -70,7 +70,8 @@ def open_feed(browser: Browser, feed_server: FeedServer) -> Iterator[OpenFeed]:
     """Open the page in a fresh browser context (its own socket); by default wait for live.
 
     `open_feed("tenant_b")`, or `open_feed(url=...)` for any address (another server, a
-    `#token=` link); `live=False` skips the wait.
+    `#token=` link); `live=False` skips the wait; `init_script` runs in the page before its
+    own scripts (as a site's script that configures the page would).
     """
     contexts = []
     problems = PageProblems()
@@ -82,11 +83,14 @@ def open_feed(browser: Browser, feed_server: FeedServer) -> Iterator[OpenFeed]:
         live: bool = True,
         width: int = 1280,
         height: int = 800,
+        init_script: str | None = None,
     ) -> Page:
         context = browser.new_context(viewport={"width": width, "height": height})
         contexts.append(context)
         page = context.new_page()
         problems.watch(page)
+        if init_script is not None:
+            page.add_init_script(script=init_script)
         page.goto(url or f"{feed_server.url}/?tenant={tenant}")
         if live:
             expect(page.get_by_test_id("status")).to_have_attribute(

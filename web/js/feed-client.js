@@ -5,6 +5,10 @@ import { io } from '../vendor/socket.io.esm.min.js';
 const ACK_TIMEOUT_MS = 10000;
 const SERVER_KICK_RETRY_MS = 2000;
 const MAX_KEPT_ARRIVALS = 200;
+// A token is refreshed this long before its exp: 30 s, or a tenth of its lifetime if shorter.
+const REFRESH_LEAD_MAX_MS = 30000;
+const REFRESH_LEAD_SHARE = 0.1;
+const MAX_TIMER_MS = 2 ** 31 - 1; // setTimeout fires at once for longer delays
 
 /**
  * Connection states shown by the page:
@@ -12,7 +16,12 @@ const MAX_KEPT_ARRIVALS = 200;
  */
 export class FeedClient extends EventTarget {
   #socket = null;
-  #credentials = null;
+  #credentials = null; // {tenant} or {token}: what every handshake sends
+  #tokenProvider = null; // async () => token, asked for each later handshake and each refresh
+  #tokenExpiry = null; // {expiresAt, obtainedAt} (epoch ms) of the connection's token
+  #refreshTimer = null;
+  #connections = 0; // counts connects, so a refresh answered after a reconnect is ignored
+  #handshakes = 0;
   #state = 'offline';
   #everConnected = false;
   #cursor = null; // highest seq received from the stream; sent as `since` on reconnect
@@ -31,16 +40,22 @@ export class FeedClient extends EventTarget {
   get cursor() { return this.#cursor; }
   get connected() { return Boolean(this.#socket?.connected); }
 
-  /** Connect with {tenant} or {token}; drops any previous connection and its history. */
-  connect(credentials) {
+  /**
+   * Connect with {tenant}, {token}, or {tokenProvider: async () => token} (with an optional
+   * first {token}); drops any previous connection and its history. With a provider the token
+   * is refreshed on the open socket before it expires, and each reconnect asks for a new one.
+   */
+  connect({ tokenProvider = null, ...credentials }) {
     this.disconnect();
     this.#credentials = credentials;
+    this.#tokenProvider = tokenProvider;
+    this.#handshakes = 0;
     this.#everConnected = false;
     this.#resetHistory();
     this.#setState('connecting');
     const socket = io({
       forceNew: true,
-      auth: (send) => send(this.#handshakeAuth()),
+      auth: (send) => this.#handshakeAuth().then((auth) => { if (this.#socket === socket) send(auth); }),
     });
     this.#socket = socket;
     this.#listen(socket);
@@ -48,6 +63,7 @@ export class FeedClient extends EventTarget {
 
   disconnect() {
     clearTimeout(this.#kickTimer);
+    clearTimeout(this.#refreshTimer);
     if (!this.#socket) return;
     this.#socket.removeAllListeners();
     this.#socket.disconnect();
@@ -91,8 +107,14 @@ export class FeedClient extends EventTarget {
     });
   }
 
-  #handshakeAuth() {
+  async #handshakeAuth() {
     const auth = { ...this.#credentials };
+    this.#handshakes += 1;
+    if (this.#tokenProvider && (this.#handshakes > 1 || !auth.token)) {
+      // A refused or missing token is answered by the server (connect_error), and said so.
+      auth.token = await this.#provideToken().catch(() => undefined);
+    }
+    this.#tokenExpiry = auth.token ? { expiresAt: jwtExpiry(auth.token), obtainedAt: Date.now() } : null;
     if (this.#cursor !== null) auth.since = this.#cursor;
     this.#sentSince = this.#cursor;
     this.lastAuth = auth;
@@ -102,14 +124,66 @@ export class FeedClient extends EventTarget {
   #listen(socket) {
     socket.on('connect', () => {
       this.#everConnected = true;
+      this.#connections += 1;
+      this.#scheduleRefresh();
       this.#setState('live');
     });
-    socket.on('disconnect', (reason) => this.#onDisconnect(socket, reason));
+    socket.on('disconnect', (reason) => {
+      clearTimeout(this.#refreshTimer);
+      this.#onDisconnect(socket, reason);
+    });
     socket.on('connect_error', (err) => this.#onConnectError(socket, err));
     socket.on('connection_established', (info) => this.#onEstablished(socket, info));
     socket.on('initial_events', (events) => this.#onInitialEvents(events));
     socket.on('event_created', (event) => this.#onEventCreated(event));
     socket.on('system_message', (msg) => this.#dispatch('system', msg));
+  }
+
+  async #provideToken() {
+    const token = await this.#tokenProvider();
+    if (typeof token !== 'string' || !token) throw new Error('The token provider gave no token.');
+    return token;
+  }
+
+  /** Arm the refresh of the connection's token, if there is a provider and a known exp. */
+  #scheduleRefresh() {
+    clearTimeout(this.#refreshTimer);
+    if (!this.#tokenProvider || !Number.isFinite(this.#tokenExpiry?.expiresAt)) return;
+    const { expiresAt, obtainedAt } = this.#tokenExpiry;
+    const lead = Math.min(REFRESH_LEAD_MAX_MS, (expiresAt - obtainedAt) * REFRESH_LEAD_SHARE);
+    const delay = Math.max(0, expiresAt - lead - Date.now());
+    if (delay > MAX_TIMER_MS) {
+      this.#refreshTimer = setTimeout(() => this.#scheduleRefresh(), MAX_TIMER_MS);
+      return;
+    }
+    this.#refreshTimer = setTimeout(() => this.#refresh(), delay);
+  }
+
+  /** `refresh_token` with a new token from the provider; the socket stays connected. */
+  async #refresh() {
+    const socket = this.#socket;
+    const connection = this.#connections;
+    const current = () => socket === this.#socket && connection === this.#connections && socket.connected;
+    let token;
+    try {
+      token = await this.#provideToken();
+    } catch (err) {
+      if (current()) this.#dispatch('refresh-failed', { code: 'token_unavailable', message: err?.message || 'No new token.' });
+      return;
+    }
+    if (!current()) return; // the reconnect asks the provider itself
+    const obtainedAt = Date.now();
+    socket.timeout(ACK_TIMEOUT_MS).emit('refresh_token', { token }, (timedOut, reply) => {
+      if (!current()) return;
+      if (timedOut || reply?.ok !== true) {
+        // The socket stays until its current token expires; the reconnect then asks again.
+        const error = timedOut ? { code: 'timeout', message: 'No answer from the server.' } : reply?.error;
+        this.#dispatch('refresh-failed', { code: error?.code ?? 'error', message: error?.message ?? 'The token was refused.' });
+        return;
+      }
+      this.#tokenExpiry = { expiresAt: reply.expiresAt, obtainedAt };
+      this.#scheduleRefresh();
+    });
   }
 
   #onDisconnect(socket, reason) {
@@ -235,6 +309,18 @@ export class FeedClient extends EventTarget {
 
   #dispatch(type, detail) {
     this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
+
+/** A JWT's `exp` in epoch ms, read without verifying (the server verifies); null if unreadable. */
+function jwtExpiry(token) {
+  try {
+    const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const bytes = Uint8Array.from(atob(part), (c) => c.charCodeAt(0));
+    const { exp } = JSON.parse(new TextDecoder().decode(bytes));
+    return Number.isFinite(exp) ? exp * 1000 : null;
+  } catch {
+    return null;
   }
 }
 

@@ -220,6 +220,11 @@ client.addEventListener('refused', (e) => {
   showPageError(page.config?.auth === 'token' ? `${text} (${message})` : text);
   if (page.config?.auth === 'token') ui.tokenForm.hidden = false;
 });
+client.addEventListener('refresh-failed', (e) => {
+  const { code, message } = e.detail;
+  const text = ERROR_TEXT[code] ?? 'The token could not be renewed.';
+  showPageError(`${text} (${message}; this connection lasts until the current token expires)`);
+});
 client.addEventListener('system', (e) => addBanner(e.detail ?? {}));
 
 window.addEventListener('online', () => { client.retry(); showState(client.state); });
@@ -290,6 +295,16 @@ function tokenFromHash() {
   return token;
 }
 
+// The page cannot mint tokens: a site that can (a sign-in of its own) defines
+// `window.feedTokenProvider`, an async function returning a fresh token, in a script that
+// runs before this module. Then the connection renews its token before it expires, and a
+// token from the link or the form is only the first one. Without it, an expired token ends
+// the connection and the page asks for another.
+function tokenProvider() {
+  const provider = window.feedTokenProvider;
+  return typeof provider === 'function' ? () => provider() : null;
+}
+
 function setUpTokenForm() {
   ui.tokenForm.hidden = false;
   ui.tokenForm.addEventListener('submit', (event) => {
@@ -299,16 +314,19 @@ function setUpTokenForm() {
       showHint('Paste an access token to connect.');
       return;
     }
-    connectAs({ token });
+    connectAs({ token, tokenProvider: tokenProvider() });
   });
   const token = tokenFromHash();
-  if (!token) {
+  const provider = tokenProvider();
+  if (token) {
+    ui.tokenInput.value = token;
+    connectAs({ token, tokenProvider: provider });
+  } else if (provider) {
+    connectAs({ tokenProvider: provider });
+  } else {
     showState('offline');
     showHint('Paste an access token to connect.');
-    return;
   }
-  ui.tokenInput.value = token;
-  connectAs({ token });
 }
 
 // ---------- start ----------
