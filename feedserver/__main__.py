@@ -1,4 +1,4 @@
-"""Command line: `feedserver serve | check-config | token`, and `--version`."""
+"""Command line: `feedserver serve | check-config | token | tenants`, and `--version`."""
 
 from __future__ import annotations
 
@@ -11,8 +11,12 @@ from collections.abc import Sequence
 
 from . import __version__, lifecycle
 from .auth import mint_token
+from .cluster import open_tenants
 from .config import MIN_SECRET_BYTES, ConfigError, Settings
+from .errors import StoreUnavailable
 from .logs import configure_logging
+from .tenant_commands import add_tenant_commands, run_tenant_command
+from .tenants import TenantRecordError
 
 log = logging.getLogger("feedserver")
 
@@ -40,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "token":
         return print_token(settings, args.tenant, args.ttl, args.admin)
+    if args.command == "tenants":
+        return run_tenant_command(settings, args)
     return serve(settings)
 
 
@@ -57,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     token_cmd.add_argument("--tenant", required=True, help="the tenant the token acts for")
     token_cmd.add_argument("--ttl", type=int, default=3600, help="seconds valid (default 3600)")
     token_cmd.add_argument("--admin", action="store_true", help="also grant the admin role")
+    add_tenant_commands(commands)
     return parser
 
 
@@ -68,14 +75,30 @@ def print_token(settings: Settings, tenant: str, ttl: int, admin: bool) -> int:
             file=sys.stderr,
         )
         return 2
-    if tenant not in settings.tenants:
-        print(f"feedserver: invalid --tenant: {tenant!r} is not in FEED_TENANTS", file=sys.stderr)
+    try:
+        known = asyncio.run(tenant_exists(settings, tenant))
+    except (StoreUnavailable, TenantRecordError) as exc:
+        print(f"feedserver: cannot read the tenant registry: {exc}", file=sys.stderr)
+        return 1
+    if not known:
+        print(f"feedserver: invalid --tenant: {tenant!r} is not a tenant", file=sys.stderr)
         return 2
     if ttl < 1:
         print(f"feedserver: invalid --ttl: {ttl} (expected seconds >= 1)", file=sys.stderr)
         return 2
     print(mint_token(settings.auth_secret, tenant, ttl, admin=admin))
     return 0
+
+
+async def tenant_exists(settings: Settings, tenant: str) -> bool:
+    """Whether the server knows `tenant`, or creates it at its next start (FEED_TENANTS)."""
+    registry = open_tenants(settings)
+    try:
+        state = await registry.read()
+    finally:
+        await registry.close()
+    bootstrapped = tenant in settings.tenants and tenant not in state.deleted
+    return tenant in state.tenants or bootstrapped
 
 
 def serve(settings: Settings) -> int:

@@ -39,7 +39,10 @@ from .schemas import (
     parse_history_query,
     parse_idempotency_key,
     parse_system_message,
+    parse_tenant_create,
+    parse_tenant_update,
 )
+from .tenants import TenantRegistry
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,7 @@ _PLAIN_JSON_TYPES = frozenset({"application/json", "application/json; charset=ut
 JSON_CONTENT_TYPE = CIMultiDictProxy(
     CIMultiDict({"Content-Type": "application/json; charset=utf-8"})
 )
+TENANT_ID = "tenant_id"  # the path parameter of /api/admin/tenants/{tenant_id}
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -212,6 +216,7 @@ class RestApi:
         feed: Feed,
         authenticator: Authenticator,
         catalogue: TenantCatalogue,
+        registry: TenantRegistry,
         addresses: ClientAddresses,
         shutting_down: asyncio.Event,
     ) -> None:
@@ -219,10 +224,13 @@ class RestApi:
         self.feed = feed
         self.authenticator = authenticator
         self.catalogue = catalogue
+        self.registry = registry
         self.addresses = addresses
         self.shutting_down = shutting_down
         self.started = time.monotonic()
-        self._openapi = orjson.dumps(openapi_document(settings))
+        # Rendered again when the tenants change (`none` mode names them as examples).
+        self._openapi = b""
+        self._openapi_tenants: tuple[str, ...] | None = None
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -233,6 +241,11 @@ class RestApi:
             web.get("/api/ready", self.ready, allow_head=False),
             web.get("/api/config", self.config, allow_head=False),
             web.post("/api/system-messages", self.system_message),
+            web.get("/api/admin/tenants", self.list_tenants, allow_head=False),
+            web.post("/api/admin/tenants", self.create_tenant),
+            web.get(f"/api/admin/tenants/{{{TENANT_ID}}}", self.show_tenant, allow_head=False),
+            web.patch(f"/api/admin/tenants/{{{TENANT_ID}}}", self.update_tenant),
+            web.delete(f"/api/admin/tenants/{{{TENANT_ID}}}", self.delete_tenant),
             web.get("/api/openapi.json", self.openapi, allow_head=False),
         ]
 
@@ -293,6 +306,43 @@ class RestApi:
         )
         return json_response(await self.feed.post_system_message(message, level), 202)
 
+    async def list_tenants(self, request: web.Request) -> web.Response:
+        """Admin: every tenant, by id."""
+        self._require_admin(request)
+        tenants = await self.registry.list()
+        return json_response({"tenants": [tenant.to_json() for tenant in tenants]})
+
+    async def create_tenant(self, request: web.Request) -> web.Response:
+        """Admin: a new active tenant, on every node within a second."""
+        self._require_admin(request)
+        tenant_id, settings = parse_tenant_create(
+            await read_json(request, self.settings.max_body_bytes)
+        )
+        tenant = await self.registry.create(tenant_id, settings)
+        return json_response(tenant.to_json(), 201, {"Location": f"/api/admin/tenants/{tenant.id}"})
+
+    async def show_tenant(self, request: web.Request) -> web.Response:
+        self._require_admin(request)
+        tenant = await self.registry.get(request.match_info[TENANT_ID])
+        return json_response(tenant.to_json())
+
+    async def update_tenant(self, request: web.Request) -> web.Response:
+        """Admin: the status and the settings named in the body (null: the server's)."""
+        self._require_admin(request)
+        status, settings = parse_tenant_update(
+            await read_json(request, self.settings.max_body_bytes)
+        )
+        tenant = await self.registry.update(
+            request.match_info[TENANT_ID], status=status, settings=settings
+        )
+        return json_response(tenant.to_json())
+
+    async def delete_tenant(self, request: web.Request) -> web.Response:
+        """Admin: the tenant, its events and its sockets go; its id is refused from then on."""
+        self._require_admin(request)
+        await self.registry.delete(request.match_info[TENANT_ID])
+        return web.Response(status=204)
+
     def _require_admin(self, request: web.Request) -> None:
         """An admin token; in `none` mode (no credentials exist) a client on this host."""
         if self.settings.auth == "none":
@@ -302,6 +352,10 @@ class RestApi:
             raise Forbidden("An admin token is required")
 
     async def openapi(self, request: web.Request) -> web.Response:
+        tenants = self.catalogue.tenants
+        if tenants != self._openapi_tenants:
+            self._openapi = orjson.dumps(openapi_document(self.settings, tenants))
+            self._openapi_tenants = tenants
         return web.Response(body=self._openapi, content_type="application/json", charset="utf-8")
 
     async def ready(self, request: web.Request) -> web.Response:

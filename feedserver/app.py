@@ -16,7 +16,7 @@ from .auth import Authenticator, HeaderAuthenticator, TenantCatalogue, TokenAuth
 from .client_bundle import ClientBundle
 from .cluster import open_backend
 from .config import Settings
-from .core import Feed, LocalConnections
+from .core import TENANT_DELETED, Feed, LocalConnections, system_notice
 from .engineio import EngineStats
 from .metrics import METRICS_PATH, FeedMetrics, metrics_view
 from .quotas import (
@@ -29,6 +29,7 @@ from .quotas import (
 )
 from .realtime import MAX_PACKET_BYTES, SOCKETIO_PATH, RealtimeGateway, refuse_new_sessions
 from .security import ResponseStamp, polling_body_limit, security_stamp
+from .tenants import Tenant, TenantDirectory, TenantRegistry
 
 WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
 SOCKETIO_CLIENT = Path("node_modules") / "socket.io-client"
@@ -36,6 +37,7 @@ SOCKETIO_CLIENT = Path("node_modules") / "socket.io-client"
 GATEWAY = web.AppKey("gateway", RealtimeGateway)
 FEED = web.AppKey("feed", Feed)
 METRICS = web.AppKey("metrics", FeedMetrics)
+TENANTS = web.AppKey("tenants", TenantRegistry)
 # Set on SIGTERM: /api/ready answers 503 and new socket.io sessions are refused from then on.
 SHUTTING_DOWN = web.AppKey("shutting_down", asyncio.Event)
 ResponseHook = Callable[[web.Request, web.StreamResponse], Awaitable[object]]
@@ -48,9 +50,23 @@ def open_authenticator(settings: Settings, catalogue: TenantCatalogue) -> Authen
 
 
 def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application:
-    backend = open_backend(settings)
+    # Filled by the registry at start; everything that knows tenants follows it.
+    directory = TenantDirectory()
+    backend = open_backend(settings, directory)
+    registry = TenantRegistry(
+        backend.tenants,
+        directory,
+        bootstrap=settings.tenants,
+        watcher=backend.tenant_changes,
+    )
     engine_stats = EngineStats()
-    metrics = FeedMetrics(settings.tenants, store=backend.store, engine=engine_stats)
+    # Before anything else listens to the directory: see FeedMetrics.tenant_changed.
+    metrics = FeedMetrics(
+        directory,
+        max_tenants=settings.metrics_max_tenants,
+        store=backend.store,
+        engine=engine_stats,
+    )
     shutting_down = asyncio.Event()
     limit_counters = open_window_counters(settings.redis_url or "memory://")
     requests = RequestLimiter(
@@ -75,10 +91,11 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
         ],
         client_max_size=settings.max_body_bytes,
     )
-    catalogue = TenantCatalogue(settings.tenants)
+    catalogue = TenantCatalogue(directory)
     authenticator = open_authenticator(settings, catalogue)
     feed = Feed(
         backend.store,
+        directory,
         history_size=settings.history_size,
         initial_events=settings.initial_events,
         max_message_length=settings.max_message_length,
@@ -106,12 +123,14 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
         metrics,
         engine_stats,
     )
+    directory.on_change(_disconnect_deleted(gateway))
     app[FEED] = feed
     app[GATEWAY] = gateway
     app[METRICS] = metrics
+    app[TENANTS] = registry
     app[SHUTTING_DOWN] = shutting_down
 
-    rest = RestApi(settings, feed, authenticator, catalogue, addresses, shutting_down)
+    rest = RestApi(settings, feed, authenticator, catalogue, registry, addresses, shutting_down)
     api_routes = app.router.add_routes(rest.routes())
     # Before the gateway's routes: /socket.io/ is Engine.IO's, these few file names are not.
     bundle = ClientBundle.read(web_root / SOCKETIO_CLIENT)
@@ -125,9 +144,11 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
     _serve_page(app, web_root)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await registry.start()
         await backend.start()
         yield
         await backend.close()
+        await registry.close()
 
     async def say_goodbye(app: web.Application) -> None:
         await gateway.close()
@@ -135,6 +156,18 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(say_goodbye)
     return app
+
+
+def _disconnect_deleted(
+    gateway: RealtimeGateway,
+) -> Callable[[str, Tenant | None], Awaitable[None]]:
+    """A directory listener: a deleted tenant's sockets on this node are told, then go."""
+
+    async def disconnect(tenant_id: str, tenant: Tenant | None) -> None:
+        if tenant is None:
+            await gateway.disconnect_tenant(tenant_id, system_notice(TENANT_DELETED, "warning"))
+
+    return disconnect
 
 
 def _allow_cors(

@@ -9,7 +9,6 @@ from typing import Any, Protocol
 
 import jwt
 
-from .config import TENANT_RE
 from .errors import ForbiddenTenant, Unauthorized, ValidationFailed
 from .keys import (
     ADMIN_ROLE,
@@ -21,6 +20,7 @@ from .keys import (
     TenantPolicy,
     no_keys,
 )
+from .tenants import TenantDirectory
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +50,18 @@ class Authenticator(Protocol):
 
 
 class TenantCatalogue:
-    """The configured tenants; any other id is refused the same way, known or not."""
+    """The tenants that exist now (the directory); any other id is refused the same way,
+    never existed or deleted."""
 
-    def __init__(self, tenants: tuple[str, ...]) -> None:
-        self.tenants = tenants
-        # Only well-formed ids can be known, so a lookup alone decides (no regex per call).
-        self._known = frozenset(t for t in tenants if TENANT_RE.match(t))
+    def __init__(self, directory: TenantDirectory) -> None:
+        # Only well-formed ids are in the directory (`Tenant` checks), so a lookup alone
+        # decides (no regex per call); the view follows every change.
+        self._known = directory.view
+
+    @property
+    def tenants(self) -> tuple[str, ...]:
+        """The ids that exist now."""
+        return tuple(self._known)
 
     def knows(self, tenant: str) -> bool:
         return tenant in self._known
@@ -71,8 +77,9 @@ class HeaderAuthenticator:
 
     def __init__(self, catalogue: TenantCatalogue) -> None:
         self.catalogue = catalogue
-        # Principals are immutable: one per tenant, made once rather than on every request.
-        self._principals = {t: Principal(t) for t in catalogue.tenants if TENANT_RE.match(t)}
+        # Principals are immutable: one per tenant, made at its first request rather than
+        # on every request (and never in place of the check: the tenant may be deleted).
+        self._principals: dict[str, Principal] = {}
         self._nobody = Principal(None)
 
     def from_headers(self, headers: Mapping[str, str]) -> Principal:
@@ -80,7 +87,11 @@ class HeaderAuthenticator:
         tenant = headers.get("X-Tenant-ID")
         if tenant is None:
             return self._nobody
-        return self._principals.get(tenant) or Principal(self.catalogue.check(tenant))
+        checked = self.catalogue.check(tenant)
+        principal = self._principals.get(checked)
+        if principal is None:
+            principal = self._principals[checked] = Principal(checked)
+        return principal
 
     def from_handshake(self, auth: Mapping[str, Any], query: Mapping[str, str]) -> Principal:
         tenant = auth.get("tenant") or query.get("tenant")

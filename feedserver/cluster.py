@@ -3,12 +3,14 @@
 `open_backend(settings)` gives the store, the event bus and the connection counter that
 belong together:
 
-- `FEED_STORE=memory`: `SingleNode` — ring buffers in memory, the publishing call delivers.
+- `FEED_STORE=memory`: `SingleNode` — ring buffers in memory, the publishing call delivers;
+  the tenant registry in `FEED_DATA_DIR/tenants.json` (or in memory without it).
 - `FEED_STORE=redis://`: `RedisCluster` — events in Redis Streams (`store/redis.py`);
   every node follows the streams and delivers what it reads (`StreamRelay`); system
   messages cross on a pub/sub channel (`NoticeChannel`); connection counts are shared
-  (`RedisConnections`). Socket.IO itself stays on each node: every emit is to this node's
-  sockets.
+  (`RedisConnections`); the tenant registry is a Redis hash that every node follows
+  (`store/redis_tenants.py`, `TenantChannel`). Socket.IO itself stays on each node: every
+  emit is to this node's sockets.
 
 Why events travel through the streams and not through a pub/sub channel: the channel
 delivers in publish order, which is not seq order when two nodes (or two requests on one
@@ -26,13 +28,13 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
 from redis.exceptions import RedisError
 
-from .config import Settings
+from .config import TENANT_RE, Settings
 from .core import (
     ConnectionCounter,
     EventBus,
@@ -47,12 +49,17 @@ from .events import Event
 from .logs import ThrottledWarning
 from .store import EventStore, MemoryStore
 from .store.redis import RedisStore, redis_client, store_errors
+from .store.redis_tenants import TENANTS_CHANGED_CHANNEL, RedisTenants
+from .store.tenant_file import HeldTenants, TenantFile
+from .tenants import Reload, ReloadAll, Tenant, TenantBackend, TenantDirectory, TenantWatcher
 
 log = logging.getLogger(__name__)
 
 NOTICES_CHANNEL = "feed:notices"
 NOTICE_FIELDS = frozenset({"message", "level", "timestamp"})
 NODES_KEY = "feed:nodes"  # sorted set: node id -> unix time its counts expire
+# How often a node compares the registry's version counter with the one it loaded.
+TENANT_RESYNC_S = 5.0
 
 
 def node_connections_key(node_id: str) -> str:
@@ -69,15 +76,34 @@ class Backend(Protocol):
     @property
     def connections(self) -> ConnectionCounter: ...
 
-    async def start(self) -> None: ...
+    @property
+    def tenants(self) -> TenantBackend: ...
+
+    @property
+    def tenant_changes(self) -> TenantWatcher | None:
+        """How this node hears of other processes' changes to `tenants` (None: none can)."""
+        ...
+
+    async def start(self) -> None:
+        """After the tenant registry: the directory holds the tenants to follow."""
+        ...
 
     async def close(self) -> None: ...
 
 
-def open_backend(settings: Settings) -> Backend:
+def open_backend(settings: Settings, directory: TenantDirectory) -> Backend:
     if settings.redis_url is None:
         return SingleNode(settings)
-    return RedisCluster(settings, settings.redis_url)
+    return RedisCluster(settings, settings.redis_url, directory)
+
+
+def open_tenants(settings: Settings) -> TenantBackend:
+    """Where the tenant registry of `settings` is kept (also for the CLI)."""
+    if settings.redis_url is not None:
+        return RedisTenants(settings.redis_url)
+    if settings.data_dir is not None:
+        return TenantFile(settings.data_dir)
+    return HeldTenants()
 
 
 class SingleNode:
@@ -85,6 +111,8 @@ class SingleNode:
         self.store = MemoryStore(settings.history_size)
         self.bus = LocalBus()
         self.connections = LocalConnections()
+        self.tenants = open_tenants(settings)
+        self.tenant_changes = None
 
     async def start(self) -> None:
         pass
@@ -94,13 +122,13 @@ class SingleNode:
 
 
 class RedisCluster:
-    def __init__(self, settings: Settings, url: str) -> None:
+    def __init__(self, settings: Settings, url: str, directory: TenantDirectory) -> None:
         self.node_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.store = RedisStore(url, settings.history_size)
-        self.bus = RedisBus(
-            StreamRelay(self.store, settings.tenants), NoticeChannel(url, self.node_id)
-        )
+        self.bus = RedisBus(StreamRelay(self.store, directory), NoticeChannel(url, self.node_id))
         self.connections = RedisConnections(url, self.node_id)
+        self.tenants = RedisTenants(url)
+        self.tenant_changes = TenantChannel(url, self.tenants)
 
     async def start(self) -> None:
         await self.bus.start()
@@ -143,23 +171,26 @@ class StreamRelay:
     """The event bus of several nodes: each node reads every tenant's stream and delivers.
 
     The entry the store wrote is what travels: every node, the publishing one too, reads
-    it back with XREAD, in stream (= seq) order, by one task.
+    it back with XREAD, in stream (= seq) order, by one task. The tenants followed are
+    those of the directory; a tenant created while the XREAD blocks wakes it up
+    (`RedisStore.wake_followers`), so that its first events are not held for the block.
     """
 
     def __init__(
         self,
         store: RedisStore,
-        tenants: Sequence[str],
+        directory: TenantDirectory,
         *,
         batch: int = 500,
         publish_wait_s: float = 5.0,
     ) -> None:
         self._store = store
-        self._tenants = tuple(tenants)
+        self._directory = directory
         self._batch = batch
         self._publish_wait_s = publish_wait_s
         self._listeners: list[Listener] = []
         self._cursors: dict[str, int] = {}  # tenant -> last seq delivered on this node
+        self._woken = "0-0"  # the last wake-up read
         self._progress = asyncio.Event()  # set, and replaced, after each delivered batch
         self._task: asyncio.Task[None] | None = None
 
@@ -181,29 +212,49 @@ class StreamRelay:
         return self._cursors.get(tenant)
 
     async def start(self) -> None:
-        """Deliver from the events stored after this call (or after Redis first answers)."""
+        """Deliver from the events stored after this call (or after Redis first answers);
+        from then on, follow the directory's changes."""
         with contextlib.suppress(StoreUnavailable):  # if Redis is down, `_run` keeps trying
-            self._cursors = await self._store.latest_seqs(self._tenants)
+            self._woken = await self._store.last_wake()
+            self._cursors = await self._store.latest_seqs(self._directory.ids())
+        # Registered last, told of a deletion first: no event of it is delivered after.
+        self._directory.on_change(self._tenant_changed)
         self._task = asyncio.create_task(self._run(), name="feed-stream-relay")
 
     async def close(self) -> None:
         await stop(self._task)
 
+    async def _tenant_changed(self, tenant_id: str, tenant: Tenant | None) -> None:
+        if tenant is None:
+            self._cursors.pop(tenant_id, None)
+            return
+        if tenant_id in self._cursors:
+            return
+        # A tenant new to this node has a new stream (a deleted tenant's was purged), so
+        # all of it is delivered: also what another node published before this one heard of
+        # the tenant, which no socket here can have missed (none could subscribe yet).
+        self._cursors[tenant_id] = 0
+        with contextlib.suppress(StoreUnavailable):  # else the next XREAD includes it
+            await self._store.wake_followers()
+
     async def _run(self) -> None:
         backoff = Backoff()
-        resync = len(self._cursors) < len(self._tenants)
+        resync = self._cursors.keys() != set(self._directory.ids())
         while True:
             try:
                 if resync:
                     await self._resync()
                     resync = False
-                events = await self._store.follow(self._cursors, count=self._batch)
+                followed = await self._store.follow(
+                    self._cursors, count=self._batch, woken=self._woken
+                )
             except StoreUnavailable:
                 resync = True
                 await backoff.sleep()
                 continue
             backoff.reset()
-            for event in events:
+            self._woken = followed.woken
+            for event in followed.events:
                 await self._deliver(event)
             self._progress.set()
             self._progress = asyncio.Event()
@@ -211,7 +262,7 @@ class StreamRelay:
     async def _resync(self) -> None:
         """After an outage: a stream whose seq went back was recreated (a Redis without
         persistence restarted), so deliver it from the start."""
-        latest = await self._store.latest_seqs(self._tenants)
+        latest = await self._store.latest_seqs(self._directory.ids())
         for tenant, seq in latest.items():
             cursor = self._cursors.get(tenant)
             if cursor is None:
@@ -221,12 +272,14 @@ class StreamRelay:
                 self._cursors[tenant] = 0
 
     async def _deliver(self, event: Event) -> None:
-        expected = self._cursors[event.tenant_id] + 1
-        if event.seq != expected:
+        cursor = self._cursors.get(event.tenant_id)
+        if cursor is None:  # the tenant was deleted while its events were read
+            return
+        if event.seq != cursor + 1:
             log.warning(
                 "%s events %d..%d were trimmed before this node read them",
                 event.tenant_id,
-                expected,
+                cursor + 1,
                 event.seq - 1,
             )
         self._cursors[event.tenant_id] = event.seq
@@ -267,6 +320,29 @@ class RedisBus:
     async def close(self) -> None:
         await self.notices.close()
         await self.relay.close()
+
+
+async def keep_subscribed(
+    redis: Any,
+    channel: str,
+    listen: Callable[[Any, Backoff], Awaitable[None]],
+    listening: asyncio.Event,
+    what: str,
+) -> None:
+    """Subscribe to `channel` and `listen(pubsub, backoff)` to it, again after any failure
+    (with `backoff`, which `listen` resets once subscribed), until cancelled."""
+    backoff = Backoff(first=0.2)
+    while True:
+        pubsub = redis.pubsub()
+        try:
+            await pubsub.subscribe(channel)
+            await listen(pubsub, backoff)
+        except Exception as exc:  # whatever the client raises, subscribe again
+            log.warning("%s channel lost (%s); reconnecting", what, exc)
+        finally:
+            listening.clear()
+            await pubsub.aclose()
+        await backoff.sleep()
 
 
 class NoticeChannel:
@@ -311,23 +387,17 @@ class NoticeChannel:
         await self._redis.aclose()
 
     async def _run(self) -> None:
-        backoff = Backoff(first=0.2)
-        while True:
-            pubsub = self._redis.pubsub()
-            try:
-                await pubsub.subscribe(NOTICES_CHANNEL)
-                async for message in pubsub.listen():
-                    if message["type"] == "subscribe":  # confirmed: nothing is missed now
-                        self.listening.set()
-                        backoff.reset()
-                    elif message["type"] == "message":
-                        await self._receive(message["data"])
-            except Exception as exc:  # whatever the client raises, subscribe again
-                log.warning("system message channel lost (%s); reconnecting", exc)
-            finally:
-                self.listening.clear()
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-            await backoff.sleep()
+        await keep_subscribed(
+            self._redis, NOTICES_CHANNEL, self._listen, self.listening, "system message"
+        )
+
+    async def _listen(self, pubsub: Any, backoff: Backoff) -> None:
+        async for message in pubsub.listen():
+            if message["type"] == "subscribe":  # confirmed: nothing is missed now
+                self.listening.set()
+                backoff.reset()
+            elif message["type"] == "message":
+                await self._receive(message["data"])
 
     async def _receive(self, data: bytes) -> None:
         try:
@@ -358,6 +428,66 @@ def parse_notice(data: bytes) -> tuple[str, SystemNotice]:
     ):
         raise ValueError("not a notice")
     return body["node"], notice
+
+
+class TenantChannel:
+    """How a node follows the tenant registry in Redis (`store/redis_tenants.py`).
+
+    Each change's id arrives on `feed:tenants:changed` and that tenant is reloaded at once.
+    Pub/sub keeps nothing for a subscriber that was away, so at each (re)subscription the
+    whole registry is reloaded, and every `resync_s` the version counter is compared with
+    the one loaded: when it moved (a notification this node missed) the whole registry is
+    reloaded too.
+    """
+
+    def __init__(
+        self, url: str, registry: RedisTenants, *, resync_s: float = TENANT_RESYNC_S
+    ) -> None:
+        # Bytes: a message that is not UTF-8 is skipped here, not a failure in redis-py.
+        self._redis = redis_client(url, decode_responses=False)
+        self._registry = registry
+        self._resync_s = resync_s
+        self._warn_malformed = ThrottledWarning(log)
+        self.listening = asyncio.Event()  # subscribed to the channel right now
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, reload: Reload, reload_all: ReloadAll) -> None:
+        self._task = asyncio.create_task(self._run(reload, reload_all), name="feed-tenants")
+
+    async def close(self) -> None:
+        await stop(self._task)
+        await self._redis.aclose()
+
+    async def _run(self, reload: Reload, reload_all: ReloadAll) -> None:
+        async def listen(pubsub: Any, backoff: Backoff) -> None:
+            await self._listen(pubsub, backoff, reload, reload_all)
+
+        await keep_subscribed(
+            self._redis, TENANTS_CHANGED_CHANNEL, listen, self.listening, "tenant registry"
+        )
+
+    async def _listen(
+        self, pubsub: Any, backoff: Backoff, reload: Reload, reload_all: ReloadAll
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        loaded: int | None = None  # the registry version last reloaded in full
+        next_check = loop.time() + self._resync_s
+        while True:
+            message = await pubsub.get_message(timeout=max(0.0, next_check - loop.time()))
+            if message is not None and message["type"] == "subscribe":
+                loaded = await reload_all()  # confirmed: nothing is missed from here on
+                self.listening.set()
+                backoff.reset()
+            elif message is not None and message["type"] == "message":
+                tenant_id = message["data"].decode("utf-8", "replace")
+                if TENANT_RE.match(tenant_id):
+                    await reload(tenant_id)
+                else:
+                    self._warn_malformed("ignored %r on %s", tenant_id, TENANTS_CHANGED_CHANNEL)
+            if loop.time() >= next_check:
+                if loaded is not None and await self._registry.version() != loaded:
+                    loaded = await reload_all()
+                next_check = loop.time() + self._resync_s
 
 
 # Atomic refresh of one node's counts; the sorted set lets readers skip dead nodes without

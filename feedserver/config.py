@@ -56,6 +56,8 @@ class Settings:
     http_header_timeout: float = 10.0
     http_keepalive_timeout: float = 15.0
     metrics_port: int | None = None
+    metrics_max_tenants: int = 1000
+    data_dir: str | None = None  # memory store: where the tenant registry is kept
     log_level: str = "INFO"
     log_format: str = "text"  # text | json
 
@@ -174,6 +176,10 @@ def _parse(env: Mapping[str, str]) -> Settings:
             "FEED_HTTP_KEEPALIVE_TIMEOUT", _float_range(0.1, 3600), d.http_keepalive_timeout
         ),
         metrics_port=get("FEED_METRICS_PORT", _optional_port, d.metrics_port),
+        metrics_max_tenants=get(
+            "FEED_METRICS_MAX_TENANTS", _int_range(0, 100_000), d.metrics_max_tenants
+        ),
+        data_dir=get("FEED_DATA_DIR", _optional_str, d.data_dir),
         log_level=get(
             "LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True), d.log_level
         ),
@@ -213,6 +219,10 @@ def _float_range(lo: float, hi: float) -> Callable[[str, str], float]:
         return value
 
     return parse
+
+
+def _optional_str(name: str, raw: str) -> str | None:
+    return raw
 
 
 def _optional_port(name: str, raw: str) -> int | None:

@@ -3,22 +3,28 @@
 Both transports (REST in `api`, Socket.IO in `realtime`) call `Feed.publish`, so
 validation, limits and broadcasting are written once. Delivery to subscribers is done by
 listeners that the transports register on an `EventBus` (events, and system messages as
-notices); the core never imports them.
+notices); the core never imports them. Which tenants exist, and whether each may publish,
+is the `TenantDirectory`'s (`tenants`): read once per publish or subscription, never waited
+for.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
-from .errors import ValidationFailed
+from .errors import ForbiddenTenant, StoreUnavailable, ValidationFailed
 from .events import Event, UtcClock, utc_timestamp
 from .logs import bind_tenant
 from .messages import normalise_message
 from .schemas import IDEMPOTENCY_KEY_HEADER, parse_publish
 from .store import EventStore, TenantCounts
+from .tenants import Tenant, TenantDirectory
+
+log = logging.getLogger(__name__)
 
 Listener = Callable[[Event], Awaitable[None]]
 SystemNotice = dict[str, str]  # {"message", "level", "timestamp"}: the `system_message` body
@@ -29,6 +35,10 @@ class PublishLimiter(Protocol):
     """Raises `RateLimited` when `tenant` may not publish now."""
 
     async def hit(self, tenant: str) -> None: ...
+
+    async def forget(self, tenant: str) -> None:
+        """Drop what is counted for `tenant` (it was deleted)."""
+        ...
 
 
 class EventBus(Protocol):
@@ -164,10 +174,14 @@ class TenantStats:
         }
 
 
+TENANT_DELETED = "tenant deleted"
+
+
 class Feed:
     def __init__(
         self,
         store: EventStore,
+        tenants: TenantDirectory,
         *,
         history_size: int,
         initial_events: int,
@@ -180,6 +194,7 @@ class Feed:
         clock: UtcClock | None = None,
     ) -> None:
         self.store = store
+        self.tenants = tenants
         self.history_size = history_size
         self.idempotency_ttl = idempotency_ttl
         self.initial_events = initial_events
@@ -189,6 +204,7 @@ class Feed:
         self.bus: EventBus = bus or LocalBus()
         self.observer = observer
         self.clock = clock or UtcClock()
+        tenants.on_change(self._tenant_changed)
 
     def add_listener(self, listener: Listener) -> None:
         """Call `listener(event)` for every new event this node is to deliver."""
@@ -216,9 +232,12 @@ class Feed:
         """
         started = time.perf_counter()
         bind_tenant(tenant)
+        record = self.tenants.active(tenant)
         request = parse_publish(payload)
         key = _one_key(idempotency_key, request.idempotency_key)
-        message = normalise_message(request.message, self.max_message_length)
+        message = normalise_message(
+            request.message, record.settings.max_message_length or self.max_message_length
+        )
         if self.limiter is not None:
             await self.limiter.hit(tenant)
         if key is None:
@@ -227,6 +246,11 @@ class Feed:
             event, created = await self.store.append_once(
                 tenant, key, message, self.clock.timestamp(), ttl=self.idempotency_ttl
             )
+        if created and tenant not in self.tenants:
+            # Deleted while this publish was stored: the purge may have run before the
+            # append, and the event would outlive the tenant.
+            await self.store.purge(tenant)
+            raise ForbiddenTenant()
         if created:
             if self.observer is not None:
                 self.observer.published(tenant, time.perf_counter() - started)
@@ -245,6 +269,7 @@ class Feed:
         """The last `initial_events`, or every event after `since` that is still held
         (`recovered` is False when some of them were dropped); at most `history_size`."""
         bind_tenant(tenant)
+        self.tenants.active(tenant)  # a suspended tenant takes no new subscriber
         horizon = self.bus.delivered_up_to(tenant)  # first: every later event is still to come
         catch_up = await self._read_since(tenant, since)
         return _delivered_only(catch_up, horizon, since)
@@ -253,6 +278,7 @@ class Feed:
         """Native recovery from `offset`: the events after it when all of them are still
         held, else (`recovered` False) the last `initial_events`, as for a new client."""
         bind_tenant(tenant)
+        self.tenants.active(tenant)
         horizon = self.bus.delivered_up_to(tenant)
         catch_up = await self._read_since(tenant, offset)
         if not catch_up.recovered:
@@ -288,6 +314,19 @@ class Feed:
                 counts.last_event_at,
             )
         return out
+
+    async def _tenant_changed(self, tenant_id: str, tenant: Tenant | None) -> None:
+        """A deleted tenant's events, seqs, keys and counters go, on every node (each
+        purges what a publish of its own may have stored while the deletion was on its way).
+        """
+        if tenant is not None:
+            return
+        try:
+            await self.store.purge(tenant_id)
+            if self.limiter is not None:
+                await self.limiter.forget(tenant_id)
+        except StoreUnavailable:
+            log.warning("the data of deleted tenant %s could not be purged", tenant_id)
 
 
 def _one_key(header: str | None, payload: str | None) -> str | None:

@@ -36,6 +36,12 @@ class ForbiddenTenant(FeedError):
     code, status, default_message = "forbidden_tenant", 403, "Unknown or forbidden tenant"
 
 
+class TenantSuspended(FeedError):
+    """The tenant exists but may not publish or take new subscribers; its data is kept."""
+
+    code, status, default_message = "tenant_suspended", 403, "Tenant suspended"
+
+
 class Forbidden(FeedError):
     code, status, default_message = "forbidden", 403, "Not allowed"
 
@@ -46,6 +52,10 @@ class NotFound(FeedError):
 
 class MethodNotAllowed(FeedError):
     code, status, default_message = "method_not_allowed", 405, "Method not allowed"
+
+
+class TenantExists(FeedError):
+    code, status, default_message = "tenant_exists", 409, "Tenant exists"
 
 
 class PayloadTooLarge(FeedError):

@@ -1,15 +1,17 @@
 """Prometheus metrics of one app, in its own `CollectorRegistry` (no process-wide state).
 
-Label values are bounded: tenants are the configured ones (their children are made once,
-here, so an unknown tenant can never add a label), HTTP routes are route templates and
-methods a fixed set. The fan-out path records once per event, never once per socket.
+Label values are bounded: tenants are those of the directory, up to `max_tenants` of them
+(their children are made when the tenant is created and removed when it is deleted, so an
+unknown tenant can never add a label; the tenants beyond the cap share the children of
+`tenant="_other"`), HTTP routes are route templates and methods a fixed set. The fan-out
+path records once per event, never once per socket.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Iterator
+from typing import NamedTuple, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
@@ -19,8 +21,12 @@ from prometheus_client.registry import Collector
 
 from .auth import Authenticator
 from .errors import Forbidden
+from .tenants import Tenant, TenantDirectory
 
 METRICS_PATH = "/metrics"
+# The label of the tenants beyond FEED_METRICS_MAX_TENANTS; never a tenant id (ids start
+# with a letter or a digit).
+OTHER_TENANTS = "_other"
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Seconds, from a memory-store publish (tens of microseconds) to a slow Redis or a fan-out
 # to tens of thousands of sockets.
@@ -30,28 +36,38 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 
 
+class _TenantSeries(NamedTuple):
+    """The children of one tenant label."""
+
+    label: str
+    connections: Gauge
+    published: Counter
+    delivered: Counter
+
+
 class FeedMetrics:
     """Every metric the server exports, and one method per thing that happened."""
 
     def __init__(
         self,
-        tenants: Iterable[str],
+        tenants: TenantDirectory,
         *,
+        max_tenants: int = 1000,
         store: CountsFailures | None = None,
         engine: CountsDrops | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         registry = self.registry
         ProcessCollector(registry=registry)
-        connections = Gauge(
+        self.connections = Gauge(
             "feed_connections", "Open Socket.IO connections on this node", ["tenant"],
             registry=registry,
         )  # fmt: skip
-        published = Counter(
+        self.published_events = Counter(
             "feed_events_published", "Events published through this node", ["tenant"],
             registry=registry,
         )  # fmt: skip
-        delivered = Counter(
+        self.delivered_events = Counter(
             "feed_events_delivered",
             "event_created packets sent by the live fan-out of this node",
             ["tenant"],
@@ -91,10 +107,15 @@ class FeedMetrics:
         # Totals their owners keep as plain ints (nothing to pay on their paths), read
         # when scraped.
         registry.register(_OwnedTotals(store, engine))
-        # Children made once per configured tenant: cheap on the hot path, bounded labels.
-        self._connections = {t: connections.labels(t) for t in tenants}
-        self._published = {t: published.labels(t) for t in self._connections}
-        self._delivered = {t: delivered.labels(t) for t in self._connections}
+        # Children made once per tenant: cheap on the hot path, bounded labels.
+        self.max_tenants = max_tenants
+        self._series: dict[str, _TenantSeries] = {}  # tenant -> its own, or _other's
+        self._own = 0  # tenants with series of their own
+        self._other: _TenantSeries | None = None
+        for tenant_id in tenants.ids():
+            self._add_tenant(tenant_id)
+        # First to hear of a new tenant (before its first socket), last of a deletion.
+        tenants.on_change(self.tenant_changed)
         for transport in ("http", "socket"):
             self.rate_limited.labels(transport)
         # Per request, publish and fan-out, counts wait in plain numbers until the next
@@ -105,23 +126,55 @@ class FeedMetrics:
         self._fanout_latency = self._tallies.histogram(self.fanout_latency)
         self._http_children: dict[tuple[str, str, int], tuple[Counter, _HistogramTally]] = {}
 
+    async def tenant_changed(self, tenant_id: str, tenant: Tenant | None) -> None:
+        """Directory listener: series for a new tenant, none left of a deleted one."""
+        if tenant is None:
+            self._remove_tenant(tenant_id)
+        elif tenant_id not in self._series:
+            self._add_tenant(tenant_id)
+
+    def _add_tenant(self, tenant_id: str) -> None:
+        if self._own < self.max_tenants:
+            self._own += 1
+            self._series[tenant_id] = self._make_series(tenant_id)
+            return
+        if self._other is None:
+            self._other = self._make_series(OTHER_TENANTS)
+        self._series[tenant_id] = self._other
+
+    def _make_series(self, label: str) -> _TenantSeries:
+        return _TenantSeries(
+            label,
+            self.connections.labels(label),
+            self.published_events.labels(label),
+            self.delivered_events.labels(label),
+        )
+
+    def _remove_tenant(self, tenant_id: str) -> None:
+        series = self._series.pop(tenant_id, None)
+        if series is None or series.label != tenant_id:
+            return  # _other's series stay: they count the other tenants too
+        self._own -= 1
+        for metric in (self.connections, self.published_events, self.delivered_events):
+            metric.remove(tenant_id)
+
     def connection_opened(self, tenant: str) -> None:
-        if (gauge := self._connections.get(tenant)) is not None:
-            gauge.inc()
+        if (series := self._series.get(tenant)) is not None:
+            series.connections.inc()
 
     def connection_closed(self, tenant: str) -> None:
-        if (gauge := self._connections.get(tenant)) is not None:
-            gauge.dec()
+        if (series := self._series.get(tenant)) is not None:
+            series.connections.dec()
 
     def published(self, tenant: str, seconds: float) -> None:
-        if (counter := self._published.get(tenant)) is not None:
-            self._tallies.count(counter)
+        if (series := self._series.get(tenant)) is not None:
+            self._tallies.count(series.published)
         self._publish_latency.observe(seconds)
 
     def delivered(self, tenant: str, recipients: int, seconds: float) -> None:
         """One call per event and node, with the number of sockets it was sent to."""
-        if recipients and (counter := self._delivered.get(tenant)) is not None:
-            self._tallies.count(counter, recipients)
+        if recipients and (series := self._series.get(tenant)) is not None:
+            self._tallies.count(series.delivered, recipients)
         self._fanout_latency.observe(seconds)
 
     def http_request(self, method: str, route: str, status: int, seconds: float) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from apispec import APISpec
@@ -23,12 +24,23 @@ from .schemas import (
     StatsSchema,
     SystemMessageSchema,
     SystemNoticeSchema,
+    TenantCreateSchema,
+    TenantListSchema,
+    TenantSchema,
+    TenantSettingsSchema,
+    TenantUpdateSchema,
 )
 
 _ERRORS = {
     400: "Invalid request (`validation_error`, `details` per field)",
     401: "Missing, invalid or expired token (`unauthorized`, FEED_AUTH=token)",
-    403: "Unknown tenant, a tenant that disagrees with the token, or no admin rights",
+    403: (
+        "Unknown or deleted tenant (`forbidden_tenant`), a suspended one when publishing or "
+        "subscribing (`tenant_suspended`), a tenant that disagrees with the token, or no "
+        "admin rights (`forbidden`)"
+    ),
+    404: "No such tenant (`not_found`)",
+    409: "A tenant with this id exists (`tenant_exists`)",
     413: "Body over FEED_MAX_BODY_BYTES (`payload_too_large`)",
     415: "Content-Type is not application/json; charset=utf-8 (`unsupported_media_type`)",
     429: "Rate limited (`rate_limited`); see Retry-After",
@@ -62,7 +74,13 @@ _IDEMPOTENCY_KEY = {
 }
 
 
-def openapi_document(settings: Settings) -> dict[str, Any]:
+# Existing tenants the header's description gives as examples (`none` mode).
+MAX_TENANT_EXAMPLES = 5
+
+
+def openapi_document(settings: Settings, tenants: Sequence[str] = ()) -> dict[str, Any]:
+    """The document; in `none` mode `tenants` (those that exist now) are examples of the
+    tenant header: with tokens the document names no tenant."""
     spec = APISpec(
         title="feedserver",
         version=__version__,
@@ -81,15 +99,21 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         ClientConfigSchema,
         SystemMessageSchema,
         SystemNoticeSchema,
+        TenantSettingsSchema,
+        TenantSchema,
+        TenantListSchema,
+        TenantCreateSchema,
+        TenantUpdateSchema,
     ):
         spec.components.schema(schema.__name__.removesuffix("Schema"), schema=schema)
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     token_mode = settings.auth == "token"
-    # The document needs no credentials: with tokens it names no tenant (as /api/config).
-    tenant_schema = _tenant_id_rule() if token_mode else _tenant_list(settings.tenants)
-    tenant = _tenant_header(tenant_schema, required=False)
+    # Tenants come and go at runtime, so the header is described by the id rule; the
+    # document needs no credentials, so with tokens it names no tenant (as /api/config).
+    examples = () if token_mode else tuple(tenants[:MAX_TENANT_EXAMPLES])
+    tenant = _tenant_header(examples, required=False)
     # In `none` mode the header is the credential; with tokens it may only repeat the tenant.
-    tenant_required = _tenant_header(tenant_schema, required=not token_mode)
+    tenant_required = _tenant_header(examples, required=not token_mode)
     security: list[dict[str, list[str]]] = [{"bearer": []}] if token_mode else []
 
     spec.path(
@@ -140,6 +164,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             )
         },
     )
+    _admin_tenant_paths(spec, security)
     spec.path(
         path="/api/health",
         operations={
@@ -225,24 +250,77 @@ def _ecma_pattern(schema: dict[str, Any]) -> None:
         schema["pattern"] = schema["pattern"].removesuffix("\\Z") + "$"
 
 
-def _tenant_list(tenants: tuple[str, ...]) -> dict[str, Any]:
-    return {"type": "string", "enum": list(tenants)}
+def _admin_tenant_paths(spec: APISpec, security: list[dict[str, list[str]]]) -> None:
+    admin = "Admin (an admin token; in `none` mode a loopback client)"
+    body_errors = (400, 401, 403, 413, 415, 429, 500, 503)
+    spec.path(
+        path="/api/admin/tenants",
+        operations={
+            "get": _operation(
+                f"{admin}: every tenant, by id",
+                [],
+                security,
+                {200: ("The tenants", "TenantList")},
+                (401, 403, 429, 500, 503),
+            ),
+            "post": _operation(
+                f"{admin}: create an active tenant (every node follows within a second)",
+                [],
+                security,
+                {201: ("The tenant", "Tenant")},
+                (*body_errors, 409),
+                body="TenantCreate",
+            ),
+        },
+    )
+    tenant_id = {"in": "path", "name": "tenant_id", "required": True, "schema": _tenant_id_rule()}
+    spec.path(
+        path="/api/admin/tenants/{tenant_id}",
+        operations={
+            "get": _operation(
+                f"{admin}: one tenant",
+                [tenant_id],
+                security,
+                {200: ("The tenant", "Tenant")},
+                (401, 403, 404, 429, 500, 503),
+            ),
+            "patch": _operation(
+                f"{admin}: change the status and the settings named (null: the server's)",
+                [tenant_id],
+                security,
+                {200: ("The tenant as changed", "Tenant")},
+                (*body_errors, 404),
+                body="TenantUpdate",
+            ),
+            "delete": _operation(
+                f"{admin}: delete the tenant, its events and its sockets",
+                [tenant_id],
+                security,
+                {204: ("Deleted", None)},
+                (401, 403, 404, 429, 500, 503),
+            ),
+        },
+    )
 
 
 def _tenant_id_rule() -> dict[str, Any]:
-    """What any tenant id looks like (FEED_TENANTS' rule), without saying which exist."""
+    """What any tenant id looks like, without saying which exist."""
     return {"type": "string", "pattern": TENANT_RE.pattern}
 
 
-def _tenant_header(schema: dict[str, Any], *, required: bool) -> dict[str, Any]:
-    return {"in": "header", "name": "X-Tenant-ID", "required": required, "schema": schema}
+def _tenant_header(examples: Sequence[str], *, required: bool) -> dict[str, Any]:
+    header = {"in": "header", "name": "X-Tenant-ID", "required": required}
+    header["schema"] = _tenant_id_rule()
+    if examples:
+        header["examples"] = {tenant: {"value": tenant} for tenant in examples}
+    return header
 
 
 def _operation(
     summary: str,
     parameters: list[dict[str, Any]],
     security: list[dict[str, list[str]]],
-    successes: dict[int, tuple[str, str]],
+    successes: dict[int, tuple[str, str | None]],  # status -> (text, schema; None: no body)
     errors: tuple[int, ...],
     body: str | None = None,
 ) -> dict[str, Any]:
@@ -251,7 +329,10 @@ def _operation(
         "parameters": parameters,
         "security": security,
         "responses": {
-            **{str(code): _response(text, _ref(name)) for code, (text, name) in successes.items()},
+            **{
+                str(code): _response(text, None if name is None else _ref(name))
+                for code, (text, name) in successes.items()
+            },
             **{str(code): _error(code) for code in errors},
         },
     }
@@ -263,12 +344,11 @@ def _operation(
     return operation
 
 
-def _response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "description": description,
-        "headers": _RATE_HEADERS,
-        "content": {"application/json": {"schema": schema}},
-    }
+def _response(description: str, schema: dict[str, Any] | None) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description, "headers": _RATE_HEADERS}
+    if schema is not None:
+        response["content"] = {"application/json": {"schema": schema}}
+    return response
 
 
 def _error(code: int) -> dict[str, Any]:

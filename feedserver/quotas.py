@@ -46,6 +46,10 @@ class WindowCounters(Protocol):
         """`incr`, then `seconds_left`: the hits and the seconds until the window ends."""
         ...
 
+    async def clear(self, key: str) -> None:
+        """End `key`'s window now."""
+        ...
+
 
 class _Window:
     __slots__ = ("ends", "hits")
@@ -80,6 +84,9 @@ class LocalWindows:
         now = self._clock()
         window = self._count(key, seconds, now)
         return window.hits, window.ends - now
+
+    async def clear(self, key: str) -> None:
+        self._windows.pop(key, None)
 
     def _count(self, key: str, seconds: int, now: float) -> _Window:
         window = self._windows.get(key)
@@ -117,6 +124,12 @@ class SharedWindows:
 
     async def hit(self, key: str, seconds: int) -> tuple[int, float]:
         return await self.incr(key, seconds), await self.seconds_left(key)
+
+    async def clear(self, key: str) -> None:
+        try:
+            await self.storage.clear(key)
+        except StorageError as exc:
+            raise _unavailable() from exc
 
 
 def _unavailable() -> StoreUnavailable:
@@ -182,6 +195,9 @@ class FixedWindow:
         # The counters' own coroutine, not one more around it: this runs on every publish.
         return self.counters.incr(self._prefix + key, self.seconds)
 
+    async def forget(self, key: str) -> None:
+        await self.counters.clear(self._prefix + key)
+
     async def reset_after(self, key: str) -> int:
         return max(1, math.ceil(await self.counters.seconds_left(self._prefix + key)))
 
@@ -212,6 +228,9 @@ class TenantPublishLimiter:
         if await self.window.hit(tenant) > self.window.amount:
             retry_after = await self.window.reset_after(tenant)
             raise RateLimited(retry_after, "Too many events for this tenant")
+
+    async def forget(self, tenant: str) -> None:
+        await self.window.forget(tenant)
 
 
 def window_seconds(window_ms: int) -> int:

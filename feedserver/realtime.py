@@ -420,6 +420,17 @@ class RealtimeGateway:
         the one write path of every broadcast (the bus brings each node its notices)."""
         self.broadcaster.broadcast(None, "system_message", SocketJson.dumps(notice))
 
+    async def disconnect_tenant(self, tenant: str, notice: SystemNotice) -> None:
+        """Send `notice` to every socket of `tenant` on this node, then disconnect each one
+        (the tenant was deleted): a Socket.IO DISCONNECT, so that clients do not reconnect.
+
+        Each socket by its sid, not by room: one still syncing is in no room yet."""
+        sids = [sid for sid, session in self._sessions.items() if session.tenant == tenant]
+        for sid in sids:
+            await self.sio.emit_to(sid, "system_message", notice)
+        for sid in sids:
+            await self.sio.disconnect(sid)
+
     async def close(self, grace: float = 0.0) -> None:
         """Tell every client the server is going, and close its connection once the notice
         has left (at most `grace` seconds). Only the first call does anything.

@@ -6,7 +6,9 @@ from typing import Any, NamedTuple
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
+from .config import TENANT_RE
 from .errors import ValidationFailed
+from .tenants import SETTING_RULES, STATUSES, TENANT_ID_RULE, TenantSettings
 
 MAX_LIMIT = 500
 MAX_SEQ = 2**53 - 1  # JavaScript's MAX_SAFE_INTEGER: seq must round-trip through JSON in JS
@@ -55,6 +57,44 @@ class SystemMessageSchema(Schema):
     level = fields.String(required=True, validate=validate.OneOf(SYSTEM_MESSAGE_LEVELS))
 
 
+# Every override optional (absent: unchanged, or the default for a new tenant) and
+# nullable (null: back to the server's setting); a tenant's answer has all of them.
+TenantSettingsSchema = Schema.from_dict(
+    {
+        name: fields.Integer(
+            allow_none=True,
+            strict=True,
+            validate=validate.Range(rule.lo, rule.hi),
+            data_key=rule.json_name,
+        )
+        for name, rule in SETTING_RULES.items()
+    },
+    name="TenantSettingsSchema",
+)
+
+
+class TenantCreateSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    # `error` is a format string: the braces of the pattern's {0,63} are doubled.
+    id = fields.String(
+        required=True,
+        validate=validate.Regexp(
+            TENANT_RE, error=TENANT_ID_RULE.replace("{", "{{").replace("}", "}}")
+        ),
+    )
+    settings = fields.Nested(TenantSettingsSchema, load_default=None)
+
+
+class TenantUpdateSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    status = fields.String(load_default=None, validate=validate.OneOf(STATUSES))
+    settings = fields.Nested(TenantSettingsSchema, load_default=None)
+
+
 # The schemas below document responses (the OpenAPI document is generated from them);
 # responses themselves are built by `to_json` methods, which the tests check against them.
 
@@ -86,6 +126,18 @@ class StatsSchema(Schema):
     tenantStats = fields.Dict(
         keys=fields.String(), values=fields.Nested(TenantStatsSchema), required=True
     )
+
+
+class TenantSchema(Schema):
+    id = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(STATUSES))
+    createdAt = fields.String(required=True)
+    bootstrap = fields.Boolean(required=True)
+    settings = fields.Nested(TenantSettingsSchema, required=True)
+
+
+class TenantListSchema(Schema):
+    tenants = fields.List(fields.Nested(TenantSchema), required=True)
 
 
 class MemorySchema(Schema):
@@ -146,6 +198,8 @@ _publish = PublishSchema()
 _history = HistoryQuerySchema()
 _system_message = SystemMessageSchema()
 _refresh_token = RefreshTokenSchema()
+_tenant_create = TenantCreateSchema()
+_tenant_update = TenantUpdateSchema()
 
 
 def load(schema: Schema, data: Any) -> dict[str, Any]:
@@ -195,9 +249,25 @@ def parse_history_query(query: dict[str, str]) -> dict[str, Any]:
     return load(_history, query)
 
 
-def _flatten(messages: dict[str, Any]) -> dict[str, str]:
+def parse_tenant_create(payload: Any) -> tuple[str, TenantSettings]:
+    """(id, settings) of a `POST /api/admin/tenants` body."""
+    data = load(_tenant_create, payload)
+    return data["id"], TenantSettings(**(data["settings"] or {}))
+
+
+def parse_tenant_update(payload: Any) -> tuple[str | None, dict[str, int | None]]:
+    """(status or None, the settings named) of a `PATCH /api/admin/tenants/{id}` body."""
+    data = load(_tenant_update, payload)
+    return data["status"], data["settings"] or {}
+
+
+def _flatten(messages: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """One text per field; a nested object's fields as `outer.inner`."""
     out: dict[str, str] = {}
     for field, value in messages.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{field}."))
+            continue
         text = value[0] if isinstance(value, list) and value else value
-        out[field] = text if isinstance(text, str) else str(text)
+        out[prefix + str(field)] = text if isinstance(text, str) else str(text)
     return out

@@ -55,6 +55,11 @@ class EventStore(Protocol):
 
     async def counts(self, tenant: str) -> TenantCounts: ...
 
+    async def purge(self, tenant: str) -> None:
+        """Forget everything of `tenant`: events, seqs, idempotency keys (it was deleted).
+        Its seqs start again at 1 if it is created again."""
+        ...
+
     async def ping(self) -> bool:
         """True when the store answers; never raises."""
         ...

@@ -111,6 +111,10 @@ class MemoryStore:
         ring = self._ring(tenant)
         return TenantCounts(ring.latest, ring.held, ring.last_event_at)
 
+    async def purge(self, tenant: str) -> None:
+        self._rings.pop(tenant, None)
+        self._claims.pop(tenant, None)
+
     async def epoch(self) -> str:
         return self._epoch
 

@@ -10,6 +10,11 @@ one slot, which the append script needs):
                            its first publish created; expires after the key's TTL
     feed:epoch             names this Redis's seq numbering (see `EventStore.epoch`); made
                            on first use, so a flushed Redis gets a new one
+    feed:relay:wake        a stream of one entry, added when a node's set of tenants
+                           changes: every node's `follow` then returns at once and reads
+                           the new tenant's stream too (see `cluster.StreamRelay`)
+
+Every key of a tenant has its `{tenant}` hash tag: `purge` finds them all with one SCAN.
 
 Because the entry id is the seq, every history window is one XRANGE/XREVRANGE with
 exclusive bounds, and a node follows new events with one XREAD over all tenants.
@@ -21,7 +26,7 @@ import logging
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -69,6 +74,9 @@ redis.call('SET', KEYS[1], ARGV[1])
 return ARGV[1]
 """
 EPOCH_KEY = "feed:epoch"
+RELAY_WAKE_KEY = "feed:relay:wake"
+# Keys removed per UNLINK while purging a tenant.
+PURGE_BATCH = 500
 
 
 def seq_key(tenant: str) -> str:
@@ -81,6 +89,18 @@ def stream_key(tenant: str) -> str:
 
 def claim_key(tenant: str, key: str) -> str:
     return f"feed:{{{tenant}}}:claim:{key}"
+
+
+def tenant_keys(tenant: str) -> str:
+    """The SCAN pattern of every key of `tenant` (ids have no glob characters)."""
+    return f"feed:{{{tenant}}}:*"
+
+
+class Followed(NamedTuple):
+    """What one `RedisStore.follow` read."""
+
+    events: list[Event]
+    woken: str  # the last `feed:relay:wake` entry read: where the next follow starts
 
 
 def redis_client(
@@ -190,22 +210,51 @@ class RedisStore:
 
     async def latest_seqs(self, tenants: Sequence[str]) -> dict[str, int]:
         """The latest seq of each tenant, in one round trip."""
+        if not tenants:
+            return {}
         with self._store_errors():
             values = await self._redis.mget([seq_key(t) for t in tenants])
         return {tenant: int(value or 0) for tenant, value in zip(tenants, values, strict=True)}
 
-    async def follow(self, cursors: Mapping[str, int], *, count: int) -> list[Event]:
+    async def follow(self, cursors: Mapping[str, int], *, count: int, woken: str) -> Followed:
         """Events with seq > cursors[tenant], oldest first per tenant, at most `count` per
-        tenant; waits up to the follow block time for the first one, then returns [] ."""
+        tenant; waits up to the follow block time for the first one, or for a wake-up
+        after `woken` (`wake_followers`), then returns what it read."""
         streams: Any = {stream_key(t): f"{seq}-0" for t, seq in cursors.items()}
+        streams[RELAY_WAKE_KEY] = woken
         reply: Any
         with self._store_errors():
             reply = await self._follower.xread(streams, count=count, block=self._follow_block_ms)
         events: list[Event] = []
         for key, entries in reply or []:
+            if key == RELAY_WAKE_KEY:
+                woken = entries[-1][0]
+                continue
             tenant = key[len("feed:{") : -len("}:events")]
             events.extend(_event(tenant, entry) for entry in entries)
-        return events
+        return Followed(events, woken)
+
+    async def wake_followers(self) -> None:
+        """End the blocking read of every node's `follow` now (a node's tenants changed)."""
+        with self._store_errors():
+            await self._redis.xadd(RELAY_WAKE_KEY, {"wake": "1"}, maxlen=1)
+
+    async def last_wake(self) -> str:
+        """The newest wake-up: a `follow` from it waits for the next one."""
+        with self._store_errors():
+            newest = await self._redis.xrevrange(RELAY_WAKE_KEY, "+", "-", count=1)
+        return str(newest[0][0]) if newest else "0-0"
+
+    async def purge(self, tenant: str) -> None:
+        with self._store_errors():
+            batch: list[str] = []
+            async for key in self._redis.scan_iter(match=tenant_keys(tenant), count=1000):
+                batch.append(key)
+                if len(batch) >= PURGE_BATCH:
+                    await self._redis.unlink(*batch)
+                    batch = []
+            if batch:
+                await self._redis.unlink(*batch)
 
     @contextmanager
     def _store_errors(self) -> Iterator[None]:

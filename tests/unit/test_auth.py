@@ -8,7 +8,8 @@ import jwt
 import pytest
 
 from feedserver.auth import HeaderAuthenticator, TenantCatalogue, TokenAuthenticator, mint_token
-from feedserver.errors import ForbiddenTenant, Unauthorized
+from feedserver.errors import ForbiddenTenant, Unauthorized, ValidationFailed
+from feedserver.tenants import Tenant, TenantDirectory
 
 SECRET = "s" * 64
 OTHER_SECRET = "o" * 64
@@ -16,7 +17,11 @@ OTHER_SECRET = "o" * 64
 
 @pytest.fixture
 def tokens() -> TokenAuthenticator:
-    return TokenAuthenticator(TenantCatalogue(("tenant_a", "tenant_b")), SECRET)
+    return TokenAuthenticator(catalogue_of("tenant_a", "tenant_b"), SECRET)
+
+
+def catalogue_of(*tenants: str) -> TenantCatalogue:
+    return TenantCatalogue(TenantDirectory(Tenant(t) for t in tenants))
 
 
 def bearer(token: str, **extra: str) -> dict[str, str]:
@@ -117,17 +122,30 @@ def test_an_empty_tenant_header_is_a_malformed_tenant_not_an_absent_one(
     with pytest.raises(ForbiddenTenant):
         tokens.from_headers(bearer(mint_token(SECRET, "tenant_a", 60), **{"X-Tenant-ID": ""}))
     with pytest.raises(ForbiddenTenant):
-        HeaderAuthenticator(TenantCatalogue(("tenant_a",))).from_headers({"X-Tenant-ID": ""})
-    assert HeaderAuthenticator(TenantCatalogue(("tenant_a",))).from_headers({}).tenant is None
+        HeaderAuthenticator(catalogue_of("tenant_a")).from_headers({"X-Tenant-ID": ""})
+    assert HeaderAuthenticator(catalogue_of("tenant_a")).from_headers({}).tenant is None
 
 
-def test_the_named_tenant_must_be_a_well_formed_configured_one() -> None:
-    # "Bad Id" cannot come from FEED_TENANTS (config refuses it); a catalogue given it
-    # anyway still refuses it, as before principals were made once per tenant.
-    auth = HeaderAuthenticator(TenantCatalogue(("tenant_a", "Bad Id")))
+def test_the_named_tenant_must_be_a_well_formed_existing_one() -> None:
+    auth = HeaderAuthenticator(catalogue_of("tenant_a"))
     assert auth.from_headers({"X-Tenant-ID": "tenant_a"}).tenant == "tenant_a"
     for refused in ("tenant_b", "Bad Id", "TENANT_A", "tenant_a "):
         with pytest.raises(ForbiddenTenant):
             auth.from_headers({"X-Tenant-ID": refused})
+    # Only well-formed ids can be in the directory: a lookup alone decides.
+    with pytest.raises(ValidationFailed):
+        Tenant("Bad Id")
+
+
+async def test_a_deleted_tenant_is_refused_also_after_requests_made_its_principal() -> None:
+    directory = TenantDirectory([Tenant("tenant_a"), Tenant("tenant_b")])
+    auth = HeaderAuthenticator(TenantCatalogue(directory))
+    assert auth.from_headers({"X-Tenant-ID": "tenant_a"}).tenant == "tenant_a"
+    await directory.apply("tenant_a", None)
     with pytest.raises(ForbiddenTenant):
-        TenantCatalogue(("Bad Id",)).check("Bad Id")
+        auth.from_headers({"X-Tenant-ID": "tenant_a"})
+    with pytest.raises(ForbiddenTenant):
+        auth.from_handshake({"tenant": "tenant_a"}, {})
+    await directory.apply("tenant_c", Tenant("tenant_c"))
+    assert auth.from_headers({"X-Tenant-ID": "tenant_c"}).tenant == "tenant_c"
+    assert TenantCatalogue(directory).tenants == ("tenant_b", "tenant_c")

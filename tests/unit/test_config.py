@@ -60,6 +60,8 @@ GOOD: dict[str, list[tuple[str, Any]]] = {
     "FEED_HTTP_HEADER_TIMEOUT": [("0.5", 0.5), ("10", 10.0)],
     "FEED_HTTP_KEEPALIVE_TIMEOUT": [("15", 15.0), ("3600", 3600.0)],
     "FEED_METRICS_PORT": [("9100", 9100)],
+    "FEED_METRICS_MAX_TENANTS": [("0", 0), ("100000", 100_000)],
+    "FEED_DATA_DIR": [("/var/lib/feedserver", "/var/lib/feedserver"), (" data ", "data")],
     "LOG_LEVEL": [("debug", "DEBUG"), ("WARNING", "WARNING")],
     "LOG_FORMAT": [("json", "json"), ("TEXT", "text")],
 }
@@ -91,6 +93,7 @@ BAD: dict[str, list[str]] = {
     "FEED_HTTP_HEADER_TIMEOUT": ["0", "-1", "soon"],
     "FEED_HTTP_KEEPALIVE_TIMEOUT": ["0", "3601"],
     "FEED_METRICS_PORT": ["0", "65536", "x"],
+    "FEED_METRICS_MAX_TENANTS": ["-1", "100001", "all"],
     "LOG_LEVEL": ["verbose"],
     "LOG_FORMAT": ["xml"],
 }
@@ -124,6 +127,8 @@ ATTRIBUTE = {
     "FEED_HTTP_HEADER_TIMEOUT": "http_header_timeout",
     "FEED_HTTP_KEEPALIVE_TIMEOUT": "http_keepalive_timeout",
     "FEED_METRICS_PORT": "metrics_port",
+    "FEED_METRICS_MAX_TENANTS": "metrics_max_tenants",
+    "FEED_DATA_DIR": "data_dir",
     "LOG_LEVEL": "log_level",
     "LOG_FORMAT": "log_format",
 }

@@ -10,6 +10,7 @@ from feedserver.core import Feed, LocalBus, LocalConnections, SystemNotice, Tena
 from feedserver.errors import RateLimited, ValidationFailed
 from feedserver.events import Event
 from feedserver.store import MemoryStore
+from feedserver.tenants import Tenant, TenantDirectory
 
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
@@ -17,6 +18,7 @@ TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 def make_feed(history_size: int = 5, initial_events: int = 3, **extra: object) -> Feed:
     return Feed(
         MemoryStore(history_size),
+        TenantDirectory([Tenant("tenant_a"), Tenant("tenant_b")]),
         history_size=history_size,
         initial_events=initial_events,
         max_message_length=20,

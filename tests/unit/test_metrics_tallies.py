@@ -8,6 +8,7 @@ if a prometheus-client release changes them.
 from __future__ import annotations
 
 from feedserver.metrics import LATENCY_BUCKETS, FeedMetrics
+from feedserver.tenants import Tenant, TenantDirectory
 
 # Bucket bounds exactly, between them, over the largest (+Inf) and zero.
 SECONDS = [0.0, 0.0001, 0.00011, 0.0003, 0.005, 0.0049, 1.0, 4.9, 5.0, 7.5, 0.00025]
@@ -15,6 +16,10 @@ REQUESTS = [("POST", "/api/events", 201), ("GET", "/api/events", 200), ("POST", 
 # (tenant, sockets sent to) per fan-out: none, several, and a tenant that is not configured.
 FANOUTS = [("tenant_a", 3), ("tenant_b", 0), ("tenant_a", 1000), ("tenant_x", 2), ("tenant_b", 7)]
 TENANTS = ["tenant_a", "tenant_b"]
+
+
+def metrics_of(tenants: list[str]) -> FeedMetrics:
+    return FeedMetrics(TenantDirectory(Tenant(t) for t in tenants))
 
 
 def exposed(metrics: FeedMetrics) -> list[str]:
@@ -36,10 +41,10 @@ def through_prometheus(metrics: FeedMetrics) -> None:
         if status == 429:
             metrics.refused_by_rate_limit("http")
         metrics.publish_latency.observe(seconds)
-        metrics._published["tenant_a"].inc()
+        metrics.published_events.labels("tenant_a").inc()
         tenant, recipients = FANOUTS[n % len(FANOUTS)]
-        if tenant in metrics._delivered:
-            metrics._delivered[tenant].inc(recipients)
+        if tenant in TENANTS:
+            metrics.delivered_events.labels(tenant).inc(recipients)
         metrics.fanout_latency.observe(seconds)
 
 
@@ -52,7 +57,7 @@ def through_tallies(metrics: FeedMetrics) -> None:
 
 
 def test_tallied_observations_expose_what_prometheus_client_would() -> None:
-    direct, tallied = FeedMetrics(TENANTS), FeedMetrics(TENANTS)
+    direct, tallied = metrics_of(TENANTS), metrics_of(TENANTS)
     through_prometheus(direct)
     through_tallies(tallied)
     lines = exposed(tallied)
@@ -66,7 +71,7 @@ def test_tallied_observations_expose_what_prometheus_client_would() -> None:
 
 
 def test_each_observation_is_exposed_once_across_scrapes() -> None:
-    direct, tallied = FeedMetrics(TENANTS), FeedMetrics(TENANTS)
+    direct, tallied = metrics_of(TENANTS), metrics_of(TENANTS)
     assert exposed(tallied) == exposed(direct)  # nothing yet: zero counts, empty buckets
     for _ in range(2):
         through_prometheus(direct)
@@ -76,7 +81,7 @@ def test_each_observation_is_exposed_once_across_scrapes() -> None:
 
 
 def test_the_tallies_bucket_like_the_histogram() -> None:
-    assert FeedMetrics(["tenant_a"]).publish_latency._upper_bounds == [
+    assert metrics_of(["tenant_a"]).publish_latency._upper_bounds == [
         *LATENCY_BUCKETS,
         float("inf"),
     ]

@@ -1,0 +1,200 @@
+"""The tenant registry of a single node (`FEED_STORE=memory`): a JSON file in
+`FEED_DATA_DIR` (`TenantFile`), or without it this process's memory (`HeldTenants`).
+
+`FEED_DATA_DIR/tenants.json`:
+
+    {"schemaVersion": 1, "tenants": [<Tenant.to_json()>, ...], "deleted": ["id", ...]}
+
+Written atomically: a temporary file in the same directory, fsync, `os.replace`, fsync of
+the directory; a crash leaves the old file or the new one, never part of one. Whoever
+changes it (a serving node for its whole life, `feedserver tenants add|set|rm` for one
+command) holds an exclusive `flock` on `FEED_DATA_DIR/tenants.lock`, so a second writer is
+refused instead of overwriting what the first one wrote. Reading needs no lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import orjson
+
+from ..config import TENANT_RE
+from ..tenants import (
+    SCHEMA_VERSION,
+    Changed,
+    Edit,
+    Tenant,
+    TenantRecordError,
+    TenantState,
+    check_schema_version,
+)
+
+log = logging.getLogger(__name__)
+
+TENANTS_FILE = "tenants.json"
+LOCK_FILE = "tenants.lock"
+
+
+class DataDirLocked(RuntimeError):
+    """Another process (a running server, another CLI command) writes this FEED_DATA_DIR."""
+
+
+class TenantFile:
+    """The registry in `FEED_DATA_DIR/tenants.json`, for one writing process at a time."""
+
+    def __init__(self, data_dir: str | Path) -> None:
+        self.directory = Path(data_dir)
+        self.path = self.directory / TENANTS_FILE
+        self._lock_fd: int | None = None
+
+    async def open(self) -> None:
+        """Take the directory's lock and check that the file can be read (a corrupt file
+        fails here, at start, rather than at the first change)."""
+        await asyncio.to_thread(self._lock)
+
+    async def read(self) -> TenantState:
+        return await asyncio.to_thread(self._read)
+
+    async def read_one(self, tenant_id: str) -> Tenant | None:
+        return (await self.read()).tenants.get(tenant_id)
+
+    async def change(self, edit: Edit) -> Changed:
+        if self._lock_fd is None:
+            raise RuntimeError("TenantFile.change before open()")
+        return await asyncio.to_thread(self._change, edit)
+
+    async def version(self) -> int:
+        return 0
+
+    async def close(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # releases the flock
+
+    def _lock(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DataDirLocked(
+                f"FEED_DATA_DIR {self.directory} is in use by another feedserver process "
+                f"({LOCK_FILE} is locked)"
+            ) from None
+        self._lock_fd = fd
+        try:
+            self._read()
+        except BaseException:
+            self._lock_fd = None
+            os.close(fd)
+            raise
+
+    def _read(self) -> TenantState:
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return TenantState()
+        try:
+            return parse_tenant_file(data)
+        except TenantRecordError as exc:
+            raise TenantRecordError(
+                f"{self.path} is not a tenant registry this feedserver can read ({exc}); "
+                "repair or move it"
+            ) from None
+
+    def _change(self, edit: Edit) -> Changed:
+        before = self._read()
+        after = before.copy()
+        edit(after)
+        ids = after.changed_since(before)
+        if ids or after.deleted != before.deleted:
+            self._write(after)
+        return Changed(after, ids)
+
+    def _write(self, state: TenantState) -> None:
+        body = orjson.dumps(
+            {
+                "schemaVersion": SCHEMA_VERSION,
+                "tenants": [state.tenants[t].to_json() for t in sorted(state.tenants)],
+                "deleted": sorted(state.deleted),
+            },
+            option=orjson.OPT_INDENT_2,
+        )
+        fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".tenants.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(body)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, self.path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        # The rename itself is durable only once the directory is flushed too.
+        directory = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+
+def parse_tenant_file(data: bytes) -> TenantState:
+    """The state in a `tenants.json`; TenantRecordError for anything else."""
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise TenantRecordError(f"not JSON: {exc}") from None
+    if not isinstance(body, dict) or body.keys() != {"schemaVersion", "tenants", "deleted"}:
+        raise TenantRecordError("expected an object with schemaVersion, tenants and deleted")
+    check_schema_version(body["schemaVersion"])
+    if not isinstance(body["tenants"], list) or not isinstance(body["deleted"], list):
+        raise TenantRecordError("tenants and deleted must be lists")
+    state = TenantState()
+    for record in body["tenants"]:
+        tenant = Tenant.from_json(record)
+        if tenant.id in state.tenants:
+            raise TenantRecordError(f"tenant {tenant.id!r} is listed twice")
+        state.tenants[tenant.id] = tenant
+    for tenant_id in body["deleted"]:
+        if not isinstance(tenant_id, str) or not TENANT_RE.match(tenant_id):
+            raise TenantRecordError(f"deleted id {tenant_id!r} is not a tenant id")
+        state.deleted.add(tenant_id)
+    return state
+
+
+class HeldTenants:
+    """Without `FEED_DATA_DIR`: the registry lives, and ends, with this process."""
+
+    def __init__(self) -> None:
+        self._state = TenantState()
+
+    async def open(self) -> None:
+        log.info(
+            "FEED_DATA_DIR is not set: tenants created at runtime are kept in memory and "
+            "lost on restart (FEED_TENANTS are created again)"
+        )
+
+    async def read(self) -> TenantState:
+        return self._state.copy()
+
+    async def read_one(self, tenant_id: str) -> Tenant | None:
+        return self._state.tenants.get(tenant_id)
+
+    async def change(self, edit: Edit) -> Changed:
+        after = self._state.copy()
+        edit(after)
+        ids = after.changed_since(self._state)
+        self._state = after
+        return Changed(after.copy(), ids)
+
+    async def version(self) -> int:
+        return 0
+
+    async def close(self) -> None:
+        pass

@@ -1,0 +1,469 @@
+"""Tenants as records: which exist, in which state, with which overrides; the registry that
+keeps them and the directory every request reads. No aiohttp, no socketio here.
+
+- `Tenant` / `TenantSettings`: one record, with its JSON form (`to_json`, `from_json`) and
+  the stored form (`encode_record`, `decode_record`: the JSON plus `schemaVersion`).
+- `TenantDirectory`: this process's snapshot, id -> Tenant. Hot paths read it with one
+  dict lookup and never wait for I/O; listeners hear every change (`on_change`).
+- `TenantRegistry`: create, update, delete, get, list over a `TenantBackend` (a file in
+  `FEED_DATA_DIR`, this process's memory, or Redis: `store/tenant_file.py`,
+  `store/redis_tenants.py`), applying each change to the directory. `FEED_TENANTS` is the
+  bootstrap: those ids are created when missing, unless they were deleted (a tombstone),
+  so that an operator's deletion survives the next start.
+
+Why a directory and not the backend on each request: a publish costs tens of
+microseconds, a Redis round trip or a file read costs more than the whole publish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, NamedTuple, Protocol
+
+import orjson
+
+from .config import TENANT_RE
+from .errors import (
+    FeedError,
+    ForbiddenTenant,
+    NotFound,
+    StoreUnavailable,
+    TenantExists,
+    TenantSuspended,
+    ValidationFailed,
+)
+from .events import utc_timestamp
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+ACTIVE = "active"
+SUSPENDED = "suspended"
+STATUSES = (ACTIVE, SUSPENDED)
+TENANT_ID_RULE = f"must match {TENANT_RE.pattern}"
+
+
+class SettingRule(NamedTuple):
+    json_name: str
+    lo: int
+    hi: int
+
+
+# Each per-tenant override: its JSON name and the values it may take (None: the server's
+# own setting). The ranges are those of the matching FEED_* variables.
+SETTING_RULES: dict[str, SettingRule] = {
+    "max_events_per_sec": SettingRule("maxEventsPerSec", 1, 10**9),
+    "max_connections": SettingRule("maxConnections", 1, 10**7),
+    "history_size": SettingRule("historySize", 1, 1_000_000),
+    "max_message_length": SettingRule("maxMessageLength", 1, 100_000),
+    "retention_seconds": SettingRule("retentionSeconds", 1, 10 * 365 * 86_400),
+}
+_BY_JSON_NAME = {rule.json_name: name for name, rule in SETTING_RULES.items()}
+
+
+class TenantRecordError(ValueError):
+    """A stored tenant record (file or Redis) that this version cannot read."""
+
+
+@dataclass(frozen=True, slots=True)
+class TenantSettings:
+    """Per-tenant overrides; None means the server's setting (FEED_*)."""
+
+    max_events_per_sec: int | None = None
+    max_connections: int | None = None
+    history_size: int | None = None
+    max_message_length: int | None = None
+    retention_seconds: int | None = None
+
+    def __post_init__(self) -> None:
+        problems = {
+            f"settings.{rule.json_name}": f"must be null or an integer in {rule.lo}..{rule.hi}"
+            for name, rule in SETTING_RULES.items()
+            if not _allowed(getattr(self, name), rule)
+        }
+        if problems:
+            raise ValidationFailed("Invalid tenant settings", problems)
+
+    def to_json(self) -> dict[str, int | None]:
+        return {rule.json_name: getattr(self, name) for name, rule in SETTING_RULES.items()}
+
+    @classmethod
+    def from_json(cls, data: object) -> TenantSettings:
+        """From `{jsonName: int | null}`; absent names are None."""
+        if not isinstance(data, dict):
+            raise ValidationFailed("Invalid tenant settings", {"settings": "must be an object"})
+        return cls().overridden({_setting_name(key): value for key, value in data.items()})
+
+    def overridden(self, changes: Mapping[str, int | None]) -> TenantSettings:
+        """These settings with `changes` (field name -> value; None: back to the default)."""
+        unknown = [name for name in changes if name not in SETTING_RULES]
+        if unknown:
+            raise ValidationFailed(
+                "Unknown tenant settings", {f"settings.{name}": "unknown" for name in unknown}
+            )
+        return replace(self, **changes)
+
+
+def _allowed(value: object, rule: SettingRule) -> bool:
+    if value is None:
+        return True
+    return type(value) is int and rule.lo <= value <= rule.hi
+
+
+def _setting_name(json_name: object) -> str:
+    name = _BY_JSON_NAME.get(json_name) if isinstance(json_name, str) else None
+    if name is None:
+        raise ValidationFailed("Unknown tenant settings", {f"settings.{json_name}": "unknown"})
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    id: str
+    status: str = ACTIVE  # ACTIVE | SUSPENDED
+    created_at: str = field(default_factory=utc_timestamp)  # ISO 8601 UTC, as events
+    bootstrap: bool = False  # created from FEED_TENANTS
+    settings: TenantSettings = field(default_factory=TenantSettings)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not TENANT_RE.match(self.id):
+            raise ValidationFailed("Invalid tenant id", {"id": TENANT_ID_RULE})
+        if self.status not in STATUSES:
+            raise ValidationFailed("Invalid status", {"status": "must be active or suspended"})
+
+    @property
+    def active(self) -> bool:
+        return self.status == ACTIVE
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "status": self.status,
+            "createdAt": self.created_at,
+            "bootstrap": self.bootstrap,
+            "settings": self.settings.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> Tenant:
+        """The inverse of `to_json`; TenantRecordError for anything else."""
+        if not isinstance(data, dict) or data.keys() != {
+            "id",
+            "status",
+            "createdAt",
+            "bootstrap",
+            "settings",
+        }:
+            raise TenantRecordError(
+                "a tenant record has id, status, createdAt, bootstrap, settings"
+            )
+        if not isinstance(data["createdAt"], str) or not isinstance(data["bootstrap"], bool):
+            raise TenantRecordError(f"tenant {data['id']!r}: bad createdAt or bootstrap")
+        try:
+            return cls(
+                data["id"],
+                data["status"],
+                data["createdAt"],
+                data["bootstrap"],
+                TenantSettings.from_json(data["settings"]),
+            )
+        except FeedError as exc:
+            raise TenantRecordError(
+                f"tenant {data['id']!r}: {exc.details or exc.message}"
+            ) from None
+
+
+def encode_record(tenant: Tenant) -> bytes:
+    """The stored form of one tenant: its JSON with the schema version."""
+    return orjson.dumps({"schemaVersion": SCHEMA_VERSION, **tenant.to_json()})
+
+
+def decode_record(data: bytes | str) -> Tenant:
+    """The inverse of `encode_record`; TenantRecordError for anything else."""
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise TenantRecordError(f"not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise TenantRecordError("a tenant record is a JSON object")
+    check_schema_version(body.pop("schemaVersion", None))
+    return Tenant.from_json(body)
+
+
+def check_schema_version(version: object) -> None:
+    if version != SCHEMA_VERSION:
+        raise TenantRecordError(
+            f"schemaVersion {version!r} is not {SCHEMA_VERSION}, the one this feedserver reads"
+        )
+
+
+# -- the state a backend stores, and the edits the registry makes to it ---------------------
+
+
+@dataclass(slots=True)
+class TenantState:
+    """Everything a backend stores: the tenants and the ids deleted at runtime."""
+
+    tenants: dict[str, Tenant] = field(default_factory=dict)
+    deleted: set[str] = field(default_factory=set)  # tombstones: never bootstrapped again
+
+    def copy(self) -> TenantState:
+        return TenantState(dict(self.tenants), set(self.deleted))
+
+    def changed_since(self, before: TenantState) -> list[str]:
+        """The ids whose record differs between `before` and this state."""
+        ids = before.tenants.keys() | self.tenants.keys()
+        return sorted(i for i in ids if before.tenants.get(i) != self.tenants.get(i))
+
+    def add(self, tenant: Tenant) -> None:
+        if tenant.id in self.tenants:
+            raise TenantExists(f"Tenant {tenant.id} exists", {"id": "already exists"})
+        self.tenants[tenant.id] = tenant
+        self.deleted.discard(tenant.id)
+
+    def add_bootstrap(self, ids: Iterable[str], created_at: str) -> None:
+        """Create each of `ids` that is neither present nor deleted at runtime."""
+        for tenant_id in ids:
+            if tenant_id not in self.tenants and tenant_id not in self.deleted:
+                self.tenants[tenant_id] = Tenant(tenant_id, ACTIVE, created_at, bootstrap=True)
+
+    def revise(
+        self, tenant_id: str, status: str | None, settings: Mapping[str, int | None] | None
+    ) -> Tenant:
+        current = self.existing(tenant_id)
+        revised = replace(
+            current,
+            status=current.status if status is None else status,
+            settings=current.settings.overridden(settings or {}),
+        )
+        self.tenants[tenant_id] = revised
+        return revised
+
+    def remove(self, tenant_id: str) -> None:
+        self.existing(tenant_id)
+        del self.tenants[tenant_id]
+        self.deleted.add(tenant_id)
+
+    def existing(self, tenant_id: str) -> Tenant:
+        tenant = self.tenants.get(tenant_id)
+        if tenant is None:
+            raise NotFound(f"No tenant {tenant_id}", {"id": "no such tenant"})
+        return tenant
+
+
+Edit = Callable[[TenantState], object]
+Reload = Callable[[str], Awaitable[None]]
+ReloadAll = Callable[[], Awaitable[int]]
+
+
+class Changed(NamedTuple):
+    state: TenantState  # after the edit
+    ids: list[str]  # whose record the edit changed
+
+
+class TenantBackend(Protocol):
+    """Where the registry keeps its `TenantState`: one file, this process, or Redis."""
+
+    async def open(self) -> None:
+        """Before the first change (a file backend locks its directory: one writer)."""
+        ...
+
+    async def read(self) -> TenantState: ...
+
+    async def read_one(self, tenant_id: str) -> Tenant | None: ...
+
+    async def change(self, edit: Edit) -> Changed:
+        """Run `edit` on the current state and store what it changed, as one atomic step
+        (an `edit` that raises changes nothing). Other processes are told which ids changed."""
+        ...
+
+    async def version(self) -> int:
+        """A number that moves with every change (Redis: a counter; elsewhere 0)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class TenantWatcher(Protocol):
+    """How a node hears of the changes other processes make to a shared backend (Redis)."""
+
+    async def start(self, reload: Reload, reload_all: ReloadAll) -> None:
+        """From now until `close()`: call `reload(id)` for each change another process
+        makes, and `reload_all()` after any gap (each (re)connection, a missed
+        notification)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+# -- the directory ---------------------------------------------------------------------------
+
+TenantListener = Callable[[str, "Tenant | None"], Awaitable[None]]
+
+
+class TenantDirectory:
+    """The tenants this process knows now: id -> Tenant, read synchronously on every request.
+
+    Listeners hear every change once it is in the snapshot: a new or changed tenant in the
+    order they registered, a deletion in the reverse order (what is set up first is torn
+    down last: the metrics of a tenant exist before its first socket and outlive its last).
+    """
+
+    def __init__(self, tenants: Iterable[Tenant] = ()) -> None:
+        self._tenants: dict[str, Tenant] = {t.id: t for t in tenants}
+        # Read-only to everyone else; `in` on it is one dict lookup.
+        self.view: Mapping[str, Tenant] = MappingProxyType(self._tenants)
+        self._listeners: list[TenantListener] = []
+
+    def on_change(self, listener: TenantListener) -> None:
+        """Call `listener(tenant_id, tenant)` after each change (None: deleted)."""
+        self._listeners.append(listener)
+
+    def get(self, tenant_id: str) -> Tenant | None:
+        return self._tenants.get(tenant_id)
+
+    def ids(self) -> tuple[str, ...]:
+        return tuple(self._tenants)
+
+    def __len__(self) -> int:
+        return len(self._tenants)
+
+    def __contains__(self, tenant_id: object) -> bool:
+        return tenant_id in self._tenants
+
+    def active(self, tenant_id: str) -> Tenant:
+        """The tenant, if it may publish and take new subscribers now."""
+        tenant = self._tenants.get(tenant_id)
+        if tenant is None:
+            raise ForbiddenTenant()
+        if tenant.status != ACTIVE:
+            raise TenantSuspended()
+        return tenant
+
+    async def apply(self, tenant_id: str, tenant: Tenant | None) -> None:
+        """Make `tenant` (None: no tenant) the record of `tenant_id`; listeners hear of it
+        when that is a change."""
+        if self._tenants.get(tenant_id) == tenant:
+            return
+        if tenant is None:
+            del self._tenants[tenant_id]
+            listeners = reversed(self._listeners)
+        else:
+            self._tenants[tenant_id] = tenant
+            listeners = iter(self._listeners)
+        for listener in list(listeners):
+            try:
+                await listener(tenant_id, tenant)
+            except Exception:
+                log.exception("a listener of tenant %s failed", tenant_id)
+
+    async def replace(self, tenants: Mapping[str, Tenant]) -> None:
+        """Make `tenants` the whole snapshot (a full reload), in id order."""
+        for tenant_id in [t for t in self._tenants if t not in tenants]:
+            await self.apply(tenant_id, None)
+        for tenant_id in sorted(tenants):
+            await self.apply(tenant_id, tenants[tenant_id])
+
+
+# -- the registry ----------------------------------------------------------------------------
+
+
+class TenantRegistry:
+    """Tenant administration over a `TenantBackend`, keeping `directory` in step with it.
+
+    Every change to the directory, whether made here or heard from another process, is
+    made under one lock after reading the backend: a reload that read the state before a
+    local change can never be applied after it (which would delete, and purge, a tenant
+    that had just been created).
+    """
+
+    def __init__(
+        self,
+        backend: TenantBackend,
+        directory: TenantDirectory,
+        *,
+        bootstrap: Sequence[str] = (),
+        watcher: TenantWatcher | None = None,
+    ) -> None:
+        self.backend = backend
+        self.directory = directory
+        self._bootstrap = tuple(bootstrap)
+        self._changes = watcher
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        """Ready for changes (the CLI): nothing is loaded into the directory."""
+        await self.backend.open()
+
+    async def start(self) -> None:
+        """A serving node: open, create the bootstrap tenants, fill the directory, and
+        follow the changes other processes make."""
+        await self.backend.open()
+        with contextlib.suppress(StoreUnavailable):  # Redis down: the watcher loads it later
+            await self._reload_all()
+        if self._changes is not None:
+            await self._changes.start(self._reload, self._reload_all)
+
+    async def close(self) -> None:
+        if self._changes is not None:
+            await self._changes.close()
+        await self.backend.close()
+
+    async def create(self, tenant_id: str, settings: TenantSettings | None = None) -> Tenant:
+        """A new active tenant; `TenantExists` (409) when the id is taken."""
+        tenant = Tenant(tenant_id, settings=settings or TenantSettings())
+        await self._change(lambda state: state.add(tenant))
+        return tenant
+
+    async def update(
+        self,
+        tenant_id: str,
+        *,
+        status: str | None = None,
+        settings: Mapping[str, int | None] | None = None,
+    ) -> Tenant:
+        """Change the status and the named settings (None: back to the server's)."""
+        changed = await self._change(lambda state: state.revise(tenant_id, status, settings))
+        return changed.state.existing(tenant_id)
+
+    async def delete(self, tenant_id: str) -> None:
+        """Remove the tenant; the listeners of each process purge its data (`Feed`) and
+        disconnect its sockets. A deleted FEED_TENANTS id is not created again at start."""
+        await self._change(lambda state: state.remove(tenant_id))
+
+    async def get(self, tenant_id: str) -> Tenant:
+        tenant = await self.backend.read_one(tenant_id)
+        if tenant is None:
+            raise NotFound(f"No tenant {tenant_id}", {"id": "no such tenant"})
+        return tenant
+
+    async def list(self) -> list[Tenant]:
+        return sorted((await self.backend.read()).tenants.values(), key=lambda t: t.id)
+
+    async def _change(self, edit: Edit) -> Changed:
+        async with self._lock:
+            changed = await self.backend.change(edit)
+            for tenant_id in changed.ids:
+                await self.directory.apply(tenant_id, changed.state.tenants.get(tenant_id))
+        return changed
+
+    async def _reload(self, tenant_id: str) -> None:
+        async with self._lock:
+            await self.directory.apply(tenant_id, await self.backend.read_one(tenant_id))
+
+    async def _reload_all(self) -> int:
+        """Bootstrap (idempotent: a Redis that lost its data gets FEED_TENANTS back), then
+        the whole state; the backend version it reflects."""
+        async with self._lock:
+            if self._bootstrap:
+                created_at = utc_timestamp()
+                await self.backend.change(lambda s: s.add_bootstrap(self._bootstrap, created_at))
+            version = await self.backend.version()
+            state = await self.backend.read()
+            await self.directory.replace(state.tenants)
+        return version

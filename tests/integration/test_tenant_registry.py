@@ -1,0 +1,337 @@
+"""One contract, three tenant backends: this process's memory, a file in FEED_DATA_DIR, and
+Redis; then what only the file (one writer, atomic writes) and Redis (every node follows)
+add."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from feedserver.cluster import TenantChannel
+from feedserver.errors import NotFound, TenantExists, ValidationFailed
+from feedserver.store.redis import redis_client
+from feedserver.store.redis_tenants import TENANTS_KEY, TENANTS_VERSION_KEY, RedisTenants
+from feedserver.store.tenant_file import DataDirLocked, HeldTenants, TenantFile
+from feedserver.tenants import (
+    SUSPENDED,
+    Tenant,
+    TenantBackend,
+    TenantDirectory,
+    TenantRecordError,
+    TenantRegistry,
+    TenantSettings,
+    encode_record,
+)
+from tests.redis_server import RedisServer, running_redis
+
+# Opens a started registry over the fixture's backing state, with these bootstrap ids.
+RegistryFactory = Callable[..., Awaitable[TenantRegistry]]
+CHANGE_WITHIN_S = 1.0
+
+
+@pytest.fixture(params=["memory", "file", "redis"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def open_registry(kind: str, tmp_path: Path) -> AsyncIterator[RegistryFactory]:
+    opened: list[TenantRegistry] = []
+    async with contextlib.AsyncExitStack() as stack:
+        redis: RedisServer | None = None
+        if kind == "redis":
+            redis = await stack.enter_async_context(running_redis(tmp_path, appendonly=True))
+
+        async def open_one(*bootstrap: str, resync_s: float = 5.0) -> TenantRegistry:
+            backend: TenantBackend
+            watcher = None
+            if redis is not None:
+                backend = RedisTenants(redis.url)
+                watcher = TenantChannel(redis.url, backend, resync_s=resync_s)
+            elif kind == "file":
+                backend = TenantFile(tmp_path / "data")
+            else:
+                backend = HeldTenants()
+            registry = TenantRegistry(
+                backend, TenantDirectory(), bootstrap=bootstrap, watcher=watcher
+            )
+            await registry.start()
+            opened.append(registry)
+            return registry
+
+        yield open_one
+        for registry in opened:
+            await registry.close()
+
+
+@pytest.fixture
+async def registry(open_registry: RegistryFactory) -> TenantRegistry:
+    return await open_registry("tenant_a", "tenant_b")
+
+
+async def reopen(
+    open_registry: RegistryFactory, old: TenantRegistry, *bootstrap: str
+) -> TenantRegistry:
+    """The registry of a restarted node: the old one closed, a new one over the same state."""
+    await old.close()
+    return await open_registry(*bootstrap)
+
+
+async def test_the_bootstrap_tenants_exist_from_the_start(registry: TenantRegistry) -> None:
+    assert [t.id for t in await registry.list()] == ["tenant_a", "tenant_b"]
+    assert all(t.bootstrap and t.active for t in await registry.list())
+    assert registry.directory.ids() == ("tenant_a", "tenant_b")
+
+
+async def test_a_created_tenant_is_listed_and_in_the_directory(registry: TenantRegistry) -> None:
+    created = await registry.create("acme", TenantSettings(history_size=10))
+    assert (created.id, created.status, created.bootstrap) == ("acme", "active", False)
+    assert await registry.get("acme") == created
+    assert [t.id for t in await registry.list()] == ["acme", "tenant_a", "tenant_b"]
+    assert registry.directory.get("acme") == created
+
+
+async def test_creating_an_existing_id_is_tenant_exists_and_changes_nothing(
+    registry: TenantRegistry,
+) -> None:
+    first = await registry.create("acme")
+    with pytest.raises(TenantExists):
+        await registry.create("acme", TenantSettings(history_size=10))
+    assert await registry.get("acme") == first == registry.directory.get("acme")
+
+
+async def test_two_creates_of_one_id_at_once_make_one_tenant(registry: TenantRegistry) -> None:
+    results = await asyncio.gather(
+        registry.create("acme"), registry.create("acme"), return_exceptions=True
+    )
+    assert sorted(type(r).__name__ for r in results) == ["Tenant", "TenantExists"]
+
+
+async def test_a_malformed_id_is_refused(registry: TenantRegistry) -> None:
+    with pytest.raises(ValidationFailed):
+        await registry.create("Not An Id")
+    assert len(await registry.list()) == 2
+
+
+async def test_update_changes_the_status_and_only_the_settings_named(
+    registry: TenantRegistry,
+) -> None:
+    await registry.create("acme", TenantSettings(history_size=10, max_connections=5))
+    changed = await registry.update("acme", status=SUSPENDED, settings={"history_size": None})
+    assert changed.status == SUSPENDED
+    assert changed.settings == TenantSettings(max_connections=5)
+    assert await registry.get("acme") == changed == registry.directory.get("acme")
+    resumed = await registry.update("acme", status="active")
+    assert resumed.active and resumed.settings == changed.settings
+
+
+async def test_an_unknown_tenant_is_not_found(registry: TenantRegistry) -> None:
+    with pytest.raises(NotFound):
+        await registry.get("nobody")
+    with pytest.raises(NotFound):
+        await registry.update("nobody", status=SUSPENDED)
+    with pytest.raises(NotFound):
+        await registry.delete("nobody")
+
+
+async def test_a_deleted_tenant_is_gone_and_its_listeners_hear_it(
+    registry: TenantRegistry,
+) -> None:
+    heard: list[tuple[str, Tenant | None]] = []
+
+    async def listener(tenant_id: str, tenant: Tenant | None) -> None:
+        heard.append((tenant_id, tenant))
+
+    registry.directory.on_change(listener)
+    await registry.delete("tenant_a")
+    assert heard == [("tenant_a", None)]
+    assert "tenant_a" not in registry.directory
+    with pytest.raises(NotFound):
+        await registry.get("tenant_a")
+    again = await registry.create("tenant_a")
+    assert not again.bootstrap and registry.directory.get("tenant_a") == again
+
+
+async def test_the_registry_survives_a_restart_and_a_deleted_bootstrap_id_stays_deleted(
+    kind: str, open_registry: RegistryFactory, registry: TenantRegistry
+) -> None:
+    if kind == "memory":
+        pytest.skip("without FEED_DATA_DIR the registry lives in the process only")
+    acme = await registry.create("acme", TenantSettings(max_events_per_sec=5))
+    await registry.update("tenant_b", status=SUSPENDED)
+    await registry.delete("tenant_a")
+    restarted = await reopen(open_registry, registry, "tenant_a", "tenant_b", "tenant_c")
+    assert [t.id for t in await restarted.list()] == ["acme", "tenant_b", "tenant_c"]
+    assert await restarted.get("acme") == acme
+    assert (await restarted.get("tenant_b")).status == SUSPENDED
+    assert (await restarted.get("tenant_c")).bootstrap
+    assert restarted.directory.ids() == ("acme", "tenant_b", "tenant_c")
+
+
+async def test_without_a_data_dir_a_restart_starts_from_the_bootstrap(
+    kind: str, open_registry: RegistryFactory, registry: TenantRegistry
+) -> None:
+    if kind != "memory":
+        pytest.skip("the file and Redis keep the registry")
+    await registry.create("acme")
+    await registry.delete("tenant_a")
+    restarted = await reopen(open_registry, registry, "tenant_a", "tenant_b")
+    assert [t.id for t in await restarted.list()] == ["tenant_a", "tenant_b"]
+
+
+# -- the file: one writer, atomic writes, a corrupt file stops the start -------------------
+
+
+async def test_a_second_writer_of_a_data_dir_is_refused_until_the_first_closes(
+    tmp_path: Path,
+) -> None:
+    first = TenantFile(tmp_path)
+    await first.open()
+    second = TenantFile(tmp_path)
+    with pytest.raises(DataDirLocked):
+        await second.open()
+    assert (await second.read()).tenants == {}  # reading needs no lock
+    await first.close()
+    await second.open()
+    await second.close()
+
+
+async def test_the_file_is_replaced_whole_and_no_temporary_file_is_left(tmp_path: Path) -> None:
+    registry = TenantRegistry(TenantFile(tmp_path), TenantDirectory(), bootstrap=("tenant_a",))
+    await registry.start()
+    for n in range(5):
+        await registry.create(f"t{n}")
+    await registry.close()
+    assert names_in(tmp_path) == ["tenants.json", "tenants.lock"]
+    body = orjson.loads((tmp_path / "tenants.json").read_bytes())
+    assert body["schemaVersion"] == 1 and body["deleted"] == []
+    assert [t["id"] for t in body["tenants"]] == ["t0", "t1", "t2", "t3", "t4", "tenant_a"]
+
+
+def names_in(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"{not json", b'{"schemaVersion": 9, "tenants": [], "deleted": []}'],
+    ids=["not-json", "newer-version"],
+)
+async def test_a_corrupt_file_stops_the_start_naming_the_file(
+    tmp_path: Path, content: bytes
+) -> None:
+    (tmp_path / "tenants.json").write_bytes(content)
+    registry = TenantRegistry(TenantFile(tmp_path), TenantDirectory(), bootstrap=("tenant_a",))
+    with pytest.raises(TenantRecordError) as refused:
+        await registry.start()
+    assert str(tmp_path / "tenants.json") in str(refused.value)
+    assert (tmp_path / "tenants.json").read_bytes() == content  # left for the operator
+
+
+# -- Redis: every node follows the registry -------------------------------------------------
+
+
+def changed_in(directory: TenantDirectory) -> Callable[[str], Awaitable[Tenant | None]]:
+    """Await the next change of one tenant in `directory`."""
+    waiting: dict[str, asyncio.Future[Tenant | None]] = {}
+
+    async def listener(tenant_id: str, tenant: Tenant | None) -> None:
+        future = waiting.pop(tenant_id, None)
+        if future is not None and not future.done():
+            future.set_result(tenant)
+
+    directory.on_change(listener)
+
+    async def change_of(tenant_id: str) -> Tenant | None:
+        future: asyncio.Future[Tenant | None] = asyncio.get_running_loop().create_future()
+        waiting[tenant_id] = future
+        return await future
+
+    return change_of
+
+
+@pytest.fixture
+async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    async with running_redis(tmp_path, appendonly=True) as server:
+        yield server
+
+
+@contextlib.asynccontextmanager
+async def node(redis: RedisServer, *, resync_s: float = 5.0) -> AsyncIterator[TenantRegistry]:
+    backend = RedisTenants(redis.url)
+    registry = TenantRegistry(
+        backend,
+        TenantDirectory(),
+        bootstrap=("tenant_a",),
+        watcher=TenantChannel(redis.url, backend, resync_s=resync_s),
+    )
+    await registry.start()
+    try:
+        yield registry
+    finally:
+        await registry.close()
+
+
+async def listening(registry: TenantRegistry) -> None:
+    watcher = registry._changes
+    assert isinstance(watcher, TenantChannel)
+    await asyncio.wait_for(watcher.listening.wait(), 5)
+
+
+async def test_every_change_on_one_node_reaches_the_others_within_a_second(
+    redis: RedisServer,
+) -> None:
+    async with node(redis) as one, node(redis) as two:
+        await listening(two)
+        change_on_two = changed_in(two.directory)
+        for change, expected in (
+            (one.create("acme"), "active"),
+            (one.update("acme", status=SUSPENDED), "suspended"),
+        ):
+            seen = asyncio.ensure_future(change_on_two("acme"))
+            made = await change
+            tenant = await asyncio.wait_for(seen, CHANGE_WITHIN_S)
+            assert tenant == made and tenant is not None and tenant.status == expected
+        seen = asyncio.ensure_future(change_on_two("acme"))
+        await one.delete("acme")
+        assert await asyncio.wait_for(seen, CHANGE_WITHIN_S) is None
+        assert "acme" not in two.directory
+
+
+async def test_two_nodes_creating_one_id_at_once_make_one_tenant(redis: RedisServer) -> None:
+    async with node(redis) as one, node(redis) as two:
+        results = await asyncio.gather(
+            *(registry.create("acme") for registry in (one, two) for _ in range(5)),
+            return_exceptions=True,
+        )
+        assert sorted(type(r).__name__ for r in results) == ["Tenant"] + ["TenantExists"] * 9
+
+
+async def test_a_missed_notification_is_healed_by_the_periodic_resync(
+    redis: RedisServer,
+) -> None:
+    async with node(redis, resync_s=0.2) as one:
+        await listening(one)
+        seen = asyncio.ensure_future(changed_in(one.directory)("quiet"))
+        # Written as a change is, but without its notification.
+        client = redis_client(redis.url)
+        await client.hset(TENANTS_KEY, "quiet", encode_record(Tenant("quiet")))
+        await client.incr(TENANTS_VERSION_KEY)
+        await client.aclose()
+        tenant = await asyncio.wait_for(seen, 5)
+        assert tenant is not None and tenant.id == "quiet"
+
+
+async def test_after_a_redis_restart_a_node_hears_changes_again(redis: RedisServer) -> None:
+    async with node(redis) as one, node(redis) as two:
+        await listening(two)
+        await redis.restart()
+        await listening(two)  # subscribed again, and reloaded the registry
+        seen = asyncio.ensure_future(changed_in(two.directory)("acme"))
+        await one.create("acme")
+        assert await asyncio.wait_for(seen, CHANGE_WITHIN_S) is not None
