@@ -393,7 +393,7 @@ class TenantRegistry:
         self.backend = backend
         self.directory = directory
         self._bootstrap = tuple(bootstrap)
-        self._changes = watcher
+        self.watcher = watcher
         self._lock = asyncio.Lock()
 
     async def open(self) -> None:
@@ -406,12 +406,12 @@ class TenantRegistry:
         await self.backend.open()
         with contextlib.suppress(StoreUnavailable):  # Redis down: the watcher loads it later
             await self._reload_all()
-        if self._changes is not None:
-            await self._changes.start(self._reload, self._reload_all)
+        if self.watcher is not None:
+            await self.watcher.start(self._reload, self._reload_all)
 
     async def close(self) -> None:
-        if self._changes is not None:
-            await self._changes.close()
+        if self.watcher is not None:
+            await self.watcher.close()
         await self.backend.close()
 
     async def create(self, tenant_id: str, settings: TenantSettings | None = None) -> Tenant:

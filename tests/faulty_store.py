@@ -29,3 +29,17 @@ class HeldCountsStore(MemoryStore):
         self.reading.set()
         await self.release.wait()
         return await super().counts(tenant)
+
+
+class HeldAppendStore(MemoryStore):
+    """`append` waits until the test lets it go: a publish in flight."""
+
+    def __init__(self, history_size: int) -> None:
+        super().__init__(history_size)
+        self.appending = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def append(self, tenant: str, message: str, timestamp: str) -> Event:
+        self.appending.set()
+        await self.release.wait()
+        return await super().append(tenant, message, timestamp)

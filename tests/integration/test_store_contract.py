@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from feedserver.store import EventStore, MemoryStore
-from feedserver.store.redis import RedisStore, claim_key, redis_client
+from feedserver.store.redis import PURGE_BATCH, RedisStore, claim_key, redis_client
 from tests.redis_server import RedisServer, running_redis
 
 HISTORY = 5
@@ -229,6 +229,41 @@ async def test_redis_claims_expire_after_their_ttl(redis_server: RedisServer) ->
     try:
         await store.append_once("t", "k", "one", TS, ttl=60)
         assert 59_000 < await redis.pttl(claim_key("t", "k")) <= 60_000
+    finally:
+        await redis.aclose()
+        await store.close()
+
+
+async def test_purge_forgets_a_tenant_and_nothing_of_the_others(store: EventStore) -> None:
+    await fill(store, "t", 3)
+    await store.append_once("t", "k", "once", TS, ttl=60)
+    await fill(store, "u", 2)
+    await store.purge("t")
+    counts = await store.counts("t")
+    assert (counts.latest_seq, counts.held, counts.last_event_at) == (0, 0, None)
+    assert await store.query("t", limit=10) == []
+    event, created = await store.append_once("t", "k", "again", TS, ttl=60)
+    assert (event.seq, event.message, created) == (1, "again", True)
+    assert [e.seq for e in await store.query("u", limit=10)] == [1, 2]
+    await store.purge("nobody")  # a tenant without data: nothing to do
+
+
+@pytest.mark.redis
+async def test_redis_purge_unlinks_every_key_of_the_tenant_in_batches(
+    redis_server: RedisServer,
+) -> None:
+    store = RedisStore(redis_server.url, HISTORY)
+    redis = redis_client(redis_server.url)
+    try:
+        for n in range(PURGE_BATCH + 100):  # more keys than one UNLINK takes
+            await store.append_once("t", f"k{n}", "m", TS, ttl=60)
+        await fill(store, "tt", 2)  # an id that starts like the purged one
+        await store.purge("t")
+        assert [key async for key in redis.scan_iter(match="*{t}*")] == []
+        assert sorted([key async for key in redis.scan_iter(match="feed:{tt}:*")]) == [
+            "feed:{tt}:events",
+            "feed:{tt}:seq",
+        ]
     finally:
         await redis.aclose()
         await store.close()

@@ -28,6 +28,7 @@ from feedserver.tenants import (
     encode_record,
 )
 from tests.redis_server import RedisServer, running_redis
+from tests.tenant_changes import listening, next_change
 
 # Opens a started registry over the fixture's backing state, with these bootstrap ids.
 RegistryFactory = Callable[..., Awaitable[TenantRegistry]]
@@ -236,25 +237,6 @@ async def test_a_corrupt_file_stops_the_start_naming_the_file(
 # -- Redis: every node follows the registry -------------------------------------------------
 
 
-def changed_in(directory: TenantDirectory) -> Callable[[str], Awaitable[Tenant | None]]:
-    """Await the next change of one tenant in `directory`."""
-    waiting: dict[str, asyncio.Future[Tenant | None]] = {}
-
-    async def listener(tenant_id: str, tenant: Tenant | None) -> None:
-        future = waiting.pop(tenant_id, None)
-        if future is not None and not future.done():
-            future.set_result(tenant)
-
-    directory.on_change(listener)
-
-    async def change_of(tenant_id: str) -> Tenant | None:
-        future: asyncio.Future[Tenant | None] = asyncio.get_running_loop().create_future()
-        waiting[tenant_id] = future
-        return await future
-
-    return change_of
-
-
 @pytest.fixture
 async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
     async with running_redis(tmp_path, appendonly=True) as server:
@@ -277,27 +259,20 @@ async def node(redis: RedisServer, *, resync_s: float = 5.0) -> AsyncIterator[Te
         await registry.close()
 
 
-async def listening(registry: TenantRegistry) -> None:
-    watcher = registry._changes
-    assert isinstance(watcher, TenantChannel)
-    await asyncio.wait_for(watcher.listening.wait(), 5)
-
-
 async def test_every_change_on_one_node_reaches_the_others_within_a_second(
     redis: RedisServer,
 ) -> None:
     async with node(redis) as one, node(redis) as two:
         await listening(two)
-        change_on_two = changed_in(two.directory)
         for change, expected in (
             (one.create("acme"), "active"),
             (one.update("acme", status=SUSPENDED), "suspended"),
         ):
-            seen = asyncio.ensure_future(change_on_two("acme"))
+            seen = next_change(two.directory, "acme")
             made = await change
             tenant = await asyncio.wait_for(seen, CHANGE_WITHIN_S)
             assert tenant == made and tenant is not None and tenant.status == expected
-        seen = asyncio.ensure_future(change_on_two("acme"))
+        seen = next_change(two.directory, "acme")
         await one.delete("acme")
         assert await asyncio.wait_for(seen, CHANGE_WITHIN_S) is None
         assert "acme" not in two.directory
@@ -317,7 +292,7 @@ async def test_a_missed_notification_is_healed_by_the_periodic_resync(
 ) -> None:
     async with node(redis, resync_s=0.2) as one:
         await listening(one)
-        seen = asyncio.ensure_future(changed_in(one.directory)("quiet"))
+        seen = next_change(one.directory, "quiet")
         # Written as a change is, but without its notification.
         client = redis_client(redis.url)
         await client.hset(TENANTS_KEY, "quiet", encode_record(Tenant("quiet")))
@@ -332,6 +307,6 @@ async def test_after_a_redis_restart_a_node_hears_changes_again(redis: RedisServ
         await listening(two)
         await redis.restart()
         await listening(two)  # subscribed again, and reloaded the registry
-        seen = asyncio.ensure_future(changed_in(two.directory)("acme"))
+        seen = next_change(two.directory, "acme")
         await one.create("acme")
         assert await asyncio.wait_for(seen, CHANGE_WITHIN_S) is not None

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import pytest
 
 from feedserver.core import Feed, LocalBus, LocalConnections, SystemNotice, TenantStats
-from feedserver.errors import RateLimited, ValidationFailed
+from feedserver.errors import ForbiddenTenant, RateLimited, TenantSuspended, ValidationFailed
 from feedserver.events import Event
 from feedserver.store import MemoryStore
-from feedserver.tenants import Tenant, TenantDirectory
+from feedserver.tenants import SUSPENDED, Tenant, TenantDirectory, TenantSettings
+from tests.faulty_store import HeldAppendStore
 
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
@@ -289,3 +291,67 @@ async def test_stats_only_for_the_tenants_asked() -> None:
     feed = make_feed()
     await publish_many(feed, 1, tenant="tenant_b")
     assert list(await feed.stats(("tenant_a",))) == ["tenant_a"]
+
+
+# -- tenants --------------------------------------------------------------------------------
+
+
+async def test_an_unknown_tenant_may_not_publish_or_subscribe() -> None:
+    feed = make_feed()
+    with pytest.raises(ForbiddenTenant):
+        await feed.publish("tenant_z", {"message": "hi"})
+    with pytest.raises(ForbiddenTenant):
+        await feed.catch_up("tenant_z", None)
+
+
+async def test_a_suspended_tenant_may_not_publish_or_subscribe_but_reads_its_history() -> None:
+    feed = make_feed()
+    [event] = await publish_many(feed, 1)
+    await feed.tenants.apply("tenant_a", Tenant("tenant_a", SUSPENDED))
+    for refused in (
+        feed.publish("tenant_a", {"message": "hi"}),
+        feed.catch_up("tenant_a", None),
+        feed.recover("tenant_a", 0),
+    ):
+        with pytest.raises(TenantSuspended):
+            await refused
+    assert (await feed.history("tenant_a", limit=10)).events == [event]
+    assert (await feed.publish("tenant_b", {"message": "others go on"})).event.seq == 1
+
+
+async def test_a_tenant_may_have_a_message_length_of_its_own() -> None:
+    feed = make_feed()  # max_message_length=20
+    terse = Tenant("tenant_a", settings=TenantSettings(max_message_length=3))
+    await feed.tenants.apply("tenant_a", terse)
+    with pytest.raises(ValidationFailed):
+        await feed.publish("tenant_a", {"message": "abcd"})
+    assert (await feed.publish("tenant_b", {"message": "a" * 20})).event.seq == 1
+
+
+async def test_a_deleted_tenant_is_purged_and_starts_again_at_seq_one() -> None:
+    feed = make_feed()
+    await publish_many(feed, 3)
+    await publish_many(feed, 2, tenant="tenant_b")
+    await feed.tenants.apply("tenant_a", None)
+    await feed.tenants.apply("tenant_a", Tenant("tenant_a"))
+    assert (await feed.history("tenant_a", limit=10)).latest_seq == 0
+    assert (await feed.publish("tenant_a", {"message": "again"})).event.seq == 1
+    assert (await feed.history("tenant_b", limit=10)).latest_seq == 2
+
+
+async def test_a_publish_stored_while_its_tenant_was_deleted_leaves_nothing() -> None:
+    store = HeldAppendStore(5)
+    feed = Feed(
+        store,
+        TenantDirectory([Tenant("tenant_a")]),
+        history_size=5,
+        initial_events=3,
+        max_message_length=20,
+    )
+    in_flight = asyncio.ensure_future(feed.publish("tenant_a", {"message": "late"}))
+    await store.appending.wait()
+    await feed.tenants.apply("tenant_a", None)  # purges what there is: nothing yet
+    store.release.set()
+    with pytest.raises(ForbiddenTenant):
+        await in_flight
+    assert (await store.counts("tenant_a")).latest_seq == 0
