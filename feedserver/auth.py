@@ -56,20 +56,20 @@ class TenantCatalogue:
     def __init__(self, directory: TenantDirectory) -> None:
         # Only well-formed ids are in the directory (`Tenant` checks), so a lookup alone
         # decides (no regex per call); the view follows every change.
-        self._known = directory.view
+        self.known: Mapping[str, object] = directory.view
 
     @property
     def tenants(self) -> tuple[str, ...]:
         """The ids that exist now."""
-        return tuple(self._known)
+        return tuple(self.known)
 
     def knows(self, tenant: str) -> bool:
-        return tenant in self._known
+        return tenant in self.known
 
     def check(self, tenant: object) -> str:
-        if isinstance(tenant, str) and self.knows(tenant):
-            return tenant
-        raise ForbiddenTenant("Unknown or forbidden tenant")
+        if not isinstance(tenant, str) or tenant not in self.known:
+            raise ForbiddenTenant("Unknown or forbidden tenant")
+        return tenant
 
 
 class HeaderAuthenticator:
@@ -78,7 +78,7 @@ class HeaderAuthenticator:
     def __init__(self, catalogue: TenantCatalogue) -> None:
         self.catalogue = catalogue
         # Principals are immutable: one per tenant, made at its first request rather than
-        # on every request (and never in place of the check: the tenant may be deleted).
+        # on every request; a cached one is used only while its tenant exists.
         self._principals: dict[str, Principal] = {}
         self._nobody = Principal(None)
 
@@ -87,10 +87,9 @@ class HeaderAuthenticator:
         tenant = headers.get("X-Tenant-ID")
         if tenant is None:
             return self._nobody
-        checked = self.catalogue.check(tenant)
-        principal = self._principals.get(checked)
-        if principal is None:
-            principal = self._principals[checked] = Principal(checked)
+        principal = self._principals.get(tenant)
+        if principal is None or tenant not in self.catalogue.known:
+            principal = self._principals[tenant] = Principal(self.catalogue.check(tenant))
         return principal
 
     def from_handshake(self, auth: Mapping[str, Any], query: Mapping[str, str]) -> Principal:

@@ -22,7 +22,7 @@ from .logs import bind_tenant
 from .messages import normalise_message
 from .schemas import IDEMPOTENCY_KEY_HEADER, parse_publish
 from .store import EventStore, TenantCounts
-from .tenants import Tenant, TenantDirectory
+from .tenants import ACTIVE, Tenant, TenantDirectory
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +195,7 @@ class Feed:
     ) -> None:
         self.store = store
         self.tenants = tenants
+        self._live = tenants.view  # on the publish path: lookups without a Python call
         self.history_size = history_size
         self.idempotency_ttl = idempotency_ttl
         self.initial_events = initial_events
@@ -232,7 +233,9 @@ class Feed:
         """
         started = time.perf_counter()
         bind_tenant(tenant)
-        record = self.tenants.active(tenant)
+        record = self._live.get(tenant)
+        if record is None or record.status != ACTIVE:
+            record = self.tenants.active(tenant)  # raises the refusal that fits
         request = parse_publish(payload)
         key = _one_key(idempotency_key, request.idempotency_key)
         message = normalise_message(
@@ -246,7 +249,7 @@ class Feed:
             event, created = await self.store.append_once(
                 tenant, key, message, self.clock.timestamp(), ttl=self.idempotency_ttl
             )
-        if created and tenant not in self.tenants:
+        if created and tenant not in self._live:
             # Deleted while this publish was stored: the purge may have run before the
             # append, and the event would outlive the tenant.
             await self.store.purge(tenant)
