@@ -94,6 +94,12 @@ def test_the_dockerfile_builds_in_stages_and_runs_unprivileged_with_a_healthchec
     assert "npm ci" in text and "COPY web ./web" in text
 
 
+def test_the_image_keeps_the_tenant_registry_of_the_memory_store_on_a_volume() -> None:
+    text = (DEPLOY / "Dockerfile").read_text()
+    assert "FEED_DATA_DIR=/data" in text and "\nVOLUME /data\n" in text
+    assert text.index("chown feed:feed /data") < text.index("\nUSER feed\n")
+
+
 async def test_make_cluster_serves_both_nodes_through_nginx(tmp_path: Path) -> None:
     ports = {name: free_port() for name in ("CLUSTER_PORT", "NODE1_PORT", "NODE2_PORT")}
     ports["REDIS_PORT"] = free_port()
