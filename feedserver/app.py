@@ -147,8 +147,8 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
         await registry.start()
         await backend.start()
         yield
+        await registry.close()  # first: no change is applied to a closed backend
         await backend.close()
-        await registry.close()
 
     async def say_goodbye(app: web.Application) -> None:
         await gateway.close()

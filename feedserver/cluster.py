@@ -1,7 +1,7 @@
 """Where a node keeps what it shares: alone in memory, or with other nodes through Redis.
 
-`open_backend(settings)` gives the store, the event bus and the connection counter that
-belong together:
+`open_backend(settings, directory)` gives the store, the event bus, the connection counter
+and the tenant registry's backend that belong together:
 
 - `FEED_STORE=memory`: `SingleNode` — ring buffers in memory, the publishing call delivers;
   the tenant registry in `FEED_DATA_DIR/tenants.json` (or in memory without it).
@@ -88,7 +88,9 @@ class Backend(Protocol):
         """After the tenant registry: the directory holds the tenants to follow."""
         ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """All but `tenants` and `tenant_changes`, which their `TenantRegistry` closes."""
+        ...
 
 
 def open_backend(settings: Settings, directory: TenantDirectory) -> Backend:

@@ -122,6 +122,9 @@ def _setting_name(json_name: object) -> str:
     return name
 
 
+_RECORD_KEYS = ("id", "status", "createdAt", "bootstrap", "settings")
+
+
 @dataclass(frozen=True, slots=True)
 class Tenant:
     id: str
@@ -152,16 +155,8 @@ class Tenant:
     @classmethod
     def from_json(cls, data: object) -> Tenant:
         """The inverse of `to_json`; TenantRecordError for anything else."""
-        if not isinstance(data, dict) or data.keys() != {
-            "id",
-            "status",
-            "createdAt",
-            "bootstrap",
-            "settings",
-        }:
-            raise TenantRecordError(
-                "a tenant record has id, status, createdAt, bootstrap, settings"
-            )
+        if not isinstance(data, dict) or data.keys() != set(_RECORD_KEYS):
+            raise TenantRecordError(f"a tenant record has exactly {', '.join(_RECORD_KEYS)}")
         if not isinstance(data["createdAt"], str) or not isinstance(data["bootstrap"], bool):
             raise TenantRecordError(f"tenant {data['id']!r}: bad createdAt or bootstrap")
         try:
@@ -252,8 +247,12 @@ class TenantState:
     def existing(self, tenant_id: str) -> Tenant:
         tenant = self.tenants.get(tenant_id)
         if tenant is None:
-            raise NotFound(f"No tenant {tenant_id}", {"id": "no such tenant"})
+            raise no_such_tenant(tenant_id)
         return tenant
+
+
+def no_such_tenant(tenant_id: str) -> NotFound:
+    return NotFound(f"No tenant {tenant_id}", {"id": "no such tenant"})
 
 
 Edit = Callable[[TenantState], object]
@@ -439,7 +438,7 @@ class TenantRegistry:
     async def get(self, tenant_id: str) -> Tenant:
         tenant = await self.backend.read_one(tenant_id)
         if tenant is None:
-            raise NotFound(f"No tenant {tenant_id}", {"id": "no such tenant"})
+            raise no_such_tenant(tenant_id)
         return tenant
 
     async def list(self) -> list[Tenant]:
