@@ -31,6 +31,7 @@ from feedserver.keys import (
     parse_public_jwk,
     still_valid,
 )
+from feedserver.tenants import Tenant, TenantDirectory
 
 OPERATOR_SECRET = "o" * 48
 
@@ -586,7 +587,7 @@ def test_a_token_minted_elsewhere_verifies_with_only_the_public_jwk(
 
 
 def authenticator(registry: Registry) -> TokenAuthenticator:
-    catalogue = TenantCatalogue(tuple(registry.policies))
+    catalogue = TenantCatalogue(TenantDirectory(Tenant(t) for t in registry.policies))
     return TokenAuthenticator(
         catalogue, OPERATOR_SECRET, keys_of=registry.keys_of, policy_of=registry.policy_of
     )
