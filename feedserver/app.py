@@ -112,6 +112,7 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
         LocalConnections(),
         per_tenant=settings.max_connections_per_tenant,
         per_address=settings.max_connections_per_ip,
+        tenant_cap=directory.max_connections,
     )
     gateway = RealtimeGateway(
         settings,

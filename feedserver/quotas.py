@@ -248,17 +248,21 @@ class ConnectionCaps:
         *,
         per_tenant: int,
         per_address: int,
+        tenant_cap: Callable[[str], int | None] | None = None,
     ) -> None:
         self.tenants = tenants
         self.addresses = addresses
         self.per_tenant = per_tenant
         self.per_address = per_address
+        # A tenant's own cap (its `maxConnections` setting), None for the server's.
+        self._tenant_cap = tenant_cap
 
     async def admit(self, tenant: str, address: str) -> None:
         """Count a new connection, or raise `TooManyConnections` and count nothing."""
         if await self.addresses.count(address) >= self.per_address:
             raise TooManyConnections("Too many connections from this address")
-        if await self.tenants.count(tenant) >= self.per_tenant:
+        own = self._tenant_cap(tenant) if self._tenant_cap is not None else None
+        if await self.tenants.count(tenant) >= (self.per_tenant if own is None else own):
             raise TooManyConnections("Too many connections for this tenant")
         self.tenants.opened(tenant)
         self.addresses.opened(address)

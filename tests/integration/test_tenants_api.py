@@ -306,3 +306,27 @@ async def test_tenants_beyond_the_metrics_cap_are_summed_under_other(
         samples = await scrape(http)
         assert value(samples, "feed_connections", tenant="_other") == 0
         assert value(samples, "feed_events_published_total", tenant="_other") == 3
+
+
+@pytest.mark.parametrize("kind", CLIENT_KINDS)
+async def test_a_tenants_own_connection_cap_replaces_the_servers_and_follows_a_change(
+    server: TestServer, http: ClientSession, kind: str
+) -> None:
+    settings = {"maxConnections": 1}
+    status, _ = await call(http, "POST", "/api/admin/tenants", {"id": "acme", "settings": settings})
+    assert status == 201
+    url = server.make_url("")
+    async with open_client(kind, url, query={"tenant": "acme"}) as first:
+        await first.expect_established()
+        async with open_client(kind, url, query={"tenant": "acme"}) as crowded:
+            refused = await crowded.expect_type("connect_error")
+        assert refused["data"]["code"] == "too_many_connections"
+        # the server-wide cap still applies to a tenant without one of its own
+        async with open_client(kind, url, query={"tenant": "tenant_a"}) as other:
+            await other.expect_established()
+        status, _ = await call(
+            http, "PATCH", "/api/admin/tenants/acme", {"settings": {"maxConnections": 2}}
+        )
+        assert status == 200
+        async with open_client(kind, url, query={"tenant": "acme"}) as second:
+            await second.expect_established()
