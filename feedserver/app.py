@@ -103,7 +103,8 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
         bus=backend.bus,
         idempotency_ttl=settings.idempotency_ttl,
         limiter=TenantPublishLimiter(
-            FixedWindow(limit_counters, "tenant", settings.tenant_max_events_per_sec, 1)
+            FixedWindow(limit_counters, "tenant", settings.tenant_max_events_per_sec, 1),
+            tenant_limit=directory.max_events_per_sec,
         ),
         observer=metrics,
     )

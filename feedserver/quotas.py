@@ -221,11 +221,16 @@ class RequestLimiter:
 class TenantPublishLimiter:
     """Per tenant publishes per second, over REST and Socket.IO alike (`PublishLimiter`)."""
 
-    def __init__(self, window: FixedWindow) -> None:
+    def __init__(
+        self, window: FixedWindow, tenant_limit: Callable[[str], int | None] | None = None
+    ) -> None:
         self.window = window
+        # A tenant's own limit (its `maxEventsPerSec` setting), None for the server's.
+        self._tenant_limit = tenant_limit
 
     async def hit(self, tenant: str) -> None:
-        if await self.window.hit(tenant) > self.window.amount:
+        own = self._tenant_limit(tenant) if self._tenant_limit is not None else None
+        if await self.window.hit(tenant) > (self.window.amount if own is None else own):
             retry_after = await self.window.reset_after(tenant)
             raise RateLimited(retry_after, "Too many events for this tenant")
 

@@ -329,6 +329,11 @@ class TenantDirectory:
     def ids(self) -> tuple[str, ...]:
         return tuple(self._tenants)
 
+    def max_events_per_sec(self, tenant_id: str) -> int | None:
+        """The tenant's own publish rate, None for the server-wide one."""
+        tenant = self._tenants.get(tenant_id)
+        return tenant.settings.max_events_per_sec if tenant is not None else None
+
     def max_connections(self, tenant_id: str) -> int | None:
         """The tenant's own connection cap, None for the server-wide one."""
         tenant = self._tenants.get(tenant_id)

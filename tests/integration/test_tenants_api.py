@@ -330,3 +330,19 @@ async def test_a_tenants_own_connection_cap_replaces_the_servers_and_follows_a_c
         assert status == 200
         async with open_client(kind, url, query={"tenant": "acme"}) as second:
             await second.expect_established()
+
+
+async def test_a_tenants_own_publish_rate_replaces_the_servers(
+    server: TestServer, http: ClientSession
+) -> None:
+    settings = {"maxEventsPerSec": 2}
+    status, _ = await call(http, "POST", "/api/admin/tenants", {"id": "acme", "settings": settings})
+    assert status == 201
+    # Five posts within well under a second span at most two one-second windows: at most
+    # four fit under a limit of two, whatever the clock; the server's own limit takes all.
+    answers = [await publish(http, "acme", f"m{i}") for i in range(5)]
+    others = [await publish(http, "tenant_a", f"m{i}") for i in range(5)]
+    refused = [body for status, body in answers if status == 429]
+    assert refused and all(b["error"]["code"] == "rate_limited" for b in refused)
+    assert len(answers) - len(refused) <= 4
+    assert [status for status, _ in others] == [201] * 5
