@@ -31,7 +31,7 @@ class Heartbeat:
     def __init__(self, interval: float, timeout: float) -> None:
         self.interval = interval
         self.timeout = timeout
-        self._tick = min(MAX_TICK, interval / 20) or MAX_TICK
+        self._tick = min(MAX_TICK, interval / 20)  # interval > 0: the engine checks it
         # tick number -> sockets. Weak: a socket that leaves before its ping (most, under
         # connection churn) is freed when it closes, not held for up to ping_interval.
         self._due: dict[int, list[weakref.ref[Pinged]]] = {}

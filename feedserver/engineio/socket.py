@@ -98,22 +98,18 @@ class EngineSocket:
 
     def send_text(self, text: str) -> bool:
         """Send one encoded text packet (`4...`, `2`) with this loop pass's others."""
-        if self.closed:
-            return False
-        if self._ws is None:
-            return self._queue_for_poll(text)
-        self._add_frame(frames.text_frame(text))
-        self.server.writes.soon(self)
-        return True
+        return self._send(text)
 
     def send_message(self, data: str | bytes) -> bool:
-        if isinstance(data, str):
-            return self.send_text("4" + data)
+        return self._send("4" + data if isinstance(data, str) else data)
+
+    def _send(self, packet: str | bytes) -> bool:
+        """A packet of the socket's own (text, or a binary MESSAGE), with this pass's others."""
         if self.closed:
             return False
         if self._ws is None:
-            return self._queue_for_poll(data)
-        self._add_frame(frames.websocket_frame(data, frames.BINARY))
+            return self._queue_for_poll(packet)
+        self._add_frame(_frame_of(packet))
         self.server.writes.soon(self)
         return True
 

@@ -202,20 +202,23 @@ async def test_a_socket_that_left_before_its_ping_is_not_held_by_the_timers() ->
 class Recorder:
     def __init__(self, log: list[str], name: str) -> None:
         self.log, self.name = log, name
+        self.flushed = asyncio.Event()
 
     def flush(self) -> None:
         self.log.append(self.name)
+        self.flushed.set()
 
 
 async def test_own_packets_flush_this_pass_and_broadcasts_wait_out_the_pause() -> None:
     scheduler = WriteScheduler(max_pause=0.05)
     log: list[str] = []
     scheduler._quiet_until = asyncio.get_running_loop().time() + 0.05  # a flush just ended
-    scheduler.paced(Recorder(log, "broadcast"))
-    scheduler.soon(Recorder(log, "own"))
-    await asyncio.sleep(0)
+    broadcast, own = Recorder(log, "broadcast"), Recorder(log, "own")
+    scheduler.paced(broadcast)
+    scheduler.soon(own)
+    await asyncio.wait_for(own.flushed.wait(), 1)
     assert log == ["own"]
-    await asyncio.sleep(0.08)
+    await asyncio.wait_for(broadcast.flushed.wait(), 1)
     assert log == ["own", "broadcast"]
     scheduler.close()
 
