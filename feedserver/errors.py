@@ -28,6 +28,13 @@ class ValidationFailed(FeedError):
     code, status, default_message = "validation_error", 400, "Invalid request"
 
 
+class InvalidKey(ValidationFailed):
+    """Signing-key material that is well-formed JSON but cannot be a key of ours (a private
+    JWK, a curve or size we do not take): 422, where a malformed body is 400."""
+
+    code, status, default_message = "invalid_key", 422, "Invalid signing key"
+
+
 class Unauthorized(FeedError):
     code, status, default_message = "unauthorized", 401, "Missing or invalid credentials"
 
@@ -56,6 +63,10 @@ class MethodNotAllowed(FeedError):
 
 class TenantExists(FeedError):
     code, status, default_message = "tenant_exists", 409, "Tenant exists"
+
+
+class KeyExists(FeedError):
+    code, status, default_message = "key_exists", 409, "Key exists"
 
 
 class PayloadTooLarge(FeedError):

@@ -30,7 +30,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from .errors import ForbiddenTenant, Unauthorized, ValidationFailed
+from .errors import ForbiddenTenant, InvalidKey, Unauthorized, ValidationFailed
 
 Algorithm = Literal["HS256", "ES256", "RS256"]
 KeyStatus = Literal["active", "revoked"]
@@ -53,8 +53,8 @@ _PUBLIC_MEMBERS: dict[str, tuple[str, ...]] = {
 _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth")
 
 
-def _invalid(field_name: str, reason: str) -> ValidationFailed:
-    return ValidationFailed("Invalid signing key", {field_name: reason})
+def _invalid(field_name: str, reason: str) -> InvalidKey:
+    return InvalidKey("Invalid signing key", {field_name: reason})
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,10 @@
 """Tenants as records: which exist, in which state, with which overrides; the registry that
 keeps them and the directory every request reads. No aiohttp, no socketio here.
 
-- `Tenant` / `TenantSettings`: one record, with its JSON form (`to_json`, `from_json`) and
-  the stored form (`encode_record`, `decode_record`: the JSON plus `schemaVersion`).
+- `Tenant` / `TenantSettings`: one record, with its API form (`to_json`: never a secret),
+  its stored form (`to_record`, `from_record`: HS256 secrets included, so that every node
+  verifies) and the bytes of that (`encode_record`, `decode_record`, with `schemaVersion`).
+  A tenant's signing keys and token policy are part of its record (`keys.py`).
 - `TenantDirectory`: this process's snapshot, id -> Tenant. Hot paths read it with one
   dict lookup and never wait for I/O; listeners hear every change (`on_change`).
 - `TenantRegistry`: create, update, delete, get, list over a `TenantBackend` (a file in
@@ -31,6 +33,7 @@ from .config import TENANT_RE
 from .errors import (
     FeedError,
     ForbiddenTenant,
+    KeyExists,
     NotFound,
     StoreUnavailable,
     TenantExists,
@@ -38,10 +41,19 @@ from .errors import (
     ValidationFailed,
 )
 from .events import utc_timestamp
+from .keys import BOOTSTRAP_POLICY, SigningKey, TenantPolicy
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+# 2: records carry `keys` and `policy`. Version 1 records (without them) are still read:
+# under version 1 every tenant accepted the operator key, so such a record keeps doing so.
+SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, SCHEMA_VERSION)
+# Active keys at once: enough for a rotation with overlap (and a spare), few enough that
+# a token's kid lookup stays a short scan. Revoked keys are kept (a kid is never reused),
+# the oldest dropped past MAX_KEYS: a revoked key verifies nothing, kept or not.
+MAX_ACTIVE_KEYS = 10
+MAX_KEYS = 50
 ACTIVE = "active"
 SUSPENDED = "suspended"
 STATUSES = (ACTIVE, SUSPENDED)
@@ -122,7 +134,10 @@ def _setting_name(json_name: object) -> str:
     return name
 
 
-_RECORD_KEYS = ("id", "status", "createdAt", "bootstrap", "settings")
+_V1_RECORD_KEYS = frozenset({"id", "status", "createdAt", "bootstrap", "settings"})
+_RECORD_KEYS = _V1_RECORD_KEYS | {"keys", "policy"}
+# What a version 1 record's tenant accepted: every tenant then took the operator key.
+_V1_POLICY = TenantPolicy(accept_operator_key=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,40 +147,75 @@ class Tenant:
     created_at: str = field(default_factory=utc_timestamp)  # ISO 8601 UTC, as events
     bootstrap: bool = False  # created from FEED_TENANTS
     settings: TenantSettings = field(default_factory=TenantSettings)
+    # Its own signing keys, active and revoked, oldest first (keys.SigningKey).
+    keys: tuple[SigningKey, ...] = ()
+    # Which tokens count: a runtime tenant's own keys only; FEED_TENANTS: BOOTSTRAP_POLICY.
+    policy: TenantPolicy = field(default_factory=TenantPolicy)
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not TENANT_RE.match(self.id):
             raise ValidationFailed("Invalid tenant id", {"id": TENANT_ID_RULE})
         if self.status not in STATUSES:
             raise ValidationFailed("Invalid status", {"status": "must be active or suspended"})
+        kids = [key.kid for key in self.keys]
+        if len(set(kids)) != len(kids):
+            raise ValidationFailed("Invalid keys", {"keys": "two keys have one kid"})
 
     @property
     def active(self) -> bool:
         return self.status == ACTIVE
 
+    def key(self, kid: str) -> SigningKey:
+        """The key `kid` of this tenant, active or revoked; `NotFound` without one."""
+        for key in self.keys:
+            if key.kid == kid:
+                return key
+        raise NotFound(f"Tenant {self.id} has no key {kid}", {"kid": "no such key"})
+
     def to_json(self) -> dict[str, Any]:
+        """What the admin API and the CLI show: the keys without their secrets."""
+        return self._json([key.to_public_json() for key in self.keys])
+
+    def to_record(self) -> dict[str, Any]:
+        """What a backend stores: HS256 secrets included, so that every node verifies."""
+        return self._json([key.to_json() for key in self.keys])
+
+    def _json(self, keys: list[dict[str, Any]]) -> dict[str, Any]:
         return {
             "id": self.id,
             "status": self.status,
             "createdAt": self.created_at,
             "bootstrap": self.bootstrap,
             "settings": self.settings.to_json(),
+            "keys": keys,
+            "policy": self.policy.to_json(),
         }
 
     @classmethod
-    def from_json(cls, data: object) -> Tenant:
-        """The inverse of `to_json`; TenantRecordError for anything else."""
-        if not isinstance(data, dict) or data.keys() != set(_RECORD_KEYS):
-            raise TenantRecordError(f"a tenant record has exactly {', '.join(_RECORD_KEYS)}")
+    def from_record(cls, data: object, version: int = SCHEMA_VERSION) -> Tenant:
+        """The inverse of `to_record` (of `version`, one of READABLE_SCHEMA_VERSIONS);
+        TenantRecordError for anything else."""
+        expected = _V1_RECORD_KEYS if version == 1 else _RECORD_KEYS
+        if not isinstance(data, dict) or data.keys() != expected:
+            raise TenantRecordError(f"a tenant record has exactly {', '.join(sorted(expected))}")
         if not isinstance(data["createdAt"], str) or not isinstance(data["bootstrap"], bool):
             raise TenantRecordError(f"tenant {data['id']!r}: bad createdAt or bootstrap")
         try:
+            keys: tuple[SigningKey, ...] = ()
+            policy = _V1_POLICY
+            if version != 1:
+                if not isinstance(data["keys"], list) or not isinstance(data["policy"], dict):
+                    raise TenantRecordError(f"tenant {data['id']!r}: bad keys or policy")
+                keys = tuple(SigningKey.from_json(_record(k)) for k in data["keys"])
+                policy = TenantPolicy.from_json(data["policy"])
             return cls(
                 data["id"],
                 data["status"],
                 data["createdAt"],
                 data["bootstrap"],
                 TenantSettings.from_json(data["settings"]),
+                keys,
+                policy,
             )
         except FeedError as exc:
             raise TenantRecordError(
@@ -173,9 +223,15 @@ class Tenant:
             ) from None
 
 
+def _record(data: object) -> Mapping[str, Any]:
+    if not isinstance(data, dict):
+        raise ValidationFailed("Invalid keys", {"keys": "each key is a JSON object"})
+    return data
+
+
 def encode_record(tenant: Tenant) -> bytes:
     """The stored form of one tenant: its JSON with the schema version."""
-    return orjson.dumps({"schemaVersion": SCHEMA_VERSION, **tenant.to_json()})
+    return orjson.dumps({"schemaVersion": SCHEMA_VERSION, **tenant.to_record()})
 
 
 def decode_record(data: bytes | str) -> Tenant:
@@ -186,15 +242,18 @@ def decode_record(data: bytes | str) -> Tenant:
         raise TenantRecordError(f"not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise TenantRecordError("a tenant record is a JSON object")
-    check_schema_version(body.pop("schemaVersion", None))
-    return Tenant.from_json(body)
+    version = check_schema_version(body.pop("schemaVersion", None))
+    return Tenant.from_record(body, version)
 
 
-def check_schema_version(version: object) -> None:
-    if version != SCHEMA_VERSION:
+def check_schema_version(version: object) -> int:
+    """`version` if this feedserver reads records of it; TenantRecordError otherwise."""
+    if type(version) is not int or version not in READABLE_SCHEMA_VERSIONS:
+        readable = " or ".join(str(v) for v in READABLE_SCHEMA_VERSIONS)
         raise TenantRecordError(
-            f"schemaVersion {version!r} is not {SCHEMA_VERSION}, the one this feedserver reads"
+            f"schemaVersion {version!r} is not {readable}, the ones this feedserver reads"
         )
+    return version
 
 
 # -- the state a backend stores, and the edits the registry makes to it ---------------------
@@ -225,19 +284,61 @@ class TenantState:
         """Create each of `ids` that is neither present nor deleted at runtime."""
         for tenant_id in ids:
             if tenant_id not in self.tenants and tenant_id not in self.deleted:
-                self.tenants[tenant_id] = Tenant(tenant_id, ACTIVE, created_at, bootstrap=True)
+                self.tenants[tenant_id] = Tenant(
+                    tenant_id, ACTIVE, created_at, bootstrap=True, policy=BOOTSTRAP_POLICY
+                )
 
     def revise(
-        self, tenant_id: str, status: str | None, settings: Mapping[str, int | None] | None
+        self,
+        tenant_id: str,
+        status: str | None,
+        settings: Mapping[str, int | None] | None,
+        accept_operator_key: bool | None = None,
     ) -> Tenant:
         current = self.existing(tenant_id)
+        policy = current.policy
+        if accept_operator_key is not None:
+            policy = replace(policy, accept_operator_key=accept_operator_key)
         revised = replace(
             current,
             status=current.status if status is None else status,
             settings=current.settings.overridden(settings or {}),
+            policy=policy,
         )
         self.tenants[tenant_id] = revised
         return revised
+
+    def add_key(self, tenant_id: str, key: SigningKey) -> None:
+        """`key` among the tenant's keys; `KeyExists` when its kid is taken (also by a
+        revoked key: a kid names one key for good)."""
+        current = self.existing(tenant_id)
+        if any(k.kid == key.kid for k in current.keys):
+            raise KeyExists(f"Tenant {tenant_id} has a key {key.kid}", {"kid": "already exists"})
+        if sum(k.active for k in current.keys) >= MAX_ACTIVE_KEYS:
+            raise KeyExists(
+                f"Tenant {tenant_id} has {MAX_ACTIVE_KEYS} active keys: revoke one first",
+                {"kid": f"at most {MAX_ACTIVE_KEYS} active keys"},
+            )
+        keys = [*current.keys, key]
+        while len(keys) > MAX_KEYS:  # only revoked ones can be over: drop the oldest
+            keys.remove(next(k for k in keys if not k.active))
+        self.tenants[tenant_id] = replace(current, keys=tuple(keys))
+
+    def revoke_key(self, tenant_id: str, kid: str) -> None:
+        """Mark the key revoked (kept: its kid is not reused); `NotFound` without it."""
+        current = self.existing(tenant_id)
+        current.key(kid)
+        keys = tuple(k.revoked() if k.kid == kid else k for k in current.keys)
+        self.tenants[tenant_id] = replace(current, keys=keys)
+
+    def cut_off(self, tenant_id: str, before: float) -> None:
+        """Void the tenant's tokens issued before `before`. The cut-off only moves forward:
+        a later call cannot bring back tokens an earlier one voided."""
+        current = self.existing(tenant_id)
+        earlier = current.policy.tokens_valid_after
+        after = before if earlier is None else max(before, earlier)
+        policy = replace(current.policy, tokens_valid_after=after)
+        self.tenants[tenant_id] = replace(current, policy=policy)
 
     def remove(self, tenant_id: str) -> None:
         self.existing(tenant_id)
@@ -339,6 +440,16 @@ class TenantDirectory:
         tenant = self._tenants.get(tenant_id)
         return tenant.settings.max_connections if tenant is not None else None
 
+    def keys_of(self, tenant_id: str) -> Sequence[SigningKey]:
+        """The tenant's signing keys (none for an unknown tenant): what verifies its tokens."""
+        tenant = self._tenants.get(tenant_id)
+        return tenant.keys if tenant is not None else ()
+
+    def policy_of(self, tenant_id: str) -> TenantPolicy | None:
+        """Which of the tenant's tokens count; None: no such tenant."""
+        tenant = self._tenants.get(tenant_id)
+        return tenant.policy if tenant is not None else None
+
     def __len__(self) -> int:
         return len(self._tenants)
 
@@ -435,9 +546,29 @@ class TenantRegistry:
         *,
         status: str | None = None,
         settings: Mapping[str, int | None] | None = None,
+        accept_operator_key: bool | None = None,
     ) -> Tenant:
-        """Change the status and the named settings (None: back to the server's)."""
-        changed = await self._change(lambda state: state.revise(tenant_id, status, settings))
+        """Change the status, the named settings (None: back to the server's) and whether
+        the operator key signs for the tenant (None: unchanged)."""
+        changed = await self._change(
+            lambda state: state.revise(tenant_id, status, settings, accept_operator_key)
+        )
+        return changed.state.existing(tenant_id)
+
+    async def add_key(self, tenant_id: str, key: SigningKey) -> Tenant:
+        """A new signing key of the tenant, verifying on every node within a second."""
+        changed = await self._change(lambda state: state.add_key(tenant_id, key))
+        return changed.state.existing(tenant_id)
+
+    async def revoke_key(self, tenant_id: str, kid: str) -> Tenant:
+        """Refuse the key's tokens from now on; each node disconnects its sockets opened
+        with it as it applies the change (a directory listener)."""
+        changed = await self._change(lambda state: state.revoke_key(tenant_id, kid))
+        return changed.state.existing(tenant_id)
+
+    async def revoke_tokens(self, tenant_id: str, before: float) -> Tenant:
+        """Void the tenant's tokens issued before `before` (UNIX time), as `revoke_key`."""
+        changed = await self._change(lambda state: state.cut_off(tenant_id, before))
         return changed.state.existing(tenant_id)
 
     async def delete(self, tenant_id: str) -> None:

@@ -3,7 +3,11 @@
 
 `FEED_DATA_DIR/tenants.json`:
 
-    {"schemaVersion": 1, "tenants": [<Tenant.to_json()>, ...], "deleted": ["id", ...]}
+    {"schemaVersion": 2, "tenants": [<Tenant.to_record()>, ...], "deleted": ["id", ...]}
+
+It holds the tenants' HS256 secrets: it is created 0600, in a directory only the server's
+user should read. A version 1 file (tenants without keys) is read as well, and written as
+version 2 at the next change.
 
 Written atomically: a temporary file in the same directory, fsync, `os.replace`, fsync of
 the directory; a crash leaves the old file or the new one, never part of one. Whoever
@@ -121,7 +125,7 @@ class TenantFile:
         body = orjson.dumps(
             {
                 "schemaVersion": SCHEMA_VERSION,
-                "tenants": [state.tenants[t].to_json() for t in sorted(state.tenants)],
+                "tenants": [state.tenants[t].to_record() for t in sorted(state.tenants)],
                 "deleted": sorted(state.deleted),
             },
             option=orjson.OPT_INDENT_2,
@@ -152,12 +156,12 @@ def parse_tenant_file(data: bytes) -> TenantState:
         raise TenantRecordError(f"not JSON: {exc}") from None
     if not isinstance(body, dict) or body.keys() != {"schemaVersion", "tenants", "deleted"}:
         raise TenantRecordError("expected an object with schemaVersion, tenants and deleted")
-    check_schema_version(body["schemaVersion"])
+    version = check_schema_version(body["schemaVersion"])
     if not isinstance(body["tenants"], list) or not isinstance(body["deleted"], list):
         raise TenantRecordError("tenants and deleted must be lists")
     state = TenantState()
     for record in body["tenants"]:
-        tenant = Tenant.from_json(record)
+        tenant = Tenant.from_record(record, version)
         if tenant.id in state.tenants:
             raise TenantRecordError(f"tenant {tenant.id!r} is listed twice")
         state.tenants[tenant.id] = tenant

@@ -13,7 +13,8 @@ import orjson
 import pytest
 
 from feedserver.cluster import TenantChannel
-from feedserver.errors import NotFound, TenantExists, ValidationFailed
+from feedserver.errors import KeyExists, NotFound, TenantExists, ValidationFailed
+from feedserver.keys import BOOTSTRAP_POLICY, TenantPolicy, generate_hs256_key
 from feedserver.store.redis import redis_client
 from feedserver.store.redis_tenants import TENANTS_KEY, TENANTS_VERSION_KEY, RedisTenants
 from feedserver.store.tenant_file import DataDirLocked, HeldTenants, TenantFile
@@ -173,6 +174,41 @@ async def test_the_registry_survives_a_restart_and_a_deleted_bootstrap_id_stays_
     assert restarted.directory.ids() == ("acme", "tenant_b", "tenant_c")
 
 
+async def test_keys_and_the_policy_are_kept_by_every_backend_secret_included(
+    registry: TenantRegistry,
+) -> None:
+    await registry.create("acme")
+    key = generate_hs256_key("k1")
+    added = await registry.add_key("acme", key)
+    assert added.keys == (key,) and not added.policy.accept_operator_key
+    assert (await registry.get("acme")).keys[0].secret == key.secret
+    assert registry.directory.keys_of("acme") == (key,)
+    with pytest.raises(KeyExists):
+        await registry.add_key("acme", generate_hs256_key("k1"))
+    revoked = await registry.revoke_key("acme", "k1")
+    assert [k.status for k in revoked.keys] == ["revoked"]
+    with pytest.raises(NotFound):
+        await registry.revoke_key("acme", "k2")
+    cut = await registry.revoke_tokens("acme", 1700000000.0)
+    assert cut.policy.tokens_valid_after == 1700000000.0
+    opened = await registry.update("acme", accept_operator_key=True)
+    assert opened.policy == TenantPolicy(True, 1700000000.0)
+    assert await registry.get("acme") == opened == registry.directory.get("acme")
+    assert registry.directory.policy_of("tenant_a") == BOOTSTRAP_POLICY
+
+
+@pytest.mark.parametrize("kind", ["file", "redis"])
+async def test_keys_survive_a_restart(
+    kind: str, open_registry: RegistryFactory, registry: TenantRegistry
+) -> None:
+    await registry.create("acme")
+    key = generate_hs256_key()
+    await registry.add_key("acme", key)
+    restarted = await reopen(open_registry, registry, "tenant_a", "tenant_b")
+    [kept] = restarted.directory.keys_of("acme")
+    assert kept == key and kept.secret == key.secret
+
+
 @pytest.mark.parametrize("kind", ["memory"])  # without FEED_DATA_DIR: the process only
 async def test_without_a_data_dir_a_restart_starts_from_the_bootstrap(
     kind: str, open_registry: RegistryFactory, registry: TenantRegistry
@@ -208,8 +244,38 @@ async def test_the_file_is_replaced_whole_and_no_temporary_file_is_left(tmp_path
     await registry.close()
     assert names_in(tmp_path) == ["tenants.json", "tenants.lock"]
     body = orjson.loads((tmp_path / "tenants.json").read_bytes())
-    assert body["schemaVersion"] == 1 and body["deleted"] == []
+    assert body["schemaVersion"] == 2 and body["deleted"] == []
     assert [t["id"] for t in body["tenants"]] == ["t0", "t1", "t2", "t3", "t4", "tenant_a"]
+    # It holds the tenants' HS256 secrets: the server's user alone reads it.
+    assert (tmp_path / "tenants.json").stat().st_mode & 0o777 == 0o600
+
+
+async def test_a_file_of_the_version_before_keys_is_read_and_rewritten_at_the_next_change(
+    tmp_path: Path,
+) -> None:
+    v1_tenant = {
+        "id": "acme",
+        "status": "active",
+        "createdAt": "2026-01-20T10:30:00.000Z",
+        "bootstrap": False,
+        "settings": {"historySize": 5},
+    }
+    v1 = {"schemaVersion": 1, "tenants": [v1_tenant], "deleted": ["gone"]}
+    (tmp_path / "tenants.json").write_bytes(orjson.dumps(v1))
+    registry = TenantRegistry(TenantFile(tmp_path), TenantDirectory())
+    await registry.start()
+    try:
+        acme = registry.directory.get("acme")
+        assert acme is not None and acme.settings.history_size == 5
+        assert acme.keys == () and acme.policy.accept_operator_key
+        await registry.add_key("acme", generate_hs256_key("k1"))
+    finally:
+        await registry.close()
+    body = orjson.loads((tmp_path / "tenants.json").read_bytes())
+    assert body["schemaVersion"] == 2 and body["deleted"] == ["gone"]
+    [stored] = body["tenants"]
+    assert [k["kid"] for k in stored["keys"]] == ["k1"] and stored["keys"][0]["secret"]
+    assert stored["policy"] == {"acceptOperatorKey": True, "tokensValidAfter": None}
 
 
 def names_in(directory: Path) -> list[str]:

@@ -7,13 +7,17 @@ import pytest
 
 from feedserver.errors import (
     ForbiddenTenant,
+    KeyExists,
     NotFound,
     TenantExists,
     TenantSuspended,
     ValidationFailed,
 )
+from feedserver.keys import BOOTSTRAP_POLICY, TenantPolicy, generate_hs256_key, parse_public_jwk
 from feedserver.store.tenant_file import parse_tenant_file
 from feedserver.tenants import (
+    MAX_ACTIVE_KEYS,
+    MAX_KEYS,
     SCHEMA_VERSION,
     SUSPENDED,
     Tenant,
@@ -48,11 +52,76 @@ def test_a_tenant_round_trips_through_its_json_and_its_stored_form() -> None:
             "maxMessageLength": None,
             "retentionSeconds": None,
         },
+        "keys": [],
+        "policy": {"acceptOperatorKey": False, "tokensValidAfter": None},
     }
-    assert Tenant.from_json(tenant.to_json()) == tenant
+    assert Tenant.from_record(tenant.to_record()) == tenant
     stored = encode_record(tenant)
     assert orjson.loads(stored)["schemaVersion"] == SCHEMA_VERSION
     assert decode_record(stored) == tenant
+
+
+EC_PUBLIC_JWK = {  # RFC 7515 A.3's P-256 key, public members only
+    "kty": "EC",
+    "crv": "P-256",
+    "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+    "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+}
+
+
+def test_keys_and_policy_are_stored_with_the_secret_and_shown_without_it() -> None:
+    hs = generate_hs256_key("k-hs", created_at=1.0)
+    es = parse_public_jwk(EC_PUBLIC_JWK, "ES256", kid="k-es", created_at=2.0)
+    tenant = Tenant(
+        "acme", created_at=CREATED, keys=(hs, es), policy=TenantPolicy(True, 1700000000.0)
+    )
+    assert hs.secret is not None
+    shown = tenant.to_json()
+    assert hs.secret not in orjson.dumps(shown).decode()
+    assert [k["kid"] for k in shown["keys"]] == ["k-hs", "k-es"]
+    assert shown["keys"][1]["jwk"] == EC_PUBLIC_JWK
+    assert shown["policy"] == {"acceptOperatorKey": True, "tokensValidAfter": 1700000000.0}
+    stored = encode_record(tenant)
+    assert hs.secret in stored.decode()
+    again = decode_record(stored)
+    assert again == tenant and again.keys[0].secret == hs.secret
+
+
+@pytest.mark.parametrize("bootstrap", [True, False])
+def test_a_record_of_schema_version_1_still_loads_and_keeps_accepting_the_operator_key(
+    bootstrap: bool,
+) -> None:
+    # What the version before keys wrote; every tenant then accepted FEED_AUTH_SECRET's tokens.
+    v1 = {
+        "schemaVersion": 1,
+        "id": "acme",
+        "status": "active",
+        "createdAt": CREATED,
+        "bootstrap": bootstrap,
+        "settings": {"historySize": 5},
+    }
+    tenant = decode_record(orjson.dumps(v1))
+    assert (tenant.id, tenant.keys, tenant.settings.history_size) == ("acme", (), 5)
+    assert tenant.policy == TenantPolicy(accept_operator_key=True)
+    record = {k: v for k, v in v1.items() if k != "schemaVersion"}
+    state = parse_tenant_file(
+        orjson.dumps({"schemaVersion": 1, "tenants": [record], "deleted": []})
+    )
+    assert state.tenants["acme"] == tenant
+    assert orjson.loads(encode_record(tenant))["schemaVersion"] == SCHEMA_VERSION == 2
+
+
+def test_two_keys_under_one_kid_are_not_a_tenant() -> None:
+    key = generate_hs256_key("twin")
+    with pytest.raises(ValidationFailed):
+        Tenant("acme", keys=(key, generate_hs256_key("twin")))
+    with pytest.raises(TenantRecordError):
+        decode_record(
+            orjson.dumps(
+                {"schemaVersion": 2, **Tenant("acme", keys=(key,)).to_record()}
+                | {"keys": [key.to_json(), key.to_json()]}
+            )
+        )
 
 
 def test_a_new_tenant_is_active_with_the_server_settings_and_a_utc_creation_time() -> None:
@@ -115,8 +184,21 @@ def test_overriding_settings_changes_only_those_named_and_none_is_the_default() 
         b"not json",
         b"[]",
         b'{"id": "a", "status": "active", "createdAt": "x", "bootstrap": false, "settings": {}}',
+        b'{"schemaVersion": 3, "id": "a", "status": "active", "createdAt": "x",'
+        b' "bootstrap": false, "settings": {}}',
+        b'{"schemaVersion": "1", "id": "a", "status": "active", "createdAt": "x",'
+        b' "bootstrap": false, "settings": {}}',
         b'{"schemaVersion": 2, "id": "a", "status": "active", "createdAt": "x",'
         b' "bootstrap": false, "settings": {}}',
+        b'{"schemaVersion": 1, "id": "a", "status": "active", "createdAt": "x",'
+        b' "bootstrap": false, "settings": {}, "keys": [], "policy": {}}',
+        b'{"schemaVersion": 2, "id": "a", "status": "active", "createdAt": "x",'
+        b' "bootstrap": false, "settings": {}, "keys": {}, "policy": {}}',
+        b'{"schemaVersion": 2, "id": "a", "status": "active", "createdAt": "x",'
+        b' "bootstrap": false, "settings": {}, "keys": [{"kid": "k"}], "policy": {}}',
+        b'{"schemaVersion": 2, "id": "a", "status": "active", "createdAt": "x",'
+        b' "bootstrap": false, "settings": {}, "keys": [],'
+        b' "policy": {"acceptOperatorKey": "yes"}}',
         b'{"schemaVersion": 1, "id": "a", "status": "gone", "createdAt": "x",'
         b' "bootstrap": false, "settings": {}}',
         b'{"schemaVersion": 1, "id": "a", "status": "active", "createdAt": "x",'
@@ -126,7 +208,22 @@ def test_overriding_settings_changes_only_those_named_and_none_is_the_default() 
         b'{"schemaVersion": 1, "id": "a", "status": "active", "createdAt": "x",'
         b' "bootstrap": false, "settings": {}, "colour": "red"}',
     ],
-    ids=["json", "array", "no-version", "version-2", "status", "bootstrap", "setting", "extra"],
+    ids=[
+        "json",
+        "array",
+        "no-version",
+        "version-3",
+        "version-text",
+        "v2-without-keys",
+        "v1-with-keys",
+        "keys-object",
+        "bad-key",
+        "bad-policy",
+        "status",
+        "bootstrap",
+        "setting",
+        "extra",
+    ],
 )
 def test_a_stored_record_this_version_cannot_read_is_refused(record: bytes) -> None:
     with pytest.raises(TenantRecordError):
@@ -137,12 +234,13 @@ def test_a_stored_record_this_version_cannot_read_is_refused(record: bytes) -> N
     "body",
     [
         {"tenants": [], "deleted": []},
-        {"schemaVersion": 2, "tenants": [], "deleted": []},
-        {"schemaVersion": 1, "tenants": {}, "deleted": []},
-        {"schemaVersion": 1, "tenants": [], "deleted": ["Bad Id"]},
-        {"schemaVersion": 1, "tenants": [Tenant("a").to_json()] * 2, "deleted": []},
+        {"schemaVersion": 3, "tenants": [], "deleted": []},
+        {"schemaVersion": 2, "tenants": {}, "deleted": []},
+        {"schemaVersion": 2, "tenants": [], "deleted": ["Bad Id"]},
+        {"schemaVersion": 2, "tenants": [Tenant("a").to_record()] * 2, "deleted": []},
+        {"schemaVersion": 1, "tenants": [Tenant("a").to_record()], "deleted": []},
     ],
-    ids=["no-version", "version-2", "tenants-object", "bad-tombstone", "twice"],
+    ids=["no-version", "version-3", "tenants-object", "bad-tombstone", "twice", "v1-with-v2"],
 )
 def test_a_tenant_file_this_version_cannot_read_is_refused(body: dict[str, object]) -> None:
     with pytest.raises(TenantRecordError):
@@ -168,7 +266,11 @@ def test_bootstrap_creates_what_is_missing_except_what_was_deleted() -> None:
     state.add_bootstrap(["a", "b", "c"], "2026-02-01T00:00:00.000Z")
     assert state.tenants["a"] == Tenant("a", created_at=CREATED)
     assert "b" not in state.tenants
-    assert state.tenants["c"] == Tenant("c", created_at="2026-02-01T00:00:00.000Z", bootstrap=True)
+    assert state.tenants["c"] == Tenant(
+        "c", created_at="2026-02-01T00:00:00.000Z", bootstrap=True, policy=BOOTSTRAP_POLICY
+    )
+    assert state.tenants["c"].policy.accept_operator_key
+    assert not Tenant("runtime").policy.accept_operator_key
 
 
 def test_revising_or_removing_a_missing_tenant_is_not_found() -> None:
@@ -177,6 +279,59 @@ def test_revising_or_removing_a_missing_tenant_is_not_found() -> None:
         state.revise("a", SUSPENDED, None)
     with pytest.raises(NotFound):
         state.remove("a")
+
+
+def test_keys_are_added_revoked_and_kept_and_a_kid_names_one_key_for_good() -> None:
+    state = TenantState({"a": Tenant("a", created_at=CREATED)})
+    first, second = generate_hs256_key("one"), generate_hs256_key("two")
+    state.add_key("a", first)
+    state.add_key("a", second)
+    assert state.tenants["a"].keys == (first, second)
+    state.revoke_key("a", "one")
+    assert [(k.kid, k.status) for k in state.tenants["a"].keys] == [
+        ("one", "revoked"),
+        ("two", "active"),
+    ]
+    with pytest.raises(KeyExists):
+        state.add_key("a", generate_hs256_key("one"))  # revoked, still taken
+    with pytest.raises(NotFound) as missing:
+        state.revoke_key("a", "three")
+    assert missing.value.details == {"kid": "no such key"}
+    with pytest.raises(NotFound):
+        state.add_key("b", generate_hs256_key())
+
+
+def test_active_keys_are_capped_and_the_oldest_revoked_go_past_the_total_cap() -> None:
+    state = TenantState({"a": Tenant("a", created_at=CREATED)})
+    for n in range(MAX_ACTIVE_KEYS):
+        state.add_key("a", generate_hs256_key(f"k{n}"))
+    with pytest.raises(KeyExists):
+        state.add_key("a", generate_hs256_key("over"))
+    for n in range(MAX_KEYS - MAX_ACTIVE_KEYS + 5):
+        state.revoke_key("a", state.tenants["a"].keys[-1].kid)
+        state.add_key("a", generate_hs256_key(f"r{n}"))
+    keys = state.tenants["a"].keys
+    assert len(keys) == MAX_KEYS
+    assert sum(k.active for k in keys) == MAX_ACTIVE_KEYS
+    assert keys[-1].kid == f"r{MAX_KEYS - MAX_ACTIVE_KEYS + 4}" and keys[-1].active
+
+
+def test_the_cut_off_and_the_operator_key_policy_change_only_what_is_named() -> None:
+    state = TenantState({"a": Tenant("a", created_at=CREATED, policy=BOOTSTRAP_POLICY)})
+    state.cut_off("a", 200.0)
+    state.cut_off("a", 100.0)  # never backwards: what 200 voided stays void
+    assert state.tenants["a"].policy == TenantPolicy(True, 200.0)
+    state.revise("a", None, None, accept_operator_key=False)
+    assert state.tenants["a"].policy == TenantPolicy(False, 200.0)
+    state.revise("a", SUSPENDED, None)
+    assert state.tenants["a"].policy == TenantPolicy(False, 200.0)
+
+
+def test_the_directory_hands_out_keys_and_policy_by_one_lookup() -> None:
+    key = generate_hs256_key("k")
+    directory = TenantDirectory([Tenant("a", keys=(key,), policy=BOOTSTRAP_POLICY)])
+    assert directory.keys_of("a") == (key,) and directory.policy_of("a") == BOOTSTRAP_POLICY
+    assert directory.keys_of("nobody") == () and directory.policy_of("nobody") is None
 
 
 def test_changed_since_names_the_ids_whose_record_differs() -> None:
