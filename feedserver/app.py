@@ -43,9 +43,18 @@ SHUTTING_DOWN = web.AppKey("shutting_down", asyncio.Event)
 ResponseHook = Callable[[web.Request, web.StreamResponse], Awaitable[object]]
 
 
-def open_authenticator(settings: Settings, catalogue: TenantCatalogue) -> Authenticator:
+def open_authenticator(
+    settings: Settings, catalogue: TenantCatalogue, directory: TenantDirectory
+) -> Authenticator:
     if settings.auth == "token":
-        return TokenAuthenticator(catalogue, settings.auth_secret)
+        # The directory's snapshot: a token's key and policy are one dict lookup away, and
+        # a key added or revoked on any node counts here once the registry applied it.
+        return TokenAuthenticator(
+            catalogue,
+            settings.auth_secret,
+            keys_of=directory.keys_of,
+            policy_of=directory.policy_of,
+        )
     return HeaderAuthenticator(catalogue)
 
 
@@ -92,7 +101,7 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
         client_max_size=settings.max_body_bytes,
     )
     catalogue = TenantCatalogue(directory)
-    authenticator = open_authenticator(settings, catalogue)
+    authenticator = open_authenticator(settings, catalogue, directory)
     feed = Feed(
         backend.store,
         directory,

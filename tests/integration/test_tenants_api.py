@@ -9,7 +9,9 @@ import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
+from feedserver.app import TENANTS
 from feedserver.auth import mint_token
+from feedserver.keys import generate_hs256_key
 from tests.clients import CLIENT_KINDS, open_client
 from tests.conftest import ServerFactory
 from tests.metrics_scrape import label_values, scrape, value
@@ -258,14 +260,19 @@ async def test_with_tokens_tenants_are_managed_with_an_admin_token_only(
         assert (status, error["error"]["code"]) == (403, "forbidden")
         status, created = await call(http, "POST", "/api/admin/tenants", {"id": "acme"}, **admin)
         assert (status, created["id"]) == (201, "acme")
-        acme_token = mint_token(SECRET, "acme", 60)
+        # A tenant created at runtime accepts its own keys only, not the operator's.
+        status, error = await publish_with(http, mint_token(SECRET, "acme", 60))
+        assert (status, error["error"]["code"]) == (401, "unauthorized")
+        key = generate_hs256_key()
+        await server.app[TENANTS].add_key("acme", key)
+        acme_token = mint_token(None, "acme", 60, key=key)
         async with socket_client(server.make_url(""), auth={"token": acme_token}) as client:
             info, _ = await client.expect_established()
             assert info["tenantId"] == "acme"
             assert await call(http, "DELETE", "/api/admin/tenants/acme", **admin) == (204, None)
             await client.expect_type("disconnect")
         status, error = await publish_with(http, acme_token)
-        assert (status, error["error"]["code"]) == (403, "forbidden_tenant")
+        assert (status, error["error"]["code"]) == (401, "unauthorized")
 
 
 async def publish_with(http: ClientSession, token: str) -> tuple[int, Any]:
