@@ -38,6 +38,8 @@ from .schemas import (
     IDEMPOTENCY_KEY_HEADER,
     parse_history_query,
     parse_idempotency_key,
+    parse_key_create,
+    parse_revoke_tokens,
     parse_system_message,
     parse_tenant_create,
     parse_tenant_update,
@@ -58,6 +60,8 @@ JSON_CONTENT_TYPE = CIMultiDictProxy(
     CIMultiDict({"Content-Type": "application/json; charset=utf-8"})
 )
 TENANT_ID = "tenant_id"  # the path parameter of /api/admin/tenants/{tenant_id}
+KID = "kid"  # and of /api/admin/tenants/{tenant_id}/keys/{kid}
+TENANT_PATH = f"/api/admin/tenants/{{{TENANT_ID}}}"
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -243,9 +247,12 @@ class RestApi:
             web.post("/api/system-messages", self.system_message),
             web.get("/api/admin/tenants", self.list_tenants, allow_head=False),
             web.post("/api/admin/tenants", self.create_tenant),
-            web.get(f"/api/admin/tenants/{{{TENANT_ID}}}", self.show_tenant, allow_head=False),
-            web.patch(f"/api/admin/tenants/{{{TENANT_ID}}}", self.update_tenant),
-            web.delete(f"/api/admin/tenants/{{{TENANT_ID}}}", self.delete_tenant),
+            web.get(TENANT_PATH, self.show_tenant, allow_head=False),
+            web.patch(TENANT_PATH, self.update_tenant),
+            web.delete(TENANT_PATH, self.delete_tenant),
+            web.post(f"{TENANT_PATH}/keys", self.add_key),
+            web.delete(f"{TENANT_PATH}/keys/{{{KID}}}", self.revoke_key),
+            web.post(f"{TENANT_PATH}/revoke-tokens", self.revoke_tokens),
             web.get("/api/openapi.json", self.openapi, allow_head=False),
         ]
 
@@ -327,14 +334,39 @@ class RestApi:
         return json_response(tenant.to_json())
 
     async def update_tenant(self, request: web.Request) -> web.Response:
-        """Admin: the status and the settings named in the body (null: the server's)."""
+        """Admin: the status, the settings named in the body (null: the server's) and
+        whether the operator key signs for the tenant."""
         self._require_admin(request)
-        status, settings = parse_tenant_update(
-            await read_json(request, self.settings.max_body_bytes)
-        )
+        update = parse_tenant_update(await read_json(request, self.settings.max_body_bytes))
         tenant = await self.registry.update(
-            request.match_info[TENANT_ID], status=status, settings=settings
+            request.match_info[TENANT_ID],
+            status=update.status,
+            settings=update.settings,
+            accept_operator_key=update.accept_operator_key,
         )
+        return json_response(tenant.to_json())
+
+    async def add_key(self, request: web.Request) -> web.Response:
+        """Admin: a new signing key of the tenant; an HS256 secret is in this answer only."""
+        self._require_admin(request)
+        key = parse_key_create(await read_json(request, self.settings.max_body_bytes))
+        await self.registry.add_key(request.match_info[TENANT_ID], key)
+        return json_response(key.to_json(), 201)
+
+    async def revoke_key(self, request: web.Request) -> web.Response:
+        """Admin: the key's tokens are refused from now on and its sockets disconnected; the
+        key stays listed, revoked (its kid is not given to another key)."""
+        self._require_admin(request)
+        await self.registry.revoke_key(request.match_info[TENANT_ID], request.match_info[KID])
+        return web.Response(status=204)
+
+    async def revoke_tokens(self, request: web.Request) -> web.Response:
+        """Admin: the tenant's tokens issued before `before` (default now) are void, and the
+        sockets they opened disconnected."""
+        self._require_admin(request)
+        body = await read_json(request, self.settings.max_body_bytes) if request.body_exists else {}
+        before = parse_revoke_tokens(body)
+        tenant = await self.registry.revoke_tokens(request.match_info[TENANT_ID], before)
         return json_response(tenant.to_json())
 
     async def delete_tenant(self, request: web.Request) -> web.Response:

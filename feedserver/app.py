@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -12,12 +13,19 @@ from aiohttp import hdrs, web
 from .access import access_middleware, stamp_request_id
 from .addresses import ClientAddresses
 from .api import RestApi, error_middleware, rate_limit_middleware
-from .auth import Authenticator, HeaderAuthenticator, TenantCatalogue, TokenAuthenticator
+from .auth import (
+    Authenticator,
+    HeaderAuthenticator,
+    Principal,
+    TenantCatalogue,
+    TokenAuthenticator,
+)
 from .client_bundle import ClientBundle
 from .cluster import open_backend
 from .config import Settings
-from .core import TENANT_DELETED, Feed, LocalConnections, system_notice
+from .core import CREDENTIALS_REVOKED, TENANT_DELETED, Feed, LocalConnections, system_notice
 from .engineio import EngineStats
+from .keys import still_valid
 from .metrics import METRICS_PATH, FeedMetrics, metrics_view
 from .quotas import (
     ConnectionCaps,
@@ -30,6 +38,8 @@ from .quotas import (
 from .realtime import MAX_PACKET_BYTES, SOCKETIO_PATH, RealtimeGateway, refuse_new_sessions
 from .security import ResponseStamp, polling_body_limit, security_stamp
 from .tenants import Tenant, TenantDirectory, TenantRegistry
+
+log = logging.getLogger(__name__)
 
 WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
 SOCKETIO_CLIENT = Path("node_modules") / "socket.io-client"
@@ -135,6 +145,8 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
         engine_stats,
     )
     directory.on_change(_disconnect_deleted(gateway))
+    if settings.auth == "token":
+        directory.on_change(_disconnect_revoked(gateway))
     app[FEED] = feed
     app[GATEWAY] = gateway
     app[METRICS] = metrics
@@ -177,6 +189,29 @@ def _disconnect_deleted(
     async def disconnect(tenant_id: str, tenant: Tenant | None) -> None:
         if tenant is None:
             await gateway.disconnect_tenant(tenant_id, system_notice(TENANT_DELETED, "warning"))
+
+    return disconnect
+
+
+def _disconnect_revoked(
+    gateway: RealtimeGateway,
+) -> Callable[[str, Tenant | None], Awaitable[None]]:
+    """A directory listener: when a tenant's keys or policy change (a key revoked, a
+    cut-off, the operator key turned off), this node's sockets of the tenant whose token no
+    longer stands are told, then go. Every node runs it as it applies the change, so a
+    revocation made on one node reaches the sockets of all of them."""
+
+    async def disconnect(tenant_id: str, tenant: Tenant | None) -> None:
+        if tenant is None:
+            return  # deleted: `_disconnect_deleted` has them all go
+
+        def stands(principal: Principal) -> bool:
+            return still_valid(principal, tenant.keys, tenant.policy)
+
+        notice = system_notice(CREDENTIALS_REVOKED, "warning")
+        gone = await gateway.disconnect_tenant(tenant_id, notice, stands)
+        if gone:
+            log.info("disconnected %d socket(s) of tenant %s: credentials revoked", gone, tenant_id)
 
     return disconnect
 

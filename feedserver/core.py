@@ -175,6 +175,8 @@ class TenantStats:
 
 
 TENANT_DELETED = "tenant deleted"
+# To a socket whose token's key was revoked, or that its tenant's cut-off or policy voids.
+CREDENTIALS_REVOKED = "credentials revoked"
 
 
 class Feed:

@@ -276,9 +276,11 @@ class Credential(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Claims:
-    """A verified token: the tenant whose key (or the operator key) signed it."""
+    """A verified token: the tenant whose key (or the operator key) signed it. None: an
+    admin token whose tenant no longer takes the operator's tokens (it is an admin's still,
+    acting for no tenant)."""
 
-    tenant: str
+    tenant: str | None
     kid: str  # OPERATOR_KID, or the kid of one of the tenant's keys
     admin: bool
     expires_at: float
@@ -322,8 +324,9 @@ class KeyRing:
         self._operator_secret = operator_secret.encode()
 
     def verify(self, token: str) -> Claims:
-        """The token's claims, or `Unauthorized` (`ForbiddenTenant`: validly signed by the
-        operator key for a tenant that does not exist)."""
+        """The token's claims, or `Unauthorized` (`ForbiddenTenant`: a tenant token validly
+        signed by the operator key for a tenant that does not exist). An admin token acts
+        for its tenant while that tenant takes the operator's tokens, else for none."""
         kid = _unverified_kid(token)
         keys: Sequence[SigningKey] = ()
         if kid is None or kid == OPERATOR_KID:
@@ -336,17 +339,26 @@ class KeyRing:
             # that payload, so the tenant claim below is the key's tenant.
             payload = _decode(token, key.verifier, key.alg)
         tenant = payload["tenant"]
-        policy = self._policy_of(tenant) if isinstance(tenant, str) else None
-        if policy is None:
+        if not isinstance(tenant, str):
             raise ForbiddenTenant("Unknown or forbidden tenant")
         admin = payload.get("role") == ADMIN_ROLE
         if admin and kid != OPERATOR_KID:
             raise Unauthorized("Only the operator key grants the admin role")
         claims = Claims(tenant, kid, admin, float(payload["exp"]), _issued_at(payload))
+        policy = self._policy_of(tenant)
         refusal = _refusal(claims, keys, policy)
-        if refusal is not None:
-            raise Unauthorized(refusal)
-        return claims
+        if refusal is None:
+            return claims
+        if admin:
+            # The admin role is the operator's, not the tenant's: a tenant that is gone,
+            # stopped taking the operator key or cut its tokens off no longer lets the token
+            # act for it, but the operator keeps the admin API (else deleting the tenant an
+            # admin token names, or turning the operator key off for every tenant, would
+            # lock the operator out of it).
+            return replace(claims, tenant=None)
+        if policy is None:
+            raise ForbiddenTenant("Unknown or forbidden tenant")
+        raise Unauthorized(refusal)
 
 
 def _unverified_kid(token: str) -> str | None:

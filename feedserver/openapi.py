@@ -10,6 +10,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 
 from . import __version__
 from .config import TENANT_RE, Settings
+from .keys import KID_RE
 from .messages import CONTROL_CHARACTERS
 from .schemas import (
     IDEMPOTENCY_KEY_HEADER,
@@ -19,8 +20,13 @@ from .schemas import (
     HealthSchema,
     HistoryQuerySchema,
     HistorySchema,
+    KeyCreatedSchema,
+    KeySchema,
+    PolicySchema,
+    PolicyUpdateSchema,
     PublishSchema,
     ReadySchema,
+    RevokeTokensSchema,
     StatsSchema,
     SystemMessageSchema,
     SystemNoticeSchema,
@@ -39,10 +45,17 @@ _ERRORS = {
         "subscribing (`tenant_suspended`), a tenant that disagrees with the token, or no "
         "admin rights (`forbidden`)"
     ),
-    404: "No such tenant (`not_found`)",
-    409: "A tenant with this id exists (`tenant_exists`)",
+    404: "No such tenant, or no such key of it (`not_found`)",
+    409: (
+        "A tenant with this id exists (`tenant_exists`), or a key with this kid, or the "
+        "tenant has as many active keys as it may (`key_exists`)"
+    ),
     413: "Body over FEED_MAX_BODY_BYTES (`payload_too_large`)",
     415: "Content-Type is not application/json; charset=utf-8 (`unsupported_media_type`)",
+    422: (
+        "Key material that cannot be a key of this server (`invalid_key`, `details` per "
+        "field): a private JWK, another curve, an RSA key under 2048 bits, a jwk with HS256"
+    ),
     429: "Rate limited (`rate_limited`); see Retry-After",
     500: "Internal error (`internal_error`, no stack trace)",
     503: "The event store (or the Redis holding the rate limits) is unreachable",
@@ -100,10 +113,15 @@ def openapi_document(settings: Settings, tenants: Sequence[str] = ()) -> dict[st
         SystemMessageSchema,
         SystemNoticeSchema,
         TenantSettingsSchema,
+        KeySchema,  # the nested before those they are in: apispec names each once
+        KeyCreatedSchema,
+        PolicySchema,
         TenantSchema,
         TenantListSchema,
         TenantCreateSchema,
+        PolicyUpdateSchema,
         TenantUpdateSchema,
+        RevokeTokensSchema,
     ):
         spec.components.schema(schema.__name__.removesuffix("Schema"), schema=schema)
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
@@ -214,6 +232,8 @@ def openapi_document(settings: Settings, tenants: Sequence[str] = ()) -> dict[st
         },
     )
     document: dict[str, Any] = spec.to_dict()
+    _link_keys(document["paths"])
+    document["components"]["schemas"]["KeyCreate"] = _key_create()
     for parameter in document["paths"]["/api/events"]["get"]["parameters"]:
         _absent_not_null(parameter["schema"])
     for field in document["components"]["schemas"]["Publish"]["properties"].values():
@@ -301,6 +321,107 @@ def _admin_tenant_paths(spec: APISpec, security: list[dict[str, list[str]]]) -> 
             ),
         },
     )
+    spec.path(
+        path="/api/admin/tenants/{tenant_id}/keys",
+        operations={
+            "post": _operation(
+                f"{admin}: a signing key of the tenant: `HS256` (the server makes the "
+                "secret, in this answer only) or an uploaded `ES256` / `RS256` public JWK",
+                [tenant_id],
+                security,
+                {201: ("The key; `secret` for HS256, shown this once", "KeyCreated")},
+                (*body_errors, 404, 409, 422),
+                body="KeyCreate",
+            )
+        },
+    )
+    kid = {"in": "path", "name": "kid", "required": True, "schema": {"type": "string"}}
+    spec.path(
+        path="/api/admin/tenants/{tenant_id}/keys/{kid}",
+        operations={
+            "delete": _operation(
+                f"{admin}: revoke the key: its tokens are refused and the sockets it opened "
+                "disconnected on every node within a second; it stays listed as revoked",
+                [tenant_id, kid],
+                security,
+                {204: ("Revoked", None)},
+                (401, 403, 404, 429, 500, 503),
+            )
+        },
+    )
+    spec.path(
+        path="/api/admin/tenants/{tenant_id}/revoke-tokens",
+        operations={
+            "post": _operation(
+                f"{admin}: void the tenant's tokens issued (`iat`) before `before` (default "
+                "now), and disconnect the sockets they opened; the cut-off only moves forward",
+                [tenant_id],
+                security,
+                {200: ("The tenant as changed", "Tenant")},
+                (*body_errors, 404),
+                body="RevokeTokens",
+                body_required=False,
+            )
+        },
+    )
+
+
+def _key_create() -> dict[str, Any]:
+    """The two bodies `KeyCreateSchema` takes, each on its own: what a generic schema of
+    it would not say is that HS256 takes no JWK and ES256 / RS256 need a public one."""
+    kid = {"type": "string", "pattern": KID_RE.pattern}
+    public_jwk = {
+        "type": "object",
+        "description": "A public JWK: EC P-256 (kty, crv, x, y) or RSA >= 2048 bits (kty, n, "
+        "e); a JWK with private members (d, p, q, ...) is refused (422)",
+        "required": ["kty"],
+        "properties": {"kty": {"type": "string", "enum": ["EC", "RSA"]}},
+    }
+    return {
+        "oneOf": [
+            {
+                "type": "object",
+                "description": "A secret the server generates (in the 201 answer only)",
+                "required": ["alg"],
+                "properties": {"alg": {"type": "string", "enum": ["HS256"]}, "kid": kid},
+                "additionalProperties": False,
+            },
+            {
+                "type": "object",
+                "description": "An uploaded public key; its private key stays with the tenant",
+                "required": ["alg", "jwk"],
+                "properties": {
+                    "alg": {"type": "string", "enum": ["ES256", "RS256"]},
+                    "kid": kid,
+                    "jwk": public_jwk,
+                },
+                "additionalProperties": False,
+            },
+        ]
+    }
+
+
+def _link_keys(paths: dict[str, Any]) -> None:
+    """Links (OpenAPI 3 `links`): the tenant a create answers is the one keys are added to,
+    the kid a key creation answers is the one a revocation names."""
+    tenants, keys = "/api/admin/tenants", "/api/admin/tenants/{tenant_id}/keys"
+    paths[tenants]["post"]["responses"]["201"]["links"] = {
+        "AddKey": {
+            "operationRef": _operation_ref(keys, "post"),
+            "parameters": {"tenant_id": "$response.body#/id"},
+        }
+    }
+    paths[keys]["post"]["responses"]["201"]["links"] = {
+        "RevokeKey": {
+            "operationRef": _operation_ref(keys + "/{kid}", "delete"),
+            "parameters": {"tenant_id": "$request.path.tenant_id", "kid": "$response.body#/kid"},
+        }
+    }
+
+
+def _operation_ref(path: str, method: str) -> str:
+    """A JSON pointer to an operation of this document (`/` in a path is `~1`)."""
+    return "#/paths/" + path.replace("~", "~0").replace("/", "~1") + "/" + method
 
 
 def _tenant_id_rule() -> dict[str, Any]:
@@ -323,6 +444,7 @@ def _operation(
     successes: dict[int, tuple[str, str | None]],  # status -> (text, schema; None: no body)
     errors: tuple[int, ...],
     body: str | None = None,
+    body_required: bool = True,
 ) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "summary": summary,
@@ -338,7 +460,7 @@ def _operation(
     }
     if body is not None:
         operation["requestBody"] = {
-            "required": True,
+            "required": body_required,
             "content": {"application/json": {"schema": _ref(body)}},
         }
     return operation

@@ -420,16 +420,27 @@ class RealtimeGateway:
         the one write path of every broadcast (the bus brings each node its notices)."""
         self.broadcaster.broadcast(None, "system_message", SocketJson.dumps(notice))
 
-    async def disconnect_tenant(self, tenant: str, notice: SystemNotice) -> None:
-        """Send `notice` to every socket of `tenant` on this node, then disconnect each one
-        (the tenant was deleted): a Socket.IO DISCONNECT, so that clients do not reconnect.
+    async def disconnect_tenant(
+        self,
+        tenant: str,
+        notice: SystemNotice,
+        stands: Callable[[Principal], bool] | None = None,
+    ) -> int:
+        """Send `notice` to every socket of `tenant` on this node (those whose principal no
+        longer `stands`, if given), then disconnect each one: a Socket.IO DISCONNECT, so
+        that clients do not reconnect. How many went.
 
         Each socket by its sid, not by room: one still syncing is in no room yet."""
-        sids = [sid for sid, session in self._sessions.items() if session.tenant == tenant]
+        sids = [
+            sid
+            for sid, session in self._sessions.items()
+            if session.tenant == tenant and (stands is None or not stands(session.principal))
+        ]
         for sid in sids:
             await self.sio.emit_to(sid, "system_message", notice)
         for sid in sids:
             await self.sio.disconnect(sid)
+        return len(sids)
 
     async def close(self, grace: float = 0.0) -> None:
         """Tell every client the server is going, and close its connection once the notice

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, NamedTuple
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from .config import TENANT_RE
-from .errors import ValidationFailed
+from .errors import InvalidKey, ValidationFailed
+from .keys import (
+    ALGORITHMS,
+    KEY_STATUSES,
+    KID_RE,
+    SigningKey,
+    generate_hs256_key,
+    parse_public_jwk,
+)
 from .tenants import SETTING_RULES, STATUSES, TENANT_ID_RULE, TenantSettings
 
 MAX_LIMIT = 500
@@ -16,6 +25,28 @@ IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 IDEMPOTENCY_KEY_RULE = "must be 1..128 visible ASCII characters"
 _idempotency_key = validate.Regexp(r"^[\x21-\x7e]{1,128}\Z", error=IDEMPOTENCY_KEY_RULE)
 SYSTEM_MESSAGE_LEVELS = ("info", "warning")
+KID_RULE = "1 to 64 characters of A-Z a-z 0-9 _ -"
+# How far ahead of this server's clock a `revoke-tokens` cut-off may be (the caller's clock
+# may run ahead); later, it would void tokens not yet minted.
+MAX_CUT_OFF_AHEAD_S = 60
+
+
+class StrictBoolean(fields.Boolean):
+    """true or false, nothing that marshmallow would take as one (1, "yes")."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if type(value) is not bool:
+            raise self.make_error("invalid")
+        return value
+
+
+class StrictNumber(fields.Float):
+    """A JSON number, not a string of one (marshmallow's Float takes "12")."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
+        if type(value) not in (int, float):
+            raise self.make_error("invalid")
+        return float(super()._deserialize(value, attr, data, **kwargs))
 
 
 class PublishRequest(NamedTuple):
@@ -87,12 +118,44 @@ class TenantCreateSchema(Schema):
     settings = fields.Nested(TenantSettingsSchema, load_default=None)
 
 
+class PolicyUpdateSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    # The cut-off is not set here: `revoke-tokens` moves it, forward only.
+    acceptOperatorKey = StrictBoolean(required=True)
+
+
 class TenantUpdateSchema(Schema):
     class Meta:
         unknown = RAISE
 
     status = fields.String(load_default=None, validate=validate.OneOf(STATUSES))
     settings = fields.Nested(TenantSettingsSchema, load_default=None)
+    policy = fields.Nested(PolicyUpdateSchema, load_default=None)
+
+
+class KeyCreateSchema(Schema):
+    """`{"alg": "HS256"}` (the server makes the secret), or `{"alg": "ES256" | "RS256",
+    "jwk": {public JWK}}`; `kid` optional (else the JWK's, else a new one)."""
+
+    class Meta:
+        unknown = RAISE
+
+    # Absent, not null: the OpenAPI document (openapi._key_create) says so.
+    alg = fields.String(required=True, validate=validate.OneOf(ALGORITHMS))
+    kid = fields.String(
+        load_default=None, allow_none=False, validate=validate.Regexp(KID_RE, error=KID_RULE)
+    )
+    jwk = fields.Dict(keys=fields.String(), load_default=None, allow_none=False)
+
+
+class RevokeTokensSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    # UNIX time (seconds); absent: now.
+    before = StrictNumber(load_default=None, allow_nan=False)
 
 
 # The schemas below document responses (the OpenAPI document is generated from them);
@@ -128,12 +191,33 @@ class StatsSchema(Schema):
     )
 
 
+class KeySchema(Schema):
+    """A signing key as shown: never its secret (the HS256 secret is in `KeyCreated` only)."""
+
+    kid = fields.String(required=True)
+    alg = fields.String(required=True, validate=validate.OneOf(ALGORITHMS))
+    createdAt = fields.Float(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(KEY_STATUSES))
+    jwk = fields.Dict(keys=fields.String(), values=fields.String())  # ES256 / RS256
+
+
+class KeyCreatedSchema(KeySchema):
+    secret = fields.String()  # HS256: shown in this answer only, never again
+
+
+class PolicySchema(Schema):
+    acceptOperatorKey = fields.Boolean(required=True)
+    tokensValidAfter = fields.Float(required=True, allow_none=True)
+
+
 class TenantSchema(Schema):
     id = fields.String(required=True)
     status = fields.String(required=True, validate=validate.OneOf(STATUSES))
     createdAt = fields.String(required=True)
     bootstrap = fields.Boolean(required=True)
     settings = fields.Nested(TenantSettingsSchema, required=True)
+    keys = fields.List(fields.Nested(KeySchema), required=True)
+    policy = fields.Nested(PolicySchema, required=True)
 
 
 class TenantListSchema(Schema):
@@ -200,6 +284,8 @@ _system_message = SystemMessageSchema()
 _refresh_token = RefreshTokenSchema()
 _tenant_create = TenantCreateSchema()
 _tenant_update = TenantUpdateSchema()
+_key_create = KeyCreateSchema()
+_revoke_tokens = RevokeTokensSchema()
 
 
 def load(schema: Schema, data: Any) -> dict[str, Any]:
@@ -255,10 +341,47 @@ def parse_tenant_create(payload: Any) -> tuple[str, TenantSettings]:
     return data["id"], TenantSettings(**(data["settings"] or {}))
 
 
-def parse_tenant_update(payload: Any) -> tuple[str | None, dict[str, int | None]]:
-    """(status or None, the settings named) of a `PATCH /api/admin/tenants/{id}` body."""
+class TenantUpdate(NamedTuple):
+    status: str | None
+    settings: dict[str, int | None]  # the settings named
+    accept_operator_key: bool | None
+
+
+def parse_tenant_update(payload: Any) -> TenantUpdate:
+    """What a `PATCH /api/admin/tenants/{id}` body changes (None: unchanged)."""
     data = load(_tenant_update, payload)
-    return data["status"], data["settings"] or {}
+    policy = data["policy"] or {}
+    return TenantUpdate(data["status"], data["settings"] or {}, policy.get("acceptOperatorKey"))
+
+
+def parse_key_create(payload: Any) -> SigningKey:
+    """The key a `POST /api/admin/tenants/{id}/keys` body asks for: a new HS256 secret, or
+    the uploaded public JWK (`InvalidKey`, 422, for a private or unusable one)."""
+    data = load(_key_create, payload)
+    alg, kid, jwk = data["alg"], data["kid"], data["jwk"]
+    if alg == "HS256":
+        if jwk is not None:
+            raise InvalidKey(
+                "Invalid signing key",
+                {"jwk": "HS256 secrets are generated by the server: send no jwk"},
+            )
+        return generate_hs256_key(kid)
+    if jwk is None:
+        raise ValidationFailed("Invalid request", {"jwk": f"an {alg} key needs its public JWK"})
+    return parse_public_jwk(jwk, alg, kid=kid)
+
+
+def parse_revoke_tokens(payload: Any, now: float | None = None) -> float:
+    """The cut-off of a `POST /api/admin/tenants/{id}/revoke-tokens` body: `before`, or now."""
+    now = time.time() if now is None else now
+    before = load(_revoke_tokens, payload)["before"]
+    if before is None:
+        return now
+    if not 0 <= before <= now + MAX_CUT_OFF_AHEAD_S:
+        raise ValidationFailed(
+            "Invalid request", {"before": "a UNIX time in seconds, not in the future"}
+        )
+    return float(before)
 
 
 def _flatten(messages: dict[str, Any], prefix: str = "") -> dict[str, str]:

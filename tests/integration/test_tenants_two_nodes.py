@@ -6,11 +6,13 @@ import asyncio
 import time
 from typing import Any
 
+import jwt
 import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
 from feedserver.app import FEED, TENANTS
+from feedserver.auth import mint_token
 from feedserver.events import Event
 from feedserver.store.redis import RedisStore, redis_client
 from feedserver.tenants import Tenant
@@ -186,3 +188,84 @@ async def test_events_of_a_tenant_deleted_while_its_batch_is_delivered_are_dropp
             assert await publish(http, node, "tenant_a", "a3") == 201
             await sub.wait_for_seq(3)
     assert delivered == ["tenant_a-1", "tenant_a-2", "tenant_a-3"]
+
+
+SECRET = "n" * 32
+ADMIN = {"Authorization": f"Bearer {mint_token(SECRET, 'tenant_a', 3600, admin=True)}"}
+
+
+def signed(secret: str, kid: str, tenant: str) -> str:
+    now = int(time.time())
+    body = {"tenant": tenant, "iat": now, "exp": now + 600}
+    return jwt.encode(body, secret, algorithm="HS256", headers={"kid": kid})
+
+
+async def test_a_key_revoked_on_one_node_disconnects_its_sockets_on_both_and_no_other(
+    redis_server: RedisServer, start_server: ServerFactory
+) -> None:
+    one = await start_server(store=redis_server.url, auth="token", auth_secret=SECRET)
+    two = await start_server(store=redis_server.url, auth="token", auth_secret=SECRET)
+    for node in (one, two):
+        await listening(node.app[TENANTS])
+    async with ClientSession() as http:
+        await call(http, one, "POST", "/api/admin/tenants", {"id": "acme"}, **ADMIN)
+        secrets = {}
+        for kid in ("k1", "k2"):
+            applied = next_change(two, "acme")
+            _, key = await call(
+                http,
+                one,
+                "POST",
+                "/api/admin/tenants/acme/keys",
+                {"alg": "HS256", "kid": kid},
+                **ADMIN,
+            )
+            secrets[kid] = key["secret"]
+            await asyncio.wait_for(applied, APPLIED_WITHIN_S)
+        k1, k2 = (signed(secrets[kid], kid, "acme") for kid in ("k1", "k2"))
+        async with (
+            open_client("js", two.make_url(""), auth={"token": k1}) as k1_on_two,
+            open_client("python", two.make_url(""), auth={"token": k1}) as k1_py_on_two,
+            open_client("js", one.make_url(""), auth={"token": k1}) as k1_on_one,
+            open_client("js", two.make_url(""), auth={"token": k2}) as k2_on_two,
+        ):
+            for client in (k1_on_two, k1_py_on_two, k1_on_one, k2_on_two):
+                await client.expect_established()
+            revoked = time.monotonic()
+            status, _ = await call(http, one, "DELETE", "/api/admin/tenants/acme/keys/k1", **ADMIN)
+            assert status == 204
+            for client in (k1_on_two, k1_py_on_two, k1_on_one):
+                [notice] = await client.expect_event("system_message", within=APPLIED_WITHIN_S)
+                assert notice["message"] == "credentials revoked"
+                await client.expect_type("disconnect", within=APPLIED_WITHIN_S)
+            assert time.monotonic() - revoked < APPLIED_WITHIN_S
+            status, _ = await call(
+                http,
+                one,
+                "POST",
+                "/api/events",
+                {"message": "k2 lives"},
+                Authorization=f"Bearer {k2}",
+            )
+            assert status == 201
+            assert (await k2_on_two.expect_live_event())["message"] == "k2 lives"
+            assert [line for line in k2_on_two.unread() if line["type"] == "disconnect"] == []
+        for node in (one, two):
+            status, _ = await call(http, node, "GET", "/api/events", Authorization=f"Bearer {k1}")
+            assert status == 401
+        # Deleting the tenant leaves none of its keys in Redis.
+        assert await call(http, one, "DELETE", "/api/admin/tenants/acme", **ADMIN) == (204, None)
+    redis = redis_client(redis_server.url)
+    try:
+        assert await redis.hget("feed:tenants", "acme") is None
+        stored = [
+            value
+            async for name in redis.scan_iter()
+            if await redis.type(name) == "hash"
+            for value in (await redis.hgetall(name)).values()
+        ]
+    finally:
+        await redis.aclose()
+    assert stored  # the other tenants' records, at least
+    assert not [v for v in stored if any(s in v for s in secrets.values())]
+    assert await tenant_keys(redis_server, "acme") == []
