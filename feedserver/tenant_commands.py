@@ -1,10 +1,16 @@
-"""`feedserver tenants list|show|add|set|rm`: the tenant registry for operators on the box.
+"""`feedserver tenants list|show|add|set|rm`, `tenants keys list|add|rm` and
+`tenants revoke-tokens`: the tenant registry, and the tenants' signing keys, for operators
+on the box.
 
 The commands act on the registry itself, where the server keeps it: `FEED_DATA_DIR/tenants.json`
 with the memory store, the Redis of `FEED_STORE` otherwise (every running node applies a
 change within a second). A memory-mode server holds its data directory for its whole life:
-while it runs, `add`, `set` and `rm` are refused (use the admin API, `/api/admin/tenants`),
-so that neither overwrites what the other wrote; `list` and `show` only read.
+while it runs, the commands that change something are refused (use the admin API,
+`/api/admin/tenants`), so that neither overwrites what the other wrote; `list`, `show` and
+`keys list` only read. On Redis, a key removed or a cut-off set here disconnects the
+sockets it voids on every running node, as the admin API does.
+
+`keys add ID --alg HS256` prints the new secret: the only time it is shown.
 
 Exit codes: 0 done, 1 refused (no such tenant, it exists, the registry is busy or
 unreachable), 2 a bad argument or setting.
@@ -15,6 +21,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -22,6 +30,9 @@ import orjson
 from .cluster import open_tenants
 from .config import Settings
 from .errors import FeedError, ValidationFailed
+from .events import utc_timestamp
+from .keys import ALGORITHMS, SigningKey
+from .schemas import parse_key_create, parse_revoke_tokens
 from .store.redis import RedisStore
 from .store.tenant_file import DataDirLocked
 from .tenants import (
@@ -35,6 +46,8 @@ from .tenants import (
 )
 
 DEFAULT = "default"  # `set --NAME default`: back to the server's setting
+YES_NO = {"yes": True, "no": False}
+CHANGES = ("add", "set", "rm", "keys add", "keys rm", "revoke-tokens")
 
 
 def add_tenant_commands(commands: Any) -> None:
@@ -56,7 +69,34 @@ def add_tenant_commands(commands: Any) -> None:
                 metavar="N",
                 help=f"{rule.lo}..{rule.hi}, or {DEFAULT} (the server's setting)",
             )
+    set_.add_argument(
+        "--accept-operator-key",
+        choices=YES_NO,
+        help="whether tokens signed with FEED_AUTH_SECRET act for this tenant",
+    )
     actions.add_parser("rm", help="delete a tenant, its events and its sockets").add_argument("id")
+    keys = actions.add_parser("keys", help="list, add or revoke a tenant's signing keys")
+    key_actions = keys.add_subparsers(dest="key_action", required=True)
+    key_actions.add_parser("list", help="the tenant's keys, one per line").add_argument("id")
+    add_key = key_actions.add_parser(
+        "add", help="a new key: HS256 (prints its secret, once) or a public JWK"
+    )
+    add_key.add_argument("id")
+    add_key.add_argument("--alg", choices=ALGORITHMS, default="HS256")
+    add_key.add_argument("--kid", help="the key's id (default: the JWK's kid, or a new one)")
+    add_key.add_argument(
+        "--jwk", metavar="FILE", help="ES256 / RS256: the public JWK, as JSON ('-': stdin)"
+    )
+    rm_key = key_actions.add_parser(
+        "rm", help="revoke a key: its tokens are refused, its sockets disconnected"
+    )
+    rm_key.add_argument("id")
+    rm_key.add_argument("kid")
+    revoke = actions.add_parser(
+        "revoke-tokens", help="void the tenant's tokens issued before a time (default now)"
+    )
+    revoke.add_argument("id")
+    revoke.add_argument("--before", type=float, metavar="UNIX_TIME")
 
 
 def run_tenant_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -80,8 +120,10 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
         )
     registry = TenantRegistry(open_tenants(settings), TenantDirectory())
     try:
-        if args.action in ("add", "set", "rm"):
+        if " ".join(filter(None, (args.action, getattr(args, "key_action", None)))) in CHANGES:
             await registry.open()
+        if args.action == "keys":
+            return await _keys(registry, args)
         return await _act(settings, registry, args)
     finally:
         await registry.close()
@@ -96,13 +138,51 @@ async def _act(settings: Settings, registry: TenantRegistry, args: argparse.Name
     elif args.action == "add":
         print(_json(await registry.create(args.id, TenantSettings(**_settings(args)))))
     elif args.action == "set":
-        changed = await registry.update(args.id, status=args.status, settings=_settings(args))
+        accept = None if args.accept_operator_key is None else YES_NO[args.accept_operator_key]
+        changed = await registry.update(
+            args.id, status=args.status, settings=_settings(args), accept_operator_key=accept
+        )
         print(_json(changed))
+    elif args.action == "revoke-tokens":
+        body = {} if args.before is None else {"before": args.before}
+        print(_json(await registry.revoke_tokens(args.id, parse_revoke_tokens(body))))
     else:
         await registry.delete(args.id)
         await _purge(settings, args.id)
         print(f"deleted {args.id}")
     return 0
+
+
+async def _keys(registry: TenantRegistry, args: argparse.Namespace) -> int:
+    if args.key_action == "list":
+        for key in (await registry.get(args.id)).keys:
+            print(_key_line(key))
+    elif args.key_action == "add":
+        body: dict[str, Any] = {"alg": args.alg}
+        if args.kid is not None:
+            body["kid"] = args.kid
+        if args.jwk is not None:
+            body["jwk"] = _read_jwk(args.jwk)
+        key = parse_key_create(body)
+        await registry.add_key(args.id, key)
+        print(orjson.dumps(key.to_json(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        await registry.revoke_key(args.id, args.kid)
+        print(f"revoked {args.kid} of {args.id}")
+    return 0
+
+
+def _read_jwk(source: str) -> Any:
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text()
+        return orjson.loads(text)
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise ValidationFailed(f"invalid --jwk: {exc}") from None
+
+
+def _key_line(key: SigningKey) -> str:
+    created = utc_timestamp(datetime.fromtimestamp(key.created_at, UTC))
+    return "\t".join([key.kid, key.alg, key.status, created])
 
 
 async def _purge(settings: Settings, tenant_id: str) -> None:

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
+import time
 
+import jwt
+import orjson
 import pytest
 from aiohttp import ClientSession
 
 from feedserver.__main__ import main
 from feedserver.app import TENANTS
 from feedserver.store.redis import redis_client
+from tests.clients import open_client
 from tests.conftest import ServerFactory
 from tests.feed_subscriber import subscribed
 from tests.redis_server import RedisServer
@@ -69,3 +75,34 @@ async def test_rm_purges_the_events_also_when_no_node_runs(redis_server: RedisSe
         assert await client.sismember("feed:tenants:deleted", "acme")
     finally:
         await client.aclose()
+
+
+async def test_a_key_revoked_by_the_cli_disconnects_its_sockets_on_a_running_node(
+    redis_server: RedisServer, start_server: ServerFactory
+) -> None:
+    node = await start_server(store=redis_server.url, auth="token", auth_secret="r" * 32)
+    await listening(node.app[TENANTS])
+    directory = node.app[TENANTS].directory
+    assert await cli("add", "acme") == 0
+    applied = next_change(directory, "acme")
+    added = await asyncio.to_thread(_captured, "keys", "add", "acme", "--kid", "k1")
+    await asyncio.wait_for(applied, 1)
+    secret = orjson.loads(added)["secret"]
+    now = int(time.time())
+    token = jwt.encode(
+        {"tenant": "acme", "iat": now, "exp": now + 60}, secret, "HS256", headers={"kid": "k1"}
+    )
+    async with open_client("js", node.make_url(""), auth={"token": token}) as client:
+        await client.expect_established()
+        assert await cli("keys", "rm", "acme", "k1") == 0
+        [notice] = await client.expect_event("system_message", within=1)
+        assert notice["message"] == "credentials revoked"
+        await client.expect_type("disconnect", within=1)
+
+
+def _captured(*argv: str) -> str:
+    """What `feedserver tenants ARGV` prints (exit 0 asserted)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["tenants", *argv]) == 0
+    return out.getvalue()

@@ -97,9 +97,16 @@ def test_changes_are_refused_while_a_server_holds_the_data_dir_and_reads_are_not
     server = TenantFile(data_dir)  # what a running memory-mode server holds
     asyncio.run(server.open())
     try:
-        code, _, err = run(capsys, "add", "globex")
-        assert code == 1 and "is in use by another feedserver process" in err
+        for change in (
+            ("add", "globex"),
+            ("keys", "add", "acme"),
+            ("keys", "rm", "acme", "k1"),
+            ("revoke-tokens", "acme"),
+        ):
+            code, _, err = run(capsys, *change)
+            assert code == 1 and "is in use by another feedserver process" in err, change
         assert run(capsys, "list")[1].startswith("acme\t")
+        assert run(capsys, "keys", "list", "acme") == (0, "", "")
     finally:
         asyncio.run(server.close())
     assert run(capsys, "add", "globex")[0] == 0
@@ -137,3 +144,91 @@ def test_the_token_command_knows_the_tenants_of_the_registry(
     assert run(capsys, "rm", "acme")[0] == 0
     assert main(["token", "--tenant", "acme"]) == 2
     assert "'acme' is not a tenant" in capsys.readouterr().err
+
+
+def test_keys_add_list_and_rm_and_the_secret_is_printed_once(
+    capsys: pytest.CaptureFixture[str], data_dir: Path
+) -> None:
+    assert run(capsys, "add", "acme")[0] == 0
+    code, out, _ = run(capsys, "keys", "add", "acme", "--kid", "k1")
+    added = json.loads(out)
+    assert code == 0 and (added["kid"], added["alg"], added["status"]) == ("k1", "HS256", "active")
+    secret = added["secret"]
+    token = jwt.encode(
+        {"tenant": "acme", "exp": 2**31}, secret, algorithm="HS256", headers={"kid": "k1"}
+    )
+    assert jwt.decode(token, secret, algorithms=["HS256"])["tenant"] == "acme"
+    jwk_file = data_dir / "public.jwk"
+    jwk_file.write_text(json.dumps(PUBLIC_EC_JWK))
+    code, out, _ = run(capsys, "keys", "add", "acme", "--alg", "ES256", "--jwk", str(jwk_file))
+    uploaded = json.loads(out)
+    assert code == 0 and uploaded["jwk"] == PUBLIC_EC_JWK and "secret" not in uploaded
+
+    code, out, _ = run(capsys, "keys", "list", "acme")
+    lines = [line.split("\t") for line in out.splitlines()]
+    assert code == 0 and [line[:3] for line in lines] == [
+        ["k1", "HS256", "active"],
+        [uploaded["kid"], "ES256", "active"],
+    ]
+    assert lines[0][3].endswith("Z")
+    assert secret not in run(capsys, "show", "acme")[1] + out
+    assert run(capsys, "keys", "rm", "acme", "k1") == (0, "revoked k1 of acme\n", "")
+    assert run(capsys, "keys", "list", "acme")[1].startswith("k1\tHS256\trevoked\t")
+    # The stored record keeps the secret: a server started on this data dir verifies with it.
+    stored = json.loads((data_dir / "tenants.json").read_text())
+    assert stored["tenants"][0]["keys"][0]["secret"] == secret
+
+
+def test_revoke_tokens_and_the_operator_key_policy(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "add", "acme")[0] == 0
+    code, out, _ = run(capsys, "revoke-tokens", "acme", "--before", "1700000000")
+    assert code == 0 and json.loads(out)["policy"]["tokensValidAfter"] == 1700000000
+    code, out, _ = run(capsys, "revoke-tokens", "acme")
+    assert code == 0 and json.loads(out)["policy"]["tokensValidAfter"] > 1700000000
+    code, out, _ = run(capsys, "set", "acme", "--accept-operator-key", "yes")
+    assert code == 0 and json.loads(out)["policy"]["acceptOperatorKey"] is True
+
+
+PUBLIC_EC_JWK = {  # RFC 7515 A.3's key, public members only
+    "kty": "EC",
+    "crv": "P-256",
+    "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+    "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+}
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "said"),
+    [
+        (("keys", "list", "nobody"), 1, "No tenant nobody"),
+        (("keys", "add", "nobody"), 1, "No tenant nobody"),
+        (("keys", "rm", "acme", "k9"), 1, "Tenant acme has no key k9"),
+        (("keys", "add", "acme", "--kid", "taken"), 1, "Tenant acme has a key taken"),
+        (("keys", "add", "acme", "--kid", "a b"), 2, "kid"),
+        (("keys", "add", "acme", "--alg", "ES256"), 2, "jwk"),
+        (("keys", "add", "acme", "--alg", "ES256", "--jwk", "/no/such/file"), 2, "invalid --jwk"),
+        (("revoke-tokens", "acme", "--before", "9e12"), 2, "before"),
+        (("revoke-tokens", "nobody"), 1, "No tenant nobody"),
+    ],
+)
+def test_key_refusals_are_one_line_with_exit_1_or_2(
+    capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], code: int, said: str
+) -> None:
+    assert run(capsys, "add", "acme")[0] == 0
+    assert run(capsys, "keys", "add", "acme", "--kid", "taken")[0] == 0
+    exit_code, out, err = run(capsys, *argv)
+    assert (exit_code, out) == (code, "")
+    assert err.count("\n") == 1 and err.startswith("feedserver: ") and said in err
+
+
+def test_a_private_jwk_file_is_refused_and_not_stored(
+    capsys: pytest.CaptureFixture[str], data_dir: Path
+) -> None:
+    assert run(capsys, "add", "acme")[0] == 0
+    private = data_dir / "private.jwk"
+    private.write_text(
+        json.dumps({**PUBLIC_EC_JWK, "d": "jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI"})
+    )
+    code, out, err = run(capsys, "keys", "add", "acme", "--alg", "ES256", "--jwk", str(private))
+    assert (code, out) == (2, "") and "private key" in err
+    assert run(capsys, "keys", "list", "acme")[1] == ""
