@@ -245,11 +245,21 @@ class Feed:
         )
         if self.limiter is not None:
             await self.limiter.hit(tenant)
+        # None: the store's own length, which is FEED_HISTORY_SIZE as `history_size` is.
+        history_size = record.settings.history_size
         if key is None:
-            event, created = await self.store.append(tenant, message, self.clock.timestamp()), True
+            event = await self.store.append(
+                tenant, message, self.clock.timestamp(), history_size=history_size
+            )
+            created = True
         else:
             event, created = await self.store.append_once(
-                tenant, key, message, self.clock.timestamp(), ttl=self.idempotency_ttl
+                tenant,
+                key,
+                message,
+                self.clock.timestamp(),
+                ttl=self.idempotency_ttl,
+                history_size=history_size,
             )
         if created and tenant not in self._live:
             # Deleted while this publish was stored: the purge may have run before the
@@ -262,17 +272,25 @@ class Feed:
             await self.bus.dispatch(event)
         return Published(event, replayed=not created)
 
+    def history_size_of(self, tenant: str) -> int:
+        """How many events `tenant`'s ring keeps: its historySize, else FEED_HISTORY_SIZE."""
+        return self.tenants.history_size(tenant) or self.history_size
+
     async def history(
         self, tenant: str, *, limit: int, since: int | None = None, before: int | None = None
     ) -> History:
+        """At most the tenant's history size, also while a ring it shrank still holds more
+        (its next append trims it)."""
         bind_tenant(tenant)
         counts = await self.store.counts(tenant)
+        limit = min(limit, self.history_size_of(tenant))
         events = await self.store.query(tenant, limit=limit, since=since, before=before)
         return History(events, max(counts.latest_seq, events[-1].seq if events else 0))
 
     async def catch_up(self, tenant: str, since: int | None) -> CatchUp:
         """The last `initial_events`, or every event after `since` that is still held
-        (`recovered` is False when some of them were dropped); at most `history_size`."""
+        (`recovered` is False when some of them were dropped); at most the tenant's history
+        size."""
         bind_tenant(tenant)
         self.tenants.active(tenant)  # a suspended tenant takes no new subscriber
         horizon = self.bus.delivered_up_to(tenant)  # first: every later event is still to come
@@ -298,11 +316,13 @@ class Feed:
             # An unknown future offset (e.g. of a memory store that restarted): say so, and
             # start the client afresh.
             return await self._read_newest(tenant)
-        # The ring buffer holds at most `history_size` events: the bound of the answer.
-        events = await self.store.query(tenant, limit=self.history_size, since=since)
-        complete = since + 1 >= counts.oldest_held and (not events or events[0].seq == since + 1)
+        # The newest `history_size` events at most: what the ring keeps, also while one that
+        # was shrunk still holds more until its next append.
+        history_size = self.history_size_of(tenant)
+        start = max(since, counts.latest_seq - history_size)
+        events = await self.store.query(tenant, limit=history_size, since=start)
         latest = max(counts.latest_seq, events[-1].seq if events else 0)
-        return CatchUp(events, latest, recovered=complete)
+        return CatchUp(events, latest, recovered=covers(since, counts.latest_seq, events))
 
     async def _read_newest(self, tenant: str) -> CatchUp:
         history = await self.history(tenant, limit=self.initial_events)
@@ -332,6 +352,14 @@ class Feed:
                 await self.limiter.forget(tenant_id)
         except StoreUnavailable:
             log.warning("the data of deleted tenant %s could not be purged", tenant_id)
+
+
+def covers(since: int, latest_seq: int, events: list[Event]) -> bool:
+    """Whether `events` (contiguous, oldest first) are every event after `since` up to
+    `latest_seq`: none of them was dropped (ring overflow) or left out (the bound)."""
+    if not events:
+        return since >= latest_seq
+    return events[0].seq == since + 1 and events[-1].seq >= latest_seq
 
 
 def _one_key(header: str | None, payload: str | None) -> str | None:

@@ -13,7 +13,9 @@ SECRET_DETAIL = "secret internal detail"
 class BrokenAppendStore(MemoryStore):
     """`append` fails with an unexpected error (a bug, not a refusal); reads still work."""
 
-    async def append(self, tenant: str, message: str, timestamp: str) -> Event:
+    async def append(
+        self, tenant: str, message: str, timestamp: str, *, history_size: int | None = None
+    ) -> Event:
         raise RuntimeError(SECRET_DETAIL)
 
 
@@ -39,7 +41,9 @@ class HeldAppendStore(MemoryStore):
         self.appending = asyncio.Event()
         self.release = asyncio.Event()
 
-    async def append(self, tenant: str, message: str, timestamp: str) -> Event:
+    async def append(
+        self, tenant: str, message: str, timestamp: str, *, history_size: int | None = None
+    ) -> Event:
         self.appending.set()
         await self.release.wait()
-        return await super().append(tenant, message, timestamp)
+        return await super().append(tenant, message, timestamp, history_size=history_size)

@@ -26,12 +26,26 @@ class EventStore(Protocol):
     backend: str
     failures: int  # operations that failed since start (read by the metrics)
 
-    async def append(self, tenant: str, message: str, timestamp: str) -> Event:
-        """Allocate the next seq for `tenant` and store the event atomically."""
+    async def append(
+        self, tenant: str, message: str, timestamp: str, *, history_size: int | None = None
+    ) -> Event:
+        """Allocate the next seq for `tenant` and store the event atomically.
+
+        The ring then holds the newest `history_size` events (None: the store's own
+        length, FEED_HISTORY_SIZE): a tenant whose length changed is trimmed, or grows, from
+        this append on.
+        """
         ...
 
     async def append_once(
-        self, tenant: str, key: str, message: str, timestamp: str, *, ttl: int
+        self,
+        tenant: str,
+        key: str,
+        message: str,
+        timestamp: str,
+        *,
+        ttl: int,
+        history_size: int | None = None,
     ) -> tuple[Event, bool]:
         """`append` under an idempotency key: `(event, True)` for the first claim of `key`.
 

@@ -35,6 +35,14 @@ class _Ring:
         capacity = len(self.slots)
         return [self.slots[(seq - 1) % capacity] for seq in range(lo, hi + 1)]  # type: ignore[misc]
 
+    def resize(self, capacity: int) -> None:
+        """Hold at most `capacity` events from now on, keeping the newest of those held."""
+        kept = self.window(self.latest - min(self.held, capacity) + 1, self.latest)
+        self.slots = [None] * capacity
+        for event in kept:
+            self.slots[(event.seq - 1) % capacity] = event
+        self.held = len(kept)
+
 
 class _Claims:
     """One tenant's idempotency keys with their first event, in claim order.
@@ -80,11 +88,30 @@ class MemoryStore:
             ring = self._rings[tenant] = _Ring(self._history_size)
         return ring
 
-    async def append(self, tenant: str, message: str, timestamp: str) -> Event:
-        return self._ring(tenant).append(tenant, message, timestamp)
+    def _ring_of(self, tenant: str, history_size: int | None) -> _Ring:
+        """The ring an append goes to, resized first when the tenant's length changed."""
+        capacity = history_size or self._history_size
+        ring = self._rings.get(tenant)
+        if ring is None:
+            ring = self._rings[tenant] = _Ring(capacity)
+        elif len(ring.slots) != capacity:
+            ring.resize(capacity)
+        return ring
+
+    async def append(
+        self, tenant: str, message: str, timestamp: str, *, history_size: int | None = None
+    ) -> Event:
+        return self._ring_of(tenant, history_size).append(tenant, message, timestamp)
 
     async def append_once(
-        self, tenant: str, key: str, message: str, timestamp: str, *, ttl: int
+        self,
+        tenant: str,
+        key: str,
+        message: str,
+        timestamp: str,
+        *,
+        ttl: int,
+        history_size: int | None = None,
     ) -> tuple[Event, bool]:
         # No await between the check and the claim: atomic on the event loop.
         claims = self._claims.get(tenant)
@@ -94,7 +121,7 @@ class MemoryStore:
         first = claims.get(key, now)
         if first is not None:
             return first, False
-        event = self._ring(tenant).append(tenant, message, timestamp)
+        event = self._ring_of(tenant, history_size).append(tenant, message, timestamp)
         claims.put(key, event, now + ttl)
         return event, True
 

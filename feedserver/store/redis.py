@@ -5,7 +5,7 @@ one slot, which the append script needs):
 
     feed:{tenant}:seq      the latest seq allocated (a string integer)
     feed:{tenant}:events   the stream; entry id `<seq>-0`, fields `message`, `timestamp`,
-                           trimmed to exactly `history_size` entries
+                           trimmed by each append to exactly the history size it names
     feed:{tenant}:claim:K  idempotency key K: "<seq>\n<timestamp>\n<message>" of the event
                            its first publish created; expires after the key's TTL
     feed:epoch             names this Redis's seq numbering (see `EventStore.epoch`); made
@@ -153,21 +153,30 @@ class RedisStore:
         self._append_once = self._redis.register_script(_APPEND_ONCE_SCRIPT)
         self._epoch = self._redis.register_script(_EPOCH_SCRIPT)
 
-    async def append(self, tenant: str, message: str, timestamp: str) -> Event:
+    async def append(
+        self, tenant: str, message: str, timestamp: str, *, history_size: int | None = None
+    ) -> Event:
         with self._store_errors():
             seq = await self._append(
                 keys=[seq_key(tenant), stream_key(tenant)],
-                args=[self._history_size, message, timestamp],
+                args=[history_size or self._history_size, message, timestamp],
             )
         return Event(int(seq), tenant, message, timestamp)
 
     async def append_once(
-        self, tenant: str, key: str, message: str, timestamp: str, *, ttl: int
+        self,
+        tenant: str,
+        key: str,
+        message: str,
+        timestamp: str,
+        *,
+        ttl: int,
+        history_size: int | None = None,
     ) -> tuple[Event, bool]:
         with self._store_errors():
             created, claim = await self._append_once(
                 keys=[seq_key(tenant), stream_key(tenant), claim_key(tenant, key)],
-                args=[self._history_size, message, timestamp, ttl],
+                args=[history_size or self._history_size, message, timestamp, ttl],
             )
         seq, first_timestamp, first_message = claim.split("\n", 2)
         return Event(int(seq), tenant, first_message, first_timestamp), bool(created)

@@ -110,6 +110,28 @@ async def test_query_windows_follow_select_window(
     assert await seqs(store, **query) == expected
 
 
+async def test_an_append_may_name_the_tenants_own_history_size(store: EventStore) -> None:
+    for n in range(1, 9):
+        await store.append("t", f"m{n}", TS, history_size=3)
+    await fill(store, "u", 8)  # the store's own length for everyone else
+    assert await seqs(store) == [6, 7, 8]
+    assert (await store.counts("t")).held == 3
+    assert [e.seq for e in await store.query("u", limit=50)] == [4, 5, 6, 7, 8]
+
+
+async def test_a_changed_history_size_applies_from_the_next_append(store: EventStore) -> None:
+    await fill(store, "t", 4)
+    await store.append("t", "m5", TS, history_size=2)  # shrinks: trimmed by this append
+    assert await seqs(store) == [4, 5]
+    for n in range(6, 10):
+        await store.append("t", f"m{n}", TS, history_size=HISTORY + 2)  # grows from here
+    assert await seqs(store) == [4, 5, 6, 7, 8, 9]
+    await store.append_once("t", "k", "m10", TS, ttl=60, history_size=2)
+    assert await seqs(store) == [9, 10]
+    await fill(store, "t", HISTORY + 1)  # None: back to the store's own length
+    assert (await store.counts("t")).held == HISTORY
+
+
 async def test_counts_report_latest_held_and_last_timestamp(store: EventStore) -> None:
     await store.append("t", "a", "2026-01-20T10:30:00.000Z")
     await store.append("t", "b", "2026-01-20T10:31:00.000Z")

@@ -353,3 +353,29 @@ async def test_a_tenants_own_publish_rate_replaces_the_servers(
     assert refused and all(b["error"]["code"] == "rate_limited" for b in refused)
     assert len(answers) - len(refused) <= 4
     assert [status for status, _ in others] == [201] * 5
+
+
+async def test_a_tenants_own_history_size_replaces_the_servers_and_follows_a_change(
+    server: TestServer, http: ClientSession
+) -> None:
+    async def held(tenant: str) -> list[int]:
+        _, body = await call(http, "GET", "/api/events?limit=500", **{"X-Tenant-ID": tenant})
+        return [event["seq"] for event in body["events"]]
+
+    settings = {"historySize": 3}
+    status, _ = await call(http, "POST", "/api/admin/tenants", {"id": "acme", "settings": settings})
+    assert status == 201
+    for i in range(5):
+        assert (await publish(http, "acme", f"m{i}"))[0] == 201
+        assert (await publish(http, "tenant_a", f"m{i}"))[0] == 201
+    assert await held("acme") == [3, 4, 5]
+    assert await held("tenant_a") == [1, 2, 3, 4, 5]  # FEED_HISTORY_SIZE: 1000
+    shrunk = {"settings": {"historySize": 2}}
+    assert (await call(http, "PATCH", "/api/admin/tenants/acme", shrunk))[0] == 200
+    assert await held("acme") == [4, 5]
+    await publish(http, "acme", "m5")  # trims the ring to 2
+    assert await held("acme") == [5, 6]
+    reset = {"settings": {"historySize": None}}  # back to the server's
+    assert (await call(http, "PATCH", "/api/admin/tenants/acme", reset))[0] == 200
+    await publish(http, "acme", "m6")
+    assert await held("acme") == [5, 6, 7]

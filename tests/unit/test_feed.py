@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from feedserver.core import Feed, LocalBus, LocalConnections, SystemNotice, TenantStats
+from feedserver.core import Feed, LocalBus, LocalConnections, SystemNotice, TenantStats, covers
 from feedserver.errors import ForbiddenTenant, RateLimited, TenantSuspended, ValidationFailed
 from feedserver.events import Event
 from feedserver.store import MemoryStore
@@ -326,6 +326,59 @@ async def test_a_tenant_may_have_a_message_length_of_its_own() -> None:
     with pytest.raises(ValidationFailed):
         await feed.publish("tenant_a", {"message": "abcd"})
     assert (await feed.publish("tenant_b", {"message": "a" * 20})).event.seq == 1
+
+
+async def with_history_size(feed: Feed, size: int | None, tenant: str = "tenant_a") -> None:
+    await feed.tenants.apply(tenant, Tenant(tenant, settings=TenantSettings(history_size=size)))
+
+
+async def test_a_tenant_may_have_a_history_size_of_its_own() -> None:
+    feed = make_feed(history_size=5, initial_events=10)
+    await with_history_size(feed, 2)
+    await publish_many(feed, 4)
+    await publish_many(feed, 7, tenant="tenant_b")
+    assert seqs((await feed.history("tenant_a", limit=50)).events) == [3, 4]
+    assert seqs((await feed.catch_up("tenant_a", None)).events) == [3, 4]
+    assert seqs((await feed.history("tenant_b", limit=50)).events) == [3, 4, 5, 6, 7]
+    await with_history_size(feed, 8)  # grows: from the next append on
+    await publish_many(feed, 3)
+    assert seqs((await feed.history("tenant_a", limit=50)).events) == [3, 4, 5, 6, 7]
+
+
+async def test_a_shrunk_history_size_bounds_every_read_before_the_next_append() -> None:
+    feed = make_feed(history_size=5, initial_events=10)
+    await publish_many(feed, 5)
+    await with_history_size(feed, 2)  # the ring still holds 1..5 until the next append
+    assert seqs((await feed.history("tenant_a", limit=50)).events) == [4, 5]
+    assert seqs((await feed.history("tenant_a", limit=50, since=0)).events) == [1, 2]
+    caught_up = await feed.catch_up("tenant_a", 1)  # 2..5 missed: more than it keeps
+    assert (seqs(caught_up.events), caught_up.latest_seq, caught_up.recovered) == (
+        [4, 5],
+        5,
+        False,
+    )
+    recovered = await feed.recover("tenant_a", 3)
+    assert (seqs(recovered.events), recovered.recovered) == ([4, 5], True)
+    assert (await feed.recover("tenant_a", 2)).recovered is False
+
+
+@pytest.mark.parametrize(
+    ("since", "latest", "held", "expected"),
+    [
+        (3, 3, [], True),  # nothing missed
+        (0, 0, [], True),
+        (2, 5, [3, 4, 5], True),
+        (2, 5, [3, 4, 5, 6], True),  # one more was stored since `latest` was read
+        (2, 5, [4, 5], False),  # 3 was dropped
+        (2, 5, [3, 4], False),  # 5 left out
+        (2, 5, [], False),  # all of them dropped
+    ],
+)
+def test_covers_means_every_event_after_since(
+    since: int, latest: int, held: list[int], expected: bool
+) -> None:
+    events = [Event(seq, "tenant_a", "m", "2026-01-20T10:30:00.000Z") for seq in held]
+    assert covers(since, latest, events) is expected
 
 
 async def test_a_deleted_tenant_is_purged_and_starts_again_at_seq_one() -> None:
