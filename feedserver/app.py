@@ -21,9 +21,16 @@ from .auth import (
     TokenAuthenticator,
 )
 from .client_bundle import ClientBundle
-from .cluster import open_backend
+from .cluster import open_backend, stop
 from .config import Settings
-from .core import CREDENTIALS_REVOKED, TENANT_DELETED, Feed, LocalConnections, system_notice
+from .core import (
+    CREDENTIALS_REVOKED,
+    TENANT_DELETED,
+    Feed,
+    LocalConnections,
+    RetentionSweep,
+    system_notice,
+)
 from .engineio import EngineStats
 from .keys import still_valid
 from .metrics import METRICS_PATH, FeedMetrics, metrics_view
@@ -116,6 +123,7 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
         backend.store,
         directory,
         history_size=settings.history_size,
+        retention_seconds=settings.retention_seconds,
         initial_events=settings.initial_events,
         max_message_length=settings.max_message_length,
         connections=backend.connections,
@@ -169,7 +177,9 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await registry.start()
         await backend.start()
+        sweep = asyncio.create_task(RetentionSweep(feed).run())
         yield
+        await stop(sweep)
         await registry.close()  # first: no change is applied to a closed backend
         await backend.close()
 

@@ -18,6 +18,7 @@ TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}[A-Za-z0-9_])?"  # "_": Docker service names
 _HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$")
 MIN_SECRET_BYTES = 32
+MAX_RETENTION_SECONDS = 10 * 365 * 86_400
 
 T = TypeVar("T")
 
@@ -37,6 +38,7 @@ class Settings:
     auth_secret: str = ""
     store: str = "memory"
     history_size: int = 1000
+    retention_seconds: int | None = None  # None: events are kept by count only
     initial_events: int = 50
     max_message_length: int = 500
     max_body_bytes: int = 16 * 1024
@@ -137,6 +139,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         auth_secret=get("FEED_AUTH_SECRET", _str, d.auth_secret),
         store=get("FEED_STORE", _store, d.store),
         history_size=get("FEED_HISTORY_SIZE", _int_range(1, 1_000_000), d.history_size),
+        retention_seconds=get("FEED_RETENTION_SECONDS", _optional_seconds, d.retention_seconds),
         initial_events=get("FEED_INITIAL_EVENTS", _int_range(0, 10_000), d.initial_events),
         max_message_length=get(
             "FEED_MAX_MESSAGE_LENGTH", _int_range(1, 100_000), d.max_message_length
@@ -227,6 +230,10 @@ def _optional_str(name: str, raw: str) -> str | None:
 
 def _optional_port(name: str, raw: str) -> int | None:
     return _int_range(1, 65535)(name, raw)
+
+
+def _optional_seconds(name: str, raw: str) -> int | None:
+    return _int_range(1, MAX_RETENTION_SECONDS)(name, raw)
 
 
 def _choice(*options: str, upper: bool = False) -> Callable[[str, str], str]:

@@ -10,6 +10,7 @@ for.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -188,6 +189,7 @@ class Feed:
         history_size: int,
         initial_events: int,
         max_message_length: int,
+        retention_seconds: int | None = None,
         idempotency_ttl: int = 600,
         limiter: PublishLimiter | None = None,
         connections: ConnectionCounter | None = None,
@@ -199,6 +201,7 @@ class Feed:
         self.tenants = tenants
         self._live = tenants.view  # on the publish path: lookups without a Python call
         self.history_size = history_size
+        self.retention_seconds = retention_seconds
         self.idempotency_ttl = idempotency_ttl
         self.initial_events = initial_events
         self.max_message_length = max_message_length
@@ -247,9 +250,15 @@ class Feed:
             await self.limiter.hit(tenant)
         # None: the store's own length, which is FEED_HISTORY_SIZE as `history_size` is.
         history_size = record.settings.history_size
+        retention = record.settings.retention_seconds or self.retention_seconds
+        expire_before = None if retention is None else self.clock.timestamp_before(retention)
         if key is None:
             event = await self.store.append(
-                tenant, message, self.clock.timestamp(), history_size=history_size
+                tenant,
+                message,
+                self.clock.timestamp(),
+                history_size=history_size,
+                expire_before=expire_before,
             )
             created = True
         else:
@@ -260,6 +269,7 @@ class Feed:
                 self.clock.timestamp(),
                 ttl=self.idempotency_ttl,
                 history_size=history_size,
+                expire_before=expire_before,
             )
         if created and tenant not in self._live:
             # Deleted while this publish was stored: the purge may have run before the
@@ -276,6 +286,23 @@ class Feed:
         """How many events `tenant`'s ring keeps: its historySize, else FEED_HISTORY_SIZE."""
         return self.tenants.history_size(tenant) or self.history_size
 
+    def retention_of(self, tenant: str) -> int | None:
+        """`tenant`'s retention max-age in seconds: its retentionSeconds, else
+        FEED_RETENTION_SECONDS; None when its events are kept by count only."""
+        return self.tenants.retention_seconds(tenant) or self.retention_seconds
+
+    def expire_before(self, tenant: str) -> str | None:
+        """The timestamp before which `tenant`'s events have expired now (None: never)."""
+        retention = self.retention_of(tenant)
+        return None if retention is None else self.clock.timestamp_before(retention)
+
+    async def expire(self, tenant: str) -> None:
+        """Drop `tenant`'s expired events from the store now (reads never return them
+        anyway): for a tenant nobody publishes to, see `RetentionSweep`."""
+        expire_before = self.expire_before(tenant)
+        if expire_before is not None:
+            await self.store.expire(tenant, expire_before)
+
     async def history(
         self, tenant: str, *, limit: int, since: int | None = None, before: int | None = None
     ) -> History:
@@ -284,7 +311,13 @@ class Feed:
         bind_tenant(tenant)
         counts = await self.store.counts(tenant)
         limit = min(limit, self.history_size_of(tenant))
-        events = await self.store.query(tenant, limit=limit, since=since, before=before)
+        events = await self.store.query(
+            tenant,
+            limit=limit,
+            since=since,
+            before=before,
+            expire_before=self.expire_before(tenant),
+        )
         return History(events, max(counts.latest_seq, events[-1].seq if events else 0))
 
     async def catch_up(self, tenant: str, since: int | None) -> CatchUp:
@@ -320,7 +353,9 @@ class Feed:
         # was shrunk still holds more until its next append.
         history_size = self.history_size_of(tenant)
         start = max(since, counts.latest_seq - history_size)
-        events = await self.store.query(tenant, limit=history_size, since=start)
+        events = await self.store.query(
+            tenant, limit=history_size, since=start, expire_before=self.expire_before(tenant)
+        )
         latest = max(counts.latest_seq, events[-1].seq if events else 0)
         return CatchUp(events, latest, recovered=covers(since, counts.latest_seq, events))
 
@@ -331,6 +366,7 @@ class Feed:
     async def stats(self, tenants: Iterable[str]) -> dict[str, TenantStats]:
         out: dict[str, TenantStats] = {}
         for tenant in tenants:
+            await self.expire(tenant)  # `held` counts what a read may still return
             counts: TenantCounts = await self.store.counts(tenant)
             out[tenant] = TenantStats(
                 counts.latest_seq,
@@ -352,6 +388,48 @@ class Feed:
                 await self.limiter.forget(tenant_id)
         except StoreUnavailable:
             log.warning("the data of deleted tenant %s could not be purged", tenant_id)
+
+
+class RetentionSweep:
+    """Drops the expired events of tenants nobody publishes to.
+
+    A publish drops its own tenant's expired events, and no read ever returns one; without
+    a sweep, though, an idle tenant would keep them in the store. Every `interval`
+    seconds the sweep expires up to `per_tick` tenants that have a retention, taking them
+    in turn, so each tick's work is bounded however many tenants there are. With Redis
+    every node sweeps: the work is repeated, not shared, and an expiry that finds nothing
+    to drop is one short script.
+    """
+
+    def __init__(self, feed: Feed, *, interval: float = 5.0, per_tick: int = 200) -> None:
+        self._feed = feed
+        self._interval = interval
+        self._per_tick = per_tick
+        self._next = 0  # where the next tick starts, in the directory's order
+
+    async def tick(self) -> None:
+        """Expire the next `per_tick` tenants with a retention."""
+        feed = self._feed
+        tenants = [t for t in feed.tenants.ids() if feed.retention_of(t) is not None]
+        if not tenants:
+            return
+        start = self._next % len(tenants)
+        turn = (tenants[start:] + tenants[:start])[: self._per_tick]
+        self._next = start + len(turn)
+        for tenant in turn:
+            await feed.expire(tenant)
+
+    async def run(self) -> None:
+        """Tick every `interval` seconds until cancelled; a failed tick is retried by the
+        next one."""
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.tick()
+            except StoreUnavailable:
+                pass  # the store logged it
+            except Exception:
+                log.exception("the retention sweep failed")
 
 
 def covers(since: int, latest_seq: int, events: list[Event]) -> bool:

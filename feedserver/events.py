@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,6 +57,22 @@ class UtcClock:
     def timestamp(self) -> str:
         second, ms = divmod(self._now_ns() // _NS_PER_MS, _MS_PER_S)
         if second != self._second:
-            self._prefix = utc_timestamp(datetime.fromtimestamp(second, UTC))[:-4]
+            self._prefix = _second_prefix(second)
             self._second = second
         return self._prefix + _MILLISECONDS_Z[ms]
+
+    def timestamp_before(self, seconds: int) -> str:
+        """The timestamp of `seconds` ago: an event stamped before it is older than that.
+
+        Timestamps of one shape compare as text in time order, so this is the bound
+        stores compare event timestamps with.
+        """
+        second, ms = divmod(self._now_ns() // _NS_PER_MS - seconds * _MS_PER_S, _MS_PER_S)
+        return _second_prefix(second) + _MILLISECONDS_Z[ms]
+
+
+# A few seconds are asked for at once: now's, and now minus each retention in use.
+@functools.lru_cache(maxsize=64)
+def _second_prefix(second: int) -> str:
+    """The text of a Unix `second` up to its milliseconds: "2026-01-20T10:30:05."."""
+    return utc_timestamp(datetime.fromtimestamp(second, UTC))[:-4]

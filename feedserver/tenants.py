@@ -29,7 +29,7 @@ from typing import Any, NamedTuple, Protocol
 
 import orjson
 
-from .config import TENANT_RE
+from .config import MAX_RETENTION_SECONDS, TENANT_RE
 from .errors import (
     FeedError,
     ForbiddenTenant,
@@ -73,7 +73,7 @@ SETTING_RULES: dict[str, SettingRule] = {
     "max_connections": SettingRule("maxConnections", 1, 10**7),
     "history_size": SettingRule("historySize", 1, 1_000_000),
     "max_message_length": SettingRule("maxMessageLength", 1, 100_000),
-    "retention_seconds": SettingRule("retentionSeconds", 1, 10 * 365 * 86_400),
+    "retention_seconds": SettingRule("retentionSeconds", 1, MAX_RETENTION_SECONDS),
 }
 _BY_JSON_NAME = {rule.json_name: name for name, rule in SETTING_RULES.items()}
 
@@ -454,6 +454,11 @@ class TenantDirectory:
         """The tenant's own ring length, None for the server-wide one."""
         tenant = self._tenants.get(tenant_id)
         return tenant.settings.history_size if tenant is not None else None
+
+    def retention_seconds(self, tenant_id: str) -> int | None:
+        """The tenant's own retention max-age, None for the server-wide one."""
+        tenant = self._tenants.get(tenant_id)
+        return tenant.settings.retention_seconds if tenant is not None else None
 
     def __len__(self) -> int:
         return len(self._tenants)

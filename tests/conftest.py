@@ -45,6 +45,16 @@ async def server(start_server: ServerFactory) -> TestServer:
     return await start_server()
 
 
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A store URL for `start_server`: memory, or a redis-server of the test's own."""
+    if request.param == "memory":
+        yield "memory"
+        return
+    async with running_redis(tmp_path, appendonly=False) as redis:
+        yield redis.url
+
+
 @pytest.fixture
 async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
     """A real redis-server of this test's own, with AOF on (restarts keep the data)."""

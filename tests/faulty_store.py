@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from feedserver.events import Event
 from feedserver.store import MemoryStore, TenantCounts
@@ -13,9 +14,7 @@ SECRET_DETAIL = "secret internal detail"
 class BrokenAppendStore(MemoryStore):
     """`append` fails with an unexpected error (a bug, not a refusal); reads still work."""
 
-    async def append(
-        self, tenant: str, message: str, timestamp: str, *, history_size: int | None = None
-    ) -> Event:
+    async def append(self, tenant: str, message: str, timestamp: str, **options: Any) -> Event:
         raise RuntimeError(SECRET_DETAIL)
 
 
@@ -41,9 +40,7 @@ class HeldAppendStore(MemoryStore):
         self.appending = asyncio.Event()
         self.release = asyncio.Event()
 
-    async def append(
-        self, tenant: str, message: str, timestamp: str, *, history_size: int | None = None
-    ) -> Event:
+    async def append(self, tenant: str, message: str, timestamp: str, **options: Any) -> Event:
         self.appending.set()
         await self.release.wait()
-        return await super().append(tenant, message, timestamp, history_size=history_size)
+        return await super().append(tenant, message, timestamp, **options)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -27,13 +28,20 @@ class EventStore(Protocol):
     failures: int  # operations that failed since start (read by the metrics)
 
     async def append(
-        self, tenant: str, message: str, timestamp: str, *, history_size: int | None = None
+        self,
+        tenant: str,
+        message: str,
+        timestamp: str,
+        *,
+        history_size: int | None = None,
+        expire_before: str | None = None,
     ) -> Event:
         """Allocate the next seq for `tenant` and store the event atomically.
 
         The ring then holds the newest `history_size` events (None: the store's own
         length, FEED_HISTORY_SIZE): a tenant whose length changed is trimmed, or grows, from
-        this append on.
+        this append on. With `expire_before`, the events stamped before it are dropped too
+        (see `expire`).
         """
         ...
 
@@ -46,6 +54,7 @@ class EventStore(Protocol):
         *,
         ttl: int,
         history_size: int | None = None,
+        expire_before: str | None = None,
     ) -> tuple[Event, bool]:
         """`append` under an idempotency key: `(event, True)` for the first claim of `key`.
 
@@ -62,9 +71,24 @@ class EventStore(Protocol):
         ...
 
     async def query(
-        self, tenant: str, *, limit: int, since: int | None = None, before: int | None = None
+        self,
+        tenant: str,
+        *,
+        limit: int,
+        since: int | None = None,
+        before: int | None = None,
+        expire_before: str | None = None,
     ) -> list[Event]:
-        """Events held with since < seq < before, oldest first (see `select_window`)."""
+        """Events held with since < seq < before, oldest first (see `select_window`).
+
+        With `expire_before`, the events stamped before it are dropped first (`expire`): the
+        window is chosen among the others, and none of them is returned.
+        """
+        ...
+
+    async def expire(self, tenant: str, before: str) -> None:
+        """Drop the held events of `tenant` stamped before `before` (a timestamp of the
+        same shape; see `unexpired`), from the oldest on: the seqs held stay contiguous."""
         ...
 
     async def counts(self, tenant: str) -> TenantCounts: ...
@@ -98,3 +122,17 @@ def select_window(
     if since is not None and before is None:
         return lo, min(hi, lo + limit - 1)
     return max(lo, hi - limit + 1), hi
+
+
+def unexpired(events: list[Event], before: str) -> list[Event]:
+    """`events` (oldest first) without those stamped before `before`.
+
+    Events are stamped in seq order, so the expired ones are a prefix: what is left stays
+    contiguous. (Nodes' clocks are assumed to agree to within the few milliseconds that
+    could put an event stamped a little earlier after a later one.)
+    """
+    return events[bisect_left(events, before, key=_timestamp) :]
+
+
+def _timestamp(event: Event) -> str:
+    return event.timestamp

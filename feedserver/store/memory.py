@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -34,6 +35,26 @@ class _Ring:
     def window(self, lo: int, hi: int) -> list[Event]:
         capacity = len(self.slots)
         return [self.slots[(seq - 1) % capacity] for seq in range(lo, hi + 1)]  # type: ignore[misc]
+
+    def stamp(self, seq: int) -> str:
+        """The timestamp of held event `seq`."""
+        return self.slots[(seq - 1) % len(self.slots)].timestamp  # type: ignore[union-attr]
+
+    def expire(self, before: str) -> None:
+        """Drop the oldest events while they are stamped before `before`."""
+        oldest = self.latest - self.held + 1
+        if not self.held or self.stamp(oldest) >= before:
+            return  # the common case of an append: one comparison
+        dropped = bisect_left(range(oldest, self.latest + 1), before, key=self.stamp)
+        # Cleared, not only forgotten: the messages of expired events are freed now.
+        slots, capacity = self.slots, len(self.slots)
+        start = (oldest - 1) % capacity
+        before_wrap = min(dropped, capacity - start)
+        slots[start : start + before_wrap] = [None] * before_wrap
+        slots[: dropped - before_wrap] = [None] * (dropped - before_wrap)
+        self.held -= dropped
+        if not self.held:
+            self.last_event_at = None  # as in Redis, whose newest entry is gone then
 
     def resize(self, capacity: int) -> None:
         """Hold at most `capacity` events from now on, keeping the newest of those held."""
@@ -88,20 +109,29 @@ class MemoryStore:
             ring = self._rings[tenant] = _Ring(self._history_size)
         return ring
 
-    def _ring_of(self, tenant: str, history_size: int | None) -> _Ring:
-        """The ring an append goes to, resized first when the tenant's length changed."""
+    def _ring_of(self, tenant: str, history_size: int | None, expire_before: str | None) -> _Ring:
+        """The ring an append goes to: resized first when the tenant's length changed, its
+        expired events dropped."""
         capacity = history_size or self._history_size
         ring = self._rings.get(tenant)
         if ring is None:
             ring = self._rings[tenant] = _Ring(capacity)
         elif len(ring.slots) != capacity:
             ring.resize(capacity)
+        if expire_before is not None:
+            ring.expire(expire_before)
         return ring
 
     async def append(
-        self, tenant: str, message: str, timestamp: str, *, history_size: int | None = None
+        self,
+        tenant: str,
+        message: str,
+        timestamp: str,
+        *,
+        history_size: int | None = None,
+        expire_before: str | None = None,
     ) -> Event:
-        return self._ring_of(tenant, history_size).append(tenant, message, timestamp)
+        return self._ring_of(tenant, history_size, expire_before).append(tenant, message, timestamp)
 
     async def append_once(
         self,
@@ -112,6 +142,7 @@ class MemoryStore:
         *,
         ttl: int,
         history_size: int | None = None,
+        expire_before: str | None = None,
     ) -> tuple[Event, bool]:
         # No await between the check and the claim: atomic on the event loop.
         claims = self._claims.get(tenant)
@@ -121,18 +152,32 @@ class MemoryStore:
         first = claims.get(key, now)
         if first is not None:
             return first, False
-        event = self._ring_of(tenant, history_size).append(tenant, message, timestamp)
+        ring = self._ring_of(tenant, history_size, expire_before)
+        event = ring.append(tenant, message, timestamp)
         claims.put(key, event, now + ttl)
         return event, True
 
     async def query(
-        self, tenant: str, *, limit: int, since: int | None = None, before: int | None = None
+        self,
+        tenant: str,
+        *,
+        limit: int,
+        since: int | None = None,
+        before: int | None = None,
+        expire_before: str | None = None,
     ) -> list[Event]:
         ring = self._ring(tenant)
+        if expire_before is not None:
+            ring.expire(expire_before)
         lo, hi = select_window(
             ring.latest - ring.held + 1, ring.latest, limit=limit, since=since, before=before
         )
         return ring.window(lo, hi) if lo <= hi else []
+
+    async def expire(self, tenant: str, before: str) -> None:
+        ring = self._rings.get(tenant)
+        if ring is not None:
+            ring.expire(before)
 
     async def counts(self, tenant: str) -> TenantCounts:
         ring = self._ring(tenant)

@@ -5,7 +5,8 @@ one slot, which the append script needs):
 
     feed:{tenant}:seq      the latest seq allocated (a string integer)
     feed:{tenant}:events   the stream; entry id `<seq>-0`, fields `message`, `timestamp`,
-                           trimmed by each append to exactly the history size it names
+                           trimmed by each append to exactly the history size it names,
+                           and of the entries stamped before its retention cutoff
     feed:{tenant}:claim:K  idempotency key K: "<seq>\n<timestamp>\n<message>" of the event
                            its first publish created; expires after the key's TTL
     feed:epoch             names this Redis's seq numbering (see `EventStore.epoch`); made
@@ -36,22 +37,55 @@ from redis.exceptions import RedisError
 
 from ..errors import StoreUnavailable
 from ..events import Event
-from .base import TenantCounts
+from .base import TenantCounts, unexpired
 
 log = logging.getLogger(__name__)
 
 # A down Redis must fail a request within about this long, not hang it.
 COMMAND_TIMEOUT_S = 2.0
 
+# Drops the entries of stream KEYS[2] stamped before `cutoff` (an event timestamp: same-shape
+# timestamps compare as strings in time order); `latest` is the seq of its newest entry.
+# Entries are stamped in seq order and their seqs are contiguous, so the first one kept is
+# found by seq: galloping from the oldest (a steady stream expires one or two entries per
+# append, found in as many probes), then halving; at most about 2 log2(held) lookups.
+_EXPIRE_LUA = """
+local function stamp(seq)
+  local entry = redis.call('XRANGE', KEYS[2], string.format('%d-0', seq), '+', 'COUNT', 1)[1]
+  return entry[2][4]  -- fields: 'message', m, 'timestamp', t
+end
+local function expire(cutoff, latest)
+  local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+  if not oldest or oldest[2][4] >= cutoff then return end
+  local dropped = tonumber(string.match(oldest[1], '^%d+'))  -- stamped before the cutoff
+  local kept = latest + 1  -- the first seq known to stay (one past the newest)
+  local step = 1
+  while dropped + step < kept do
+    if stamp(dropped + step) >= cutoff then kept = dropped + step break end
+    dropped = dropped + step
+    step = step * 2
+  end
+  while kept - dropped > 1 do
+    local middle = math.floor((dropped + kept) / 2)
+    if stamp(middle) < cutoff then dropped = middle else kept = middle end
+  end
+  redis.call('XTRIM', KEYS[2], 'MINID', string.format('%d-0', kept))
+end
+"""
 # Atomic: the seq and the entry are written together or not at all (XADD runs before SET,
 # and a script that fails stops there). Two nodes appending at once are serialised by Redis,
 # so seqs never repeat and never skip. `%d` because Lua would print 1e+14 for large seqs.
-_APPEND_LUA = """
+# ARGV[4]: the cutoff of the tenant's retention, '' for none.
+_APPEND_LUA = (
+    _EXPIRE_LUA
+    + """
 local seq = tonumber(redis.call('GET', KEYS[1]) or '0') + 1
 local id = string.format('%d-0', seq)
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], id, 'message', ARGV[2], 'timestamp', ARGV[3])
 redis.call('SET', KEYS[1], string.format('%d', seq))
+if ARGV[4] ~= '' then expire(ARGV[4], seq) end
 """
+)
 _APPEND_SCRIPT = _APPEND_LUA + "return seq\n"
 # The same append, unless the claim key exists: then its first event, and nothing written.
 # One script, so 100 concurrent publishes with one key, on any nodes, create one event.
@@ -63,8 +97,14 @@ if first then return {0, first} end
     + _APPEND_LUA
     + """
 local claim = string.format('%d', seq) .. '\\n' .. ARGV[3] .. '\\n' .. ARGV[2]
-redis.call('SET', KEYS[3], claim, 'EX', ARGV[4])
+redis.call('SET', KEYS[3], claim, 'EX', ARGV[5])
 return {1, claim}
+"""
+)
+_EXPIRE_SCRIPT = (
+    _EXPIRE_LUA
+    + """
+expire(ARGV[1], tonumber(redis.call('GET', KEYS[1]) or '0'))
 """
 )
 _EPOCH_SCRIPT = """
@@ -152,14 +192,21 @@ class RedisStore:
         self._append = self._redis.register_script(_APPEND_SCRIPT)
         self._append_once = self._redis.register_script(_APPEND_ONCE_SCRIPT)
         self._epoch = self._redis.register_script(_EPOCH_SCRIPT)
+        self._expire = self._redis.register_script(_EXPIRE_SCRIPT)
 
     async def append(
-        self, tenant: str, message: str, timestamp: str, *, history_size: int | None = None
+        self,
+        tenant: str,
+        message: str,
+        timestamp: str,
+        *,
+        history_size: int | None = None,
+        expire_before: str | None = None,
     ) -> Event:
         with self._store_errors():
             seq = await self._append(
                 keys=[seq_key(tenant), stream_key(tenant)],
-                args=[history_size or self._history_size, message, timestamp],
+                args=[history_size or self._history_size, message, timestamp, expire_before or ""],
             )
         return Event(int(seq), tenant, message, timestamp)
 
@@ -172,11 +219,13 @@ class RedisStore:
         *,
         ttl: int,
         history_size: int | None = None,
+        expire_before: str | None = None,
     ) -> tuple[Event, bool]:
+        size = history_size or self._history_size
         with self._store_errors():
             created, claim = await self._append_once(
                 keys=[seq_key(tenant), stream_key(tenant), claim_key(tenant, key)],
-                args=[history_size or self._history_size, message, timestamp, ttl],
+                args=[size, message, timestamp, expire_before or "", ttl],
             )
         seq, first_timestamp, first_message = claim.split("\n", 2)
         return Event(int(seq), tenant, first_message, first_timestamp), bool(created)
@@ -187,13 +236,36 @@ class RedisStore:
         return epoch
 
     async def query(
-        self, tenant: str, *, limit: int, since: int | None = None, before: int | None = None
+        self,
+        tenant: str,
+        *,
+        limit: int,
+        since: int | None = None,
+        before: int | None = None,
+        expire_before: str | None = None,
     ) -> list[Event]:
         """`select_window`'s rule as one range command (atomic, one round trip).
 
-        Only `since`: the oldest `limit` entries after it (XRANGE). Otherwise the newest
-        `limit` entries below `before` and above `since` (XREVRANGE, then reversed).
+        With `expire_before`, a window that starts with an expired event is read again
+        after `expire`: its bounds move; a window without one costs nothing more.
         """
+        events = await self._range(tenant, limit, since, before)
+        if expire_before is None or not events or events[0].timestamp >= expire_before:
+            return events
+        await self.expire(tenant, expire_before)
+        # An event stamped before the cutoff could be appended between the two calls by a
+        # node whose clock is behind: never served either.
+        return unexpired(await self._range(tenant, limit, since, before), expire_before)
+
+    async def expire(self, tenant: str, before: str) -> None:
+        with self._store_errors():
+            await self._expire(keys=[seq_key(tenant), stream_key(tenant)], args=[before])
+
+    async def _range(
+        self, tenant: str, limit: int, since: int | None, before: int | None
+    ) -> list[Event]:
+        """Only `since`: the oldest `limit` entries after it (XRANGE). Otherwise the newest
+        `limit` entries below `before` and above `since` (XREVRANGE, then reversed)."""
         key = stream_key(tenant)
         entries: Any
         with self._store_errors():

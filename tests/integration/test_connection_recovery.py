@@ -8,8 +8,6 @@ first, then Redis: across a server restart and across nodes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +18,7 @@ from feedserver.app import create_app
 from tests.clients import CLIENT_KINDS, open_client
 from tests.conftest import ServerFactory, make_settings
 from tests.js_swarm import JsSwarm, js_swarm
-from tests.redis_server import RedisServer, running_redis
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.node
 
@@ -168,16 +166,6 @@ async def test_auth_since_still_resumes_a_client_that_manages_its_own_offsets(
     async with js_swarm([server.make_url("")], auth=auth) as s:
         assert (await s.expect_type("established"))["data"]["recovered"] is True
         assert (await s.expect_type("initial"))["seqs"] == [3, 4, 5]
-
-
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A store URL for `start_server`: memory, or a redis-server of the test's own."""
-    if request.param == "memory":
-        yield "memory"
-        return
-    async with running_redis(tmp_path, appendonly=False) as redis:
-        yield redis.url
 
 
 @pytest.mark.parametrize("kind", CLIENT_KINDS)

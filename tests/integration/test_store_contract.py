@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,7 +51,8 @@ async def fill(store: EventStore, tenant: str, count: int) -> None:
         await store.append(tenant, f"m{n}", TS)
 
 
-async def seqs(store: EventStore, **query: int | None) -> list[int]:
+async def seqs(store: EventStore, **query: Any) -> list[int]:
+    """The seqs `store.query("t", **query)` returns (limit 50 unless given)."""
     limit = query.pop("limit", None) or 50
     return [e.seq for e in await store.query("t", limit=limit, **query)]
 
@@ -130,6 +132,61 @@ async def test_a_changed_history_size_applies_from_the_next_append(store: EventS
     assert await seqs(store) == [9, 10]
     await fill(store, "t", HISTORY + 1)  # None: back to the store's own length
     assert (await store.counts("t")).held == HISTORY
+
+
+def stamp(second: int) -> str:
+    """The timestamp of `second` seconds after TS (0..59)."""
+    return f"2026-01-20T10:30:{second:02d}.000Z"
+
+
+async def fill_stamped(store: EventStore, seconds: range, history_size: int = 100) -> None:
+    for second in seconds:
+        await store.append("t", f"s{second}", stamp(second), history_size=history_size)
+
+
+async def test_an_append_drops_the_events_stamped_before_its_cutoff(store: EventStore) -> None:
+    await fill_stamped(store, range(1, 5))
+    event = await store.append("t", "s5", stamp(5), history_size=100, expire_before=stamp(3))
+    assert await seqs(store) == [3, 4, 5]  # no cutoff on the read: dropped from the store
+    assert (await store.counts("t")).held == 3
+    await store.append_once("t", "k", "s6", stamp(6), ttl=60, expire_before=stamp(5))
+    assert await seqs(store) == [5, 6]
+    assert event.seq == 5
+
+
+async def test_a_read_never_returns_an_expired_event(store: EventStore) -> None:
+    await fill_stamped(store, range(1, 9))  # seqs 1..8, stamped 1..8
+    cutoff = stamp(4)
+    assert await seqs(store, expire_before=cutoff) == [4, 5, 6, 7, 8]
+    assert await seqs(store, since=0, limit=2, expire_before=cutoff) == [4, 5]
+    assert await seqs(store, before=6, expire_before=stamp(6)) == []
+    assert await seqs(store, since=6, expire_before=stamp(9)) == []
+    assert (await store.counts("t")).held == 0  # each read dropped what it did not return
+
+
+@pytest.mark.parametrize("cutoff", [0, 1, 2, 3, 5, 17, 33, 40, 41, 50])
+async def test_expire_drops_exactly_the_events_stamped_before(
+    store: EventStore, cutoff: int
+) -> None:
+    await fill_stamped(store, range(1, 41))  # 40 events: the search takes several steps
+    await store.expire("t", stamp(cutoff))
+    kept = list(range(max(cutoff, 1), 41))
+    assert await seqs(store, limit=100) == kept
+    counts = await store.counts("t")
+    assert (counts.latest_seq, counts.held) == (40, len(kept))
+    assert counts.last_event_at == (stamp(40) if kept else None)
+
+
+async def test_expiry_keeps_a_full_ring_contiguous(store: EventStore) -> None:
+    await fill_stamped(store, range(1, 13), history_size=HISTORY)  # holds 8..12: wrapped
+    await store.expire("t", stamp(10))
+    assert await seqs(store) == [10, 11, 12]
+    await fill_stamped(store, range(13, 16), history_size=HISTORY)
+    assert await seqs(store) == [11, 12, 13, 14, 15]
+    await store.expire("t", stamp(59))
+    await store.expire("nobody", stamp(59))  # nothing held: nothing to do
+    assert await seqs(store) == []
+    assert (await store.append("t", "again", stamp(59))).seq == 16
 
 
 async def test_counts_report_latest_held_and_last_timestamp(store: EventStore) -> None:

@@ -35,6 +35,7 @@ GOOD: dict[str, list[tuple[str, Any]]] = {
         ("rediss://user:pw@cache:6380/2", "rediss://user:pw@cache:6380/2"),
     ],
     "FEED_HISTORY_SIZE": [("1", 1), ("1000000", 1_000_000)],
+    "FEED_RETENTION_SECONDS": [("1", 1), ("86400", 86_400), ("315360000", 10 * 365 * 86_400)],
     "FEED_INITIAL_EVENTS": [("0", 0), ("10000", 10_000)],
     "FEED_MAX_MESSAGE_LENGTH": [("1", 1), ("100000", 100_000)],
     "FEED_MAX_BODY_BYTES": [("64", 64), ("16777216", 16 << 20)],
@@ -75,6 +76,7 @@ BAD: dict[str, list[str]] = {
     "FEED_AUTH": ["jwt", "basic"],
     "FEED_STORE": ["postgres://db", "redis://", "redis", "memory2"],
     "FEED_HISTORY_SIZE": ["0", "1000001", "many"],
+    "FEED_RETENTION_SECONDS": ["0", "-1", "315360001", "1h"],
     "FEED_INITIAL_EVENTS": ["-1", "10001"],
     "FEED_MAX_MESSAGE_LENGTH": ["0", "100001"],
     "FEED_MAX_BODY_BYTES": ["63", "16777217", "16k"],
@@ -108,6 +110,7 @@ ATTRIBUTE = {
     "FEED_AUTH_SECRET": "auth_secret",
     "FEED_STORE": "store",
     "FEED_HISTORY_SIZE": "history_size",
+    "FEED_RETENTION_SECONDS": "retention_seconds",
     "FEED_INITIAL_EVENTS": "initial_events",
     "FEED_MAX_MESSAGE_LENGTH": "max_message_length",
     "FEED_MAX_BODY_BYTES": "max_body_bytes",
@@ -158,6 +161,7 @@ def test_no_variables_give_the_documented_defaults() -> None:
     assert settings.tenants == ("tenant_a", "tenant_b")
     assert (settings.auth, settings.store, settings.env) == ("none", "memory", "development")
     assert (settings.history_size, settings.initial_events) == (1000, 50)
+    assert settings.retention_seconds is None  # kept by count only
     assert (settings.max_message_length, settings.max_body_bytes, settings.max_queue) == (
         500,
         16 * 1024,

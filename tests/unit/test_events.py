@@ -108,3 +108,13 @@ def test_socket_json_round_trips_unicode() -> None:
     text = SocketJson.dumps(data, separators=(",", ":"))
     assert isinstance(text, str)
     assert SocketJson.loads(text) == data
+
+
+def test_timestamp_before_is_the_timestamp_of_that_many_seconds_ago() -> None:
+    now_ns = int(datetime(2027, 1, 1, 0, 0, 5, tzinfo=UTC).timestamp()) * 1_000_000_000 + 7
+    clock = UtcClock(lambda: now_ns + 42_000_000)
+    assert clock.timestamp() == "2027-01-01T00:00:05.042Z"
+    assert clock.timestamp_before(6) == "2026-12-31T23:59:59.042Z"
+    assert clock.timestamp_before(86_400) == "2026-12-31T00:00:05.042Z"
+    # Text order is time order: what a store compares.
+    assert clock.timestamp_before(1) < clock.timestamp() < "2027-01-01T00:00:05.043Z"

@@ -1,4 +1,5 @@
-"""The memory store's per-tenant ring buffer and the window rule every store shares."""
+"""The memory store's per-tenant ring buffer and the window and expiry rules every store
+shares."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from feedserver.events import Event
 from feedserver.store import MemoryStore, TenantCounts, select_window
+from feedserver.store.base import unexpired
 
 TS = "2026-01-20T10:30:00.000Z"
 
@@ -186,3 +189,32 @@ def test_select_window_matches_the_definition(
     expected = candidates[:limit] if since is not None and before is None else candidates[-limit:]
     lo, hi = select_window(oldest, latest, limit=limit, since=since, before=before)
     assert list(range(lo, hi + 1)) == expected
+
+
+# -- unexpired, the pure rule of retention ---------------------------------------------------
+
+
+@given(
+    seconds=st.lists(st.integers(0, 59), max_size=30).map(sorted),
+    cutoff=st.integers(0, 60),
+)
+def test_unexpired_keeps_exactly_the_events_stamped_at_or_after_the_cutoff(
+    seconds: list[int], cutoff: int
+) -> None:
+    events = [
+        Event(seq, "tenant_a", "m", f"2026-01-20T10:30:{second:02d}.000Z")
+        for seq, second in enumerate(seconds, 1)
+    ]
+    before = f"2026-01-20T10:30:{cutoff:02d}.000Z" if cutoff < 60 else "2026-01-20T10:31:00.000Z"
+    kept = unexpired(events, before)
+    assert kept == [e for e in events if e.timestamp >= before]
+    assert kept == events[len(events) - len(kept) :]  # the old end goes: no gap
+
+
+async def test_expiry_frees_the_slots_of_expired_events() -> None:
+    store = MemoryStore(4)
+    for second in range(6):  # holds 3..6, wrapped round the end of the slots
+        await store.append("tenant_a", f"m{second}", f"2026-01-20T10:30:{second:02d}.000Z")
+    await store.expire("tenant_a", "2026-01-20T10:30:05.000Z")
+    ring = store._rings["tenant_a"]
+    assert [e.seq if e else None for e in ring.slots] == [None, 6, None, None]
