@@ -15,11 +15,6 @@ class TenantCounts:
     held: int  # events still in the ring buffer
     last_event_at: str | None
 
-    @property
-    def oldest_held(self) -> int:
-        """Seq of the oldest event still held (latest_seq + 1 when none is)."""
-        return self.latest_seq - self.held + 1
-
 
 class EventStore(Protocol):
     """Per-tenant ring buffer of events with a per-tenant, gap-free `seq`."""
