@@ -11,6 +11,7 @@ hosting provider's network) shares one budget, as an IPv4 NAT does.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 IPV6_PREFIX = 64
@@ -45,6 +46,13 @@ class ClientAddresses:
         return client
 
 
+# Cached: parsing an address costs microseconds and runs for every connect and request,
+# while the addresses seen are few (one per client). Bounded, so that a client spraying
+# addresses (X-Forwarded-For from a trusted proxy) cannot grow it.
+_CACHE = 4096
+
+
+@functools.lru_cache(maxsize=_CACHE)
 def normalise(text: str) -> str | None:
     """An IP address in one spelling (IPv4-mapped IPv6 as IPv4, IPv6 compressed), or None
     when `text` is not an IP address."""
@@ -57,6 +65,7 @@ def normalise(text: str) -> str | None:
     return str(address)
 
 
+@functools.lru_cache(maxsize=_CACHE)
 def limit_key(address: str) -> str:
     """What per-IP limits count: an IPv4 address itself, an IPv6 address's /64 network."""
     try:
