@@ -49,8 +49,13 @@ SERVER_ENV = {
 SERVERS = ("node", "python")
 FD_LIMIT = 20000
 ANALYSIS = "## Analysis"
-# Steps of 10 ev/s up to 120: the ratio of two ceilings is only as fine as the steps.
-CEILING_RATES = (10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120, 140, 160, 200, 240, 320)
+# Steps of 10 ev/s up to 120: the ratio of two ceilings is only as fine as the steps. The
+# top steps reach 8x a Node ceiling of 50-80 ev/s; past them the single-threaded loadgen,
+# on the same two cores, would measure itself (docs/benchmarks.md).
+CEILING_RATES = (
+    *(10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120),
+    *(140, 160, 200, 240, 320, 400, 480, 560, 640),
+)
 # Scenarios are named by what they measure, in the table, the details and the progress log.
 FANOUT_CPU = "fan-out CPU"
 FANOUT_CEILING = "fan-out ceiling"
@@ -459,8 +464,8 @@ def ceiling_row(ceiling: dict[str, Any]) -> Row:
         f"{cn} ev/s",
         f"{cp} ev/s",
         ratio(cp, cn),
-        ">= 2x",
-        verdict(cn > 0 and cp >= 2 * cn),
+        ">= 8x",
+        verdict(cn > 0 and cp >= 8 * cn),
     )
 
 
@@ -483,9 +488,9 @@ def connection_rows(idle: dict[str, Any]) -> list[Row]:
     cn, cp = cpu_per_connect(idle["node"]), cpu_per_connect(idle["python"])
     return [
         (f"{CONNECTIONS_10K}: RSS per idle connection, 10 tenants", f"{kn} KB",
-         f"{kp} KB", ratio(kp, kn), "<= 1x", verdict(kp <= kn and failed == 0)),
+         f"{kp} KB", ratio(kp, kn), "<= 5 KB", verdict(kp <= 5 and failed == 0)),
         (f"{CONNECTIONS_10K}: connect wall time", f"{wn} s", f"{wp} s",
-         ratio(wp, wn), "<= 1x", verdict(wp <= wn and failed == 0)),
+         ratio(wp, wn), "<= 0.75x", verdict(wp <= 0.75 * wn and failed == 0)),
         (f"{CONNECTIONS_10K} (context): server CPU per connect", f"{cn:.0f} us",
          f"{cp:.0f} us", ratio(cp, cn), "", ""),
     ]  # fmt: skip
