@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestServer
 
 from feedserver.app import create_app
 from feedserver.config import Settings
+from tests.redis_cluster import RedisClusterServers, running_cluster
 from tests.redis_server import RedisServer, running_redis
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
@@ -53,6 +54,20 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
         return
     async with running_redis(tmp_path, appendonly=False) as redis:
         yield redis.url
+
+
+@pytest.fixture(scope="session")
+def shared_redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """One real 3-master Redis Cluster for the whole run (starting one takes seconds)."""
+    with running_cluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def redis_cluster(shared_redis_cluster: RedisClusterServers) -> RedisClusterServers:
+    """The shared Redis Cluster, emptied for this test."""
+    shared_redis_cluster.flush()
+    return shared_redis_cluster
 
 
 @pytest.fixture

@@ -29,7 +29,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -163,6 +164,47 @@ def redis_client(
     )
 
 
+CLUSTER_SCHEME = "redis-cluster://"
+
+
+class _Cluster(RedisCluster):
+    """redis-py's async cluster client, which learns the slots before its first command.
+
+    redis-py (8.1) picks a command's node before its lazy first `initialize()`: the first
+    commands, sent concurrently, go to arbitrary masters and get MOVED; the slot refresh
+    that follows closes connections with commands in flight. `initialize()` returns at
+    once when done, and its own lock makes concurrent first calls wait for one refresh.
+    """
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        await self.initialize()
+        return await super().execute_command(*args, **kwargs)
+
+
+def store_client(url: str, *, read_timeout: float = COMMAND_TIMEOUT_S) -> Redis | RedisCluster:
+    """`redis_client`, or for `redis-cluster://host:port[,host:port...]` a Redis Cluster
+    client (redis-py's) that starts from those nodes and learns the rest of the cluster
+    from them, failing as fast."""
+    if not url.startswith(CLUSTER_SCHEME):
+        return redis_client(url, read_timeout=read_timeout)
+    nodes = []
+    for address in url.removeprefix(CLUSTER_SCHEME).split(","):
+        host, _, port = address.strip().rpartition(":")
+        nodes.append(ClusterNode(host, int(port)))
+    return _Cluster(
+        startup_nodes=nodes,
+        decode_responses=True,
+        socket_timeout=read_timeout,
+        socket_connect_timeout=COMMAND_TIMEOUT_S,
+        socket_keepalive=True,
+        # No retry: a command that failed after it was sent may have run, and an append run
+        # twice would allocate two seqs. The caller gets a 503 (a publish with an
+        # idempotency key is safe to repeat).
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=30,
+    )
+
+
 @contextmanager
 def store_errors() -> Iterator[None]:
     """Any Redis failure (down, timeout, OOM, loading) is `StoreUnavailable`: a 503.
@@ -184,11 +226,11 @@ class RedisStore:
     def __init__(self, url: str, history_size: int, *, follow_block_ms: int = 2000) -> None:
         self.failures = 0
         self._history_size = history_size
-        self._redis = redis_client(url)
+        self._redis = store_client(url)
         # XREAD BLOCK holds its connection: a client of its own, whose read timeout is
         # longer than the block.
         self._follow_block_ms = follow_block_ms
-        self._follower = redis_client(url, read_timeout=follow_block_ms / 1000 + COMMAND_TIMEOUT_S)
+        self._follower = store_client(url, read_timeout=follow_block_ms / 1000 + COMMAND_TIMEOUT_S)
         self._append = self._redis.register_script(_APPEND_SCRIPT)
         self._append_once = self._redis.register_script(_APPEND_ONCE_SCRIPT)
         self._epoch = self._redis.register_script(_EPOCH_SCRIPT)
@@ -290,11 +332,16 @@ class RedisStore:
         return TenantCounts(int(latest or 0), int(held), last[0][1]["timestamp"] if last else None)
 
     async def latest_seqs(self, tenants: Sequence[str]) -> dict[str, int]:
-        """The latest seq of each tenant, in one round trip."""
+        """The latest seq of each tenant, in one round trip (one per master on a cluster:
+        the tenants' keys are in different slots)."""
         if not tenants:
             return {}
+        keys = [seq_key(t) for t in tenants]
         with self._store_errors():
-            values = await self._redis.mget([seq_key(t) for t in tenants])
+            if isinstance(self._redis, RedisCluster):
+                values = await self._redis.mget_nonatomic(keys)
+            else:
+                values = await self._redis.mget(keys)
         return {tenant: int(value or 0) for tenant, value in zip(tenants, values, strict=True)}
 
     async def follow(self, cursors: Mapping[str, int], *, count: int, woken: str) -> Followed:

@@ -20,19 +20,21 @@ TS = "2026-01-20T10:30:00.000Z"
 StoreFactory = Callable[[], EventStore]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
-    """Opens stores of one kind over one backing state (one redis-server for "redis")."""
+    """Opens stores of one kind over one backing state (one redis-server for "redis", a
+    real 3-master Redis Cluster for "redis-cluster")."""
     opened: list[EventStore] = []
     async with contextlib.AsyncExitStack() as stack:
-        redis = None
+        url = None
         if request.param == "redis":
             redis = await stack.enter_async_context(running_redis(tmp_path, appendonly=False))
+            url = redis.url
+        elif request.param == "redis-cluster":
+            url = request.getfixturevalue("redis_cluster").url
 
         def open_one() -> EventStore:
-            store: EventStore = (
-                MemoryStore(HISTORY) if redis is None else RedisStore(redis.url, HISTORY)
-            )
+            store: EventStore = MemoryStore(HISTORY) if url is None else RedisStore(url, HISTORY)
             opened.append(store)
             return store
 
