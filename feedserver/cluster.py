@@ -28,6 +28,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -48,7 +49,7 @@ from .errors import StoreUnavailable
 from .events import Event
 from .logs import ThrottledWarning
 from .store import EventStore, MemoryStore
-from .store.redis import RedisStore, redis_client, store_errors
+from .store.redis import RedisStore, redis_client, store_client, store_errors
 from .store.redis_tenants import TENANTS_CHANGED_CHANNEL, RedisTenants
 from .store.tenant_file import HeldTenants, TenantFile
 from .tenants import Reload, ReloadAll, Tenant, TenantBackend, TenantDirectory, TenantWatcher
@@ -57,13 +58,14 @@ log = logging.getLogger(__name__)
 
 NOTICES_CHANNEL = "feed:notices"
 NOTICE_FIELDS = frozenset({"message", "level", "timestamp"})
-NODES_KEY = "feed:nodes"  # sorted set: node id -> unix time its counts expire
 # How often a node compares the registry's version counter with the one it loaded.
 TENANT_RESYNC_S = 5.0
 
 
-def node_connections_key(node_id: str) -> str:
-    return f"feed:node:{node_id}:connections"
+def connections_key(tenant: str) -> str:
+    """A tenant's connection counts: node id -> "<count> <unix time it expires>". In the
+    tenant's slot (`{tenant}`), so that no script touches keys of two slots."""
+    return f"feed:{{{tenant}}}:connections"
 
 
 class Backend(Protocol):
@@ -492,27 +494,19 @@ class TenantChannel:
                 next_check = loop.time() + self._resync_s
 
 
-# Atomic refresh of one node's counts; the sorted set lets readers skip dead nodes without
-# scanning the keyspace. KEYS: node hash, nodes zset. ARGV: ttl, node id, tenant/count pairs.
-_PUBLISH_COUNTS_SCRIPT = """
-local now = tonumber(redis.call('TIME')[1])
-redis.call('DEL', KEYS[1])
-if #ARGV > 2 then redis.call('HSET', KEYS[1], unpack(ARGV, 3)) end
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[1]), ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 1)
-return 1
-"""
-
-# The sum of one tenant's counts over the live nodes other than the caller.
-# KEYS: nodes zset. ARGV: tenant, own node id.
+# The sum of one tenant's counts over the live nodes other than the caller; the entries of
+# nodes that stopped refreshing are dropped on the way. KEYS: the tenant's connections hash.
+# ARGV: own node id.
 _COUNT_SCRIPT = """
 local now = tonumber(redis.call('TIME')[1])
 local total = 0
-for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')) do
-  if node ~= ARGV[2] then
-    local key = 'feed:node:' .. node .. ':connections'
-    total = total + tonumber(redis.call('HGET', key, ARGV[1]) or '0')
+local entries = redis.call('HGETALL', KEYS[1])
+for i = 1, #entries, 2 do
+  local count, expires = string.match(entries[i + 1], '^(%d+) (%d+)$')
+  if not count or tonumber(expires) < now then
+    redis.call('HDEL', KEYS[1], entries[i])
+  elseif entries[i] ~= ARGV[1] then
+    total = total + tonumber(count)
   end
 end
 return total
@@ -522,22 +516,23 @@ return total
 class RedisConnections:
     """Connection counts of every live node: this node's own, plus what the others published.
 
-    Each node writes its counts to a hash that expires unless refreshed; a refresh follows
-    each change within `debounce_s` and happens at least every `refresh_s`, so a node that
-    dies stops counting after `3 * refresh_s`.
+    Each node writes its count of each tenant into that tenant's hash (`connections_key`),
+    with an expiry; a refresh follows each change within `debounce_s` and happens at least
+    every `refresh_s`, so a node that dies stops counting after `3 * refresh_s`. One hash
+    per tenant, not one per node: every script touches one slot (Redis Cluster).
     """
 
     def __init__(
         self, url: str, node_id: str, *, refresh_s: float = 2.0, debounce_s: float = 0.05
     ) -> None:
         self.node_id = node_id
-        self._redis = redis_client(url)
+        self._redis = store_client(url)
         self._local = LocalConnections()
         self._refresh_s = refresh_s
         self._debounce_s = debounce_s
         self._ttl = max(1, round(3 * refresh_s))
         self._changed = asyncio.Event()
-        self._publish = self._redis.register_script(_PUBLISH_COUNTS_SCRIPT)
+        self._published: set[str] = set()  # tenants whose hash holds this node's count
         self._count = self._redis.register_script(_COUNT_SCRIPT)
         self._task: asyncio.Task[None] | None = None
 
@@ -551,7 +546,7 @@ class RedisConnections:
 
     async def count(self, tenant: str) -> int:
         with store_errors():
-            others = await self._count(keys=[NODES_KEY], args=[tenant, self.node_id])
+            others = await self._count(keys=[connections_key(tenant)], args=[self.node_id])
         return await self._local.count(tenant) + int(others)
 
     async def start(self) -> None:
@@ -560,8 +555,10 @@ class RedisConnections:
     async def close(self) -> None:
         await stop(self._task)
         try:  # leave the totals at once rather than after the TTL
-            await self._redis.zrem(NODES_KEY, self.node_id)
-            await self._redis.delete(node_connections_key(self.node_id))
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for tenant in self._published:
+                    pipe.hdel(connections_key(tenant), self.node_id)
+                await pipe.execute()
         except Exception as exc:
             log.warning("could not remove this node's connection counts: %s", exc)
         await self._redis.aclose()
@@ -575,11 +572,25 @@ class RedisConnections:
                     await self._changed.wait()
                     await asyncio.sleep(self._debounce_s)  # one write for a burst of connects
             self._changed.clear()
-            pairs = [item for pair in self._local.snapshot().items() for item in pair]
             try:
-                await self._publish(
-                    keys=[node_connections_key(self.node_id), NODES_KEY],
-                    args=[self._ttl, self.node_id, *pairs],
-                )
+                await self._publish_counts()
             except Exception as exc:
                 log.warning("could not publish connection counts: %s", exc)
+
+    async def _publish_counts(self) -> None:
+        """This node's count of every tenant it has sockets of, with when it expires, and
+        its entry removed where it has none left since the last refresh: one pipelined
+        round trip of plain commands (a cluster pipeline takes no scripts).
+
+        The expiry is this node's clock, compared with Redis's by the readers: clocks kept
+        by NTP agree to well within the TTL's whole seconds."""
+        counts = self._local.snapshot()
+        expires = int(time.time()) + self._ttl
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for tenant, count in counts.items():
+                pipe.hset(connections_key(tenant), self.node_id, f"{count} {expires}")
+                pipe.expire(connections_key(tenant), self._ttl)
+            for tenant in self._published - counts.keys():
+                pipe.hdel(connections_key(tenant), self.node_id)
+            await pipe.execute()
+        self._published = set(counts)
