@@ -41,6 +41,10 @@ OPERATOR_ALGORITHM: Algorithm = "HS256"
 ADMIN_ROLE = "admin"
 SECRET_BYTES = 32
 MIN_RSA_BITS = 2048
+# How far ahead of this server's clock a minting host's clock may run: a token's `iat` up to
+# this far ahead is taken (then a cut-off made now does not void it), later it is refused;
+# otherwise a key's holder could mint tokens with an `iat` no cut-off ever reaches.
+MAX_CLOCK_AHEAD_S = 60
 KID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SECRET_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 # The members a public JWK of each algorithm has; anything else uploaded is dropped.
@@ -396,7 +400,7 @@ def _decode(token: str, verifier: Any, alg: Algorithm) -> Any:
             verifier,
             algorithms=[alg],
             # An `iat` a little in the future is a minting host's clock ahead of ours, not
-            # an attack (`exp` still bounds the token); PyJWT would refuse it.
+            # an attack; PyJWT would refuse it. `_issued_at` bounds how far ahead.
             options={"require": ["exp", "tenant"], "verify_iat": False},
         )
     except jwt.ExpiredSignatureError:
@@ -411,4 +415,6 @@ def _issued_at(payload: Mapping[str, Any]) -> float | None:
     iat = payload["iat"]
     if isinstance(iat, bool) or not isinstance(iat, int | float):
         raise Unauthorized("Invalid token")
+    if iat > time.time() + MAX_CLOCK_AHEAD_S:
+        raise Unauthorized("Token issued in the future")
     return float(iat)

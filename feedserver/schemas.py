@@ -13,6 +13,7 @@ from .keys import (
     ALGORITHMS,
     KEY_STATUSES,
     KID_RE,
+    MAX_CLOCK_AHEAD_S,
     SigningKey,
     generate_hs256_key,
     parse_public_jwk,
@@ -27,8 +28,9 @@ _idempotency_key = validate.Regexp(r"^[\x21-\x7e]{1,128}\Z", error=IDEMPOTENCY_K
 SYSTEM_MESSAGE_LEVELS = ("info", "warning")
 KID_RULE = "1 to 64 characters of A-Z a-z 0-9 _ -"
 # How far ahead of this server's clock a `revoke-tokens` cut-off may be (the caller's clock
-# may run ahead); later, it would void tokens not yet minted.
-MAX_CUT_OFF_AHEAD_S = 60
+# may run ahead); later, it would void tokens not yet minted. The same bound as a token's
+# `iat`: a cut-off can always reach every token the server takes.
+MAX_CUT_OFF_AHEAD_S = MAX_CLOCK_AHEAD_S
 
 
 class StrictBoolean(fields.Boolean):

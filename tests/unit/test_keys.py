@@ -20,6 +20,7 @@ from feedserver.auth import Principal, TenantCatalogue, TokenAuthenticator, mint
 from feedserver.errors import ForbiddenTenant, Unauthorized, ValidationFailed
 from feedserver.keys import (
     BOOTSTRAP_POLICY,
+    MAX_CLOCK_AHEAD_S,
     OPERATOR_KID,
     Claims,
     KeyRing,
@@ -675,3 +676,16 @@ def test_minting_refuses_what_it_cannot_sign_with(
     signing_key = key(registry, "tenant_a", kid_of_key) if kid_of_key else None
     with pytest.raises(ValueError):
         mint_token(secret_given, "tenant_a", 60, admin=admin, kid=kid, key=signing_key)
+
+
+def test_a_token_issued_further_in_the_future_than_clocks_drift_is_refused(
+    registry: Registry,
+) -> None:
+    """Else whoever held a key once could mint tokens that outlive every cut-off."""
+    a_hs = secret(registry, "tenant_a", "a-hs")
+    far = int(time.time()) + MAX_CLOCK_AHEAD_S + 5
+    registry.policies["tenant_a"] = TenantPolicy(tokens_valid_after=time.time())
+    for tenant, signer, kid in (("tenant_a", a_hs, "a-hs"), ("boot", OPERATOR_SECRET, None)):
+        future = {**claims(tenant, ttl=10 * 365 * 86_400), "iat": far}
+        with pytest.raises(Unauthorized, match="issued in the future"):
+            registry.ring().verify(signed(future, signer, "HS256", kid))
