@@ -280,17 +280,23 @@ def _stamp_responses(
 
 
 def _serve_page(app: web.Application, web_root: Path) -> None:
-    """`/` is the page; its folders are static; the socket.io client comes from npm."""
-    index = web_root / "index.html"
-
-    async def page(request: web.Request) -> web.FileResponse:
-        return web.FileResponse(index)
-
-    if index.is_file():
-        app.router.add_get("/", page)
+    """`/` is the page, `/admin` the operator page; their folders are static; the
+    socket.io client comes from npm."""
+    for paths, name in ((("/",), "index.html"), (("/admin", "/admin/"), "admin.html")):
+        file = web_root / name
+        if file.is_file():
+            for path in paths:
+                app.router.add_get(path, _file_view(file))
     for folder in sorted(p for p in web_root.iterdir() if p.is_dir()) if web_root.is_dir() else []:
         if folder.name not in ("node_modules",) and not folder.name.startswith("."):
             app.router.add_static(f"/{folder.name}", folder)
     client = web_root / SOCKETIO_CLIENT / "dist"
     if client.is_dir():
         app.router.add_static("/vendor", client)
+
+
+def _file_view(file: Path) -> Callable[[web.Request], Awaitable[web.FileResponse]]:
+    async def serve(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(file)
+
+    return serve

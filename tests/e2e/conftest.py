@@ -54,6 +54,17 @@ class PageProblems:
         page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
         page.on("console", self._on_console)
 
+    def watch_csp_events(self, page: Page) -> None:
+        """Also the `securitypolicyviolation` events themselves, read by `check`."""
+        page.add_init_script(script=_RECORD_CSP_VIOLATIONS)
+
+    def check(self, page: Page) -> None:
+        """Notes the violations `page` recorded (before it closes)."""
+        if page.is_closed():
+            return
+        for violation in page.evaluate("() => window.__cspViolations ?? []"):
+            self.errors.append(f"securitypolicyviolation: {violation}")
+
     def _on_console(self, message: ConsoleMessage) -> None:
         text = message.text
         if "Content Security Policy" in text:
@@ -62,7 +73,14 @@ class PageProblems:
             self.errors.append(f"console error: {text}")
 
 
+_RECORD_CSP_VIOLATIONS = """
+  window.__cspViolations = [];
+  document.addEventListener('securitypolicyviolation', (e) =>
+    window.__cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`));
+"""
+
 OpenFeed = Callable[..., Page]
+OpenAdmin = Callable[..., Page]
 
 
 @pytest.fixture
@@ -101,4 +119,29 @@ def open_feed(browser: Browser, feed_server: FeedServer) -> Iterator[OpenFeed]:
     yield open_page
     for context in contexts:
         context.close()
+    assert problems.errors == [], "\n".join(problems.errors)
+
+
+@pytest.fixture
+def open_admin(browser: Browser, feed_server: FeedServer) -> Iterator[OpenAdmin]:
+    """Open the operator page (`/admin`) in a fresh browser context; by default wait until
+    it has listed the tenants. `open_admin(url=...)` for another server."""
+    pages = []
+    problems = PageProblems()
+
+    def open_page(*, url: str | None = None, loaded: bool = True) -> Page:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        pages.append(page)
+        problems.watch(page)
+        problems.watch_csp_events(page)
+        page.goto(url or f"{feed_server.url}/admin")
+        if loaded:
+            expect(page.get_by_test_id("admin-status")).to_have_attribute("data-state", "live")
+        return page
+
+    yield open_page
+    for page in pages:
+        problems.check(page)
+        page.context.close()
     assert problems.errors == [], "\n".join(problems.errors)

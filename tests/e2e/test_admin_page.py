@@ -1,0 +1,110 @@
+"""The operator page (/admin) in Chromium against the real server (FEED_AUTH=none, loopback)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+
+import jwt
+import pytest
+from playwright.sync_api import Dialog, Locator, Page, expect
+
+from .live_server import FeedServer, RestClient
+
+pytestmark = pytest.mark.e2e
+
+OpenPage = Callable[..., Page]
+
+
+def new_tenant_id() -> str:
+    return f"admin_{uuid.uuid4().hex[:8]}"
+
+
+def tenant_row(admin: Page, tenant_id: str) -> Locator:
+    return admin.locator(f'[data-testid="tenant"][data-tenant="{tenant_id}"]')
+
+
+def create_tenant(admin: Page, tenant_id: str) -> Locator:
+    admin.get_by_test_id("new-tenant-id").fill(tenant_id)
+    admin.get_by_test_id("create-tenant-submit").click()
+    row = tenant_row(admin, tenant_id)
+    expect(row.get_by_test_id("tenant-status")).to_have_text("active")
+    return row
+
+
+def accept_next_dialog(page: Page, seen: list[str]) -> None:
+    def accept(dialog: Dialog) -> None:
+        seen.append(dialog.message)
+        dialog.accept()
+
+    page.once("dialog", accept)
+
+
+def test_operator_creates_keys_suspends_and_deletes_a_tenant(
+    open_admin: OpenPage, feed_server: FeedServer
+) -> None:
+    admin = open_admin()
+    tenant_id = new_tenant_id()
+    row = create_tenant(admin, tenant_id)
+    expect(row.get_by_test_id("key")).to_have_count(0)
+
+    row.get_by_test_id("tenant-new-key").click()
+    box = admin.get_by_test_id("secret-box")
+    expect(box).to_be_visible()
+    expect(box.get_by_test_id("secret-tenant")).to_have_text(tenant_id)
+    secret = box.get_by_test_id("secret-value").inner_text()
+    kid = box.get_by_test_id("secret-kid").inner_text()
+    assert len(secret) >= 32
+    key = row.locator(f'[data-testid="key"][data-kid="{kid}"]')
+    expect(key).to_have_attribute("data-status", "active")
+
+    # The test token is signed in the page with that secret: the server's library verifies it.
+    box.get_by_test_id("mint-token").click()
+    token = box.get_by_test_id("minted-token").inner_text()
+    claims = jwt.decode(token, secret, algorithms=["HS256"])
+    assert claims["tenant"] == tenant_id and claims["exp"] - claims["iat"] == 3600
+    assert jwt.get_unverified_header(token)["kid"] == kid
+
+    box.get_by_test_id("secret-dismiss").click()
+    expect(box).to_be_hidden()
+    assert secret not in admin.content()
+    assert secret not in admin.evaluate("() => JSON.stringify(sessionStorage)")
+
+    dialogs: list[str] = []
+    accept_next_dialog(admin, dialogs)
+    key.get_by_test_id("key-revoke").click()
+    expect(key).to_have_attribute("data-status", "revoked")
+    expect(key.get_by_test_id("key-revoke")).to_be_hidden()
+
+    row.get_by_test_id("tenant-suspend").click()
+    expect(row.get_by_test_id("tenant-status")).to_have_text("suspended")
+    expect(row.get_by_test_id("tenant-suspend")).to_have_text("Resume")
+
+    accept_next_dialog(admin, dialogs)
+    row.get_by_test_id("tenant-delete").click()
+    expect(row).to_have_count(0)
+    assert len(dialogs) == 2 and kid in dialogs[0] and tenant_id in dialogs[1]
+    admin.reload()
+    expect(admin.get_by_test_id("admin-status")).to_have_attribute("data-state", "live")
+    expect(tenant_row(admin, tenant_id)).to_have_count(0)
+
+
+def test_live_connections_and_event_rate_follow_the_tenant(
+    open_admin: OpenPage, open_feed: OpenPage, rest: RestClient
+) -> None:
+    admin = open_admin()
+    tenant_id = new_tenant_id()
+    row = create_tenant(admin, tenant_id)
+    connections = row.get_by_test_id("tenant-connections")
+    expect(connections).to_have_text("0")
+
+    feed = open_feed(tenant_id)
+    expect(connections).to_have_text("1")
+    for n in range(20):
+        rest.post_event(tenant_id, f"event {n}")
+    expect(row.get_by_test_id("tenant-rate")).not_to_have_text("0.0")
+    expect(row.locator(".sparkline-line")).to_have_attribute("points", re.compile(r"\d,\d"))
+
+    feed.close()
+    expect(connections).to_have_text("0")
