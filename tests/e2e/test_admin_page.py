@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import jwt
 import pytest
 from playwright.sync_api import Dialog, Locator, Page, expect
 
-from .live_server import FeedServer, RestClient
+from .live_server import FeedServer, RestClient, start_server
 
 pytestmark = pytest.mark.e2e
 
 OpenPage = Callable[..., Page]
+SECRET = "e2e-admin-secret-" + "x" * 40
+
+
+@pytest.fixture(scope="module")
+def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FeedServer]:
+    log_path = tmp_path_factory.mktemp("feedserver-admin") / "server.log"
+    with start_server(log_path, env={"FEED_AUTH": "token", "FEED_AUTH_SECRET": SECRET}) as server:
+        yield server
+
+
+def admin_token() -> str:
+    claims = {"tenant": "tenant_a", "role": "admin", "exp": int(time.time()) + 3600}
+    return jwt.encode(claims, SECRET, algorithm="HS256")
 
 
 def new_tenant_id() -> str:
@@ -108,3 +122,86 @@ def test_live_connections_and_event_rate_follow_the_tenant(
 
     feed.close()
     expect(connections).to_have_text("0")
+
+
+def test_a_refused_request_shows_the_apis_message(open_admin: OpenPage) -> None:
+    admin = open_admin()
+    tenant_id = new_tenant_id()
+    create_tenant(admin, tenant_id)
+
+    admin.get_by_test_id("new-tenant-id").fill("Not a valid id!")
+    admin.get_by_test_id("create-tenant-submit").click()
+    error = admin.get_by_test_id("admin-error")
+    expect(error).to_have_text(re.compile(r"^Invalid request \(id: must match .+\)$"))
+
+    admin.get_by_test_id("new-tenant-id").fill(tenant_id)
+    admin.get_by_test_id("create-tenant-submit").click()
+    expect(error).to_have_text(f"Tenant {tenant_id} exists (id: already exists)")
+    expect(admin.get_by_test_id("new-tenant-id")).to_have_value(tenant_id)
+
+    admin.get_by_test_id("new-tenant-id").fill(new_tenant_id())
+    admin.get_by_test_id("create-tenant-submit").click()
+    expect(error).to_be_hidden()
+
+
+def test_the_page_is_served_at_admin_slash_too_under_the_strict_csp(
+    open_admin: OpenPage, feed_server: FeedServer
+) -> None:
+    admin = open_admin(url=f"{feed_server.url}/admin/")
+    response = admin.goto(f"{feed_server.url}/admin/")
+    assert response is not None
+    csp = response.headers.get("content-security-policy", "")
+    assert "script-src 'self'" in csp and "style-src 'self'" in csp
+    assert "unsafe-inline" not in csp
+    expect(admin.get_by_test_id("admin-status")).to_have_attribute("data-state", "live")
+    expect(tenant_row(admin, "tenant_a")).to_have_count(1)
+
+
+def test_the_secret_copies_to_the_clipboard(open_admin: OpenPage) -> None:
+    admin = open_admin()
+    admin.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    row = create_tenant(admin, new_tenant_id())
+    row.get_by_test_id("tenant-new-key").click()
+    secret = admin.get_by_test_id("secret-value").inner_text()
+
+    # The clipboard is for the focused page only; other tests' pages may hold the focus.
+    admin.bring_to_front()
+    admin.get_by_test_id("secret-copy").click()
+
+    expect(admin.get_by_test_id("secret-copied")).to_have_text("Copied.")
+    assert admin.evaluate("() => navigator.clipboard.readText()") == secret
+
+
+def test_with_token_auth_the_admin_token_opens_the_page_and_a_minted_token_connects(
+    open_admin: OpenPage, open_feed: OpenPage, token_server: FeedServer
+) -> None:
+    admin = open_admin(url=f"{token_server.url}/admin", loaded=False)
+    expect(admin.get_by_test_id("admin-error")).to_have_text("A bearer token is required")
+    expect(admin.get_by_test_id("admin-status")).to_have_attribute("data-state", "offline")
+
+    admin.get_by_test_id("admin-token").fill(admin_token())
+    admin.get_by_test_id("admin-token").press("Enter")
+    expect(admin.get_by_test_id("admin-status")).to_have_attribute("data-state", "live")
+    expect(admin.get_by_test_id("admin-error")).to_be_hidden()
+    expect(admin.get_by_test_id("admin-token")).to_have_value("")
+    assert admin.evaluate("() => localStorage.length") == 0
+
+    tenant_id = new_tenant_id()
+    row = create_tenant(admin, tenant_id)
+    row.get_by_test_id("tenant-new-key").click()
+    admin.get_by_test_id("mint-token").click()
+    link = admin.get_by_test_id("minted-open").get_attribute("href")
+    assert link is not None and link.startswith("/#token=")
+
+    feed = open_feed(url=f"{token_server.url}{link}")
+    expect(feed.get_by_test_id("current-tenant")).to_have_text(tenant_id)
+    expect(row.get_by_test_id("tenant-connections")).to_have_text("1")
+
+    # A reload keeps the token (same tab), and revoking the key ends the feed page's socket.
+    admin.reload()
+    expect(admin.get_by_test_id("admin-status")).to_have_attribute("data-state", "live")
+    admin.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_test_id("key-revoke").click()
+    expect(row.get_by_test_id("key")).to_have_attribute("data-status", "revoked")
+    expect(feed.get_by_test_id("status")).not_to_have_attribute("data-state", "live")
+    expect(row.get_by_test_id("tenant-connections")).to_have_text("0")

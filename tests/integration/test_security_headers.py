@@ -41,6 +41,8 @@ async def test_every_kind_of_response_carries_the_security_headers(
     server = await start_server(**overrides)
     requests: list[tuple[str, str, RequestOptions, int]] = [
         ("GET", "/", {}, 200),  # the page
+        ("GET", "/admin", {}, 200),  # the operator page
+        ("GET", "/admin/", {}, 200),
         ("GET", "/api/health", {}, 200),
         ("GET", "/api/openapi.json", {}, 200),
         ("GET", "/api/nowhere", {}, 404),
@@ -103,6 +105,7 @@ async def test_api_answers_are_never_cached_and_page_files_are_revalidated(
             ("/api/events", TENANT_A, "no-store"),
             ("/api/nowhere", {}, "no-store"),
             ("/", {}, "no-cache"),
+            ("/admin", {}, "no-cache"),
             ("/js/main.js", {}, "no-cache"),
         ]:
             async with http.get(path, headers=headers) as resp:

@@ -66,9 +66,14 @@ async function attempt(action) {
     return result;
   } catch (error) {
     showError(error);
-    if (error.status === 401 || error.status === 403) showState('offline', 'Not authorised');
+    showFailure(error);
     return undefined;
   }
+}
+
+function showFailure(error) {
+  if (error.status === 401 || error.status === 403) showState('offline', 'Not authorised');
+  else showState('reconnecting', 'Server unavailable');
 }
 
 // ---------- tenants ----------
@@ -134,10 +139,12 @@ async function refreshStats() {
   let stats;
   try {
     stats = (await api.stats()).tenantStats;
-  } catch {
-    showState('reconnecting', 'Stats unavailable');
+  } catch (error) {
+    showFailure(error);
     return;
   }
+  // Back after a failure that was not a refusal (a refusal is only lifted by a new token).
+  if (ui.status.dataset.state === 'reconnecting') showState('live', 'Live');
   const now = performance.now();
   for (const [id, row] of rows) {
     const tenantStats = stats[id];
