@@ -205,3 +205,27 @@ def test_with_token_auth_the_admin_token_opens_the_page_and_a_minted_token_conne
     expect(row.get_by_test_id("key")).to_have_attribute("data-status", "revoked")
     expect(feed.get_by_test_id("status")).not_to_have_attribute("data-state", "live")
     expect(row.get_by_test_id("tenant-connections")).to_have_text("0")
+
+
+def test_rates_come_from_successive_counter_samples(open_admin: OpenPage) -> None:
+    admin = open_admin()
+
+    result = admin.evaluate(
+        """async () => {
+          const { RateSeries, sparklinePoints } = await import('/js/sparkline.js');
+          const series = new RateSeries(3);
+          const rates = [[0, 5], [1000, 15], [3000, 15], [3000, 99], [4000, 2], [5000, 6]]
+            .map(([time, count]) => series.add(time, count));
+          return {
+            rates, kept: series.rates, latest: series.latest,
+            points: sparklinePoints([0, 2], 3, 100, 20), flat: sparklinePoints([0], 3, 100, 20),
+          };
+        }"""
+    )
+
+    # A sample at the same time gives no rate; a counter that went down started again.
+    assert result["rates"] == [None, 10, 0, None, 0, 4]
+    assert result["kept"] == [0, 0, 4] and result["latest"] == 4
+    # The newest at the right; the top is the largest rate (at least 1 event/s).
+    assert result["points"] == "50.0,20.0 100.0,0.0"
+    assert result["flat"] == "100.0,20.0"

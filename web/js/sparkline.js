@@ -13,8 +13,9 @@ export class RateSeries {
   /** A sample: the counter's value at `timeMs`. Returns the rate since the last sample. */
   add(timeMs, count) {
     const last = this.last;
+    if (last !== null && timeMs <= last.timeMs) return null; // no time passed: no rate
     this.last = { timeMs, count };
-    if (last === null || timeMs <= last.timeMs) return null;
+    if (last === null) return null;
     // A counter that went down started again (the tenant was deleted and created anew).
     const rate = Math.max(0, count - last.count) / ((timeMs - last.timeMs) / 1000);
     this.rates.push(rate);
