@@ -126,16 +126,22 @@ function showTenants(tenants) {
   ui.empty.hidden = tenants.length > 0;
 }
 
+// The list as last drawn: an unchanged list is not drawn again (the focus stays put).
+let shownTenants = '';
+
 async function refreshTenants() {
   const tenants = await attempt(() => api.tenants());
   if (tenants === undefined) return;
-  showTenants(tenants);
+  const listed = JSON.stringify(tenants);
+  if (listed !== shownTenants) showTenants(tenants);
+  shownTenants = listed;
   showState('live', 'Live');
 }
 
 // ---------- live counts ----------
 
 async function refreshStats() {
+  if (document.hidden) return; // a background tab costs the server nothing
   let stats;
   try {
     stats = (await api.stats()).tenantStats;
