@@ -43,6 +43,7 @@ const rows = new Map();
 // The key just created: its secret lives here (and in the box) until the box is dismissed.
 let fresh = null;
 
+// Exposed for end-to-end tests and for poking at the page from the console.
 window.__admin = { api, series };
 
 // ---------- notices ----------
@@ -118,7 +119,7 @@ function keyItem(tenantId, key) {
 }
 
 function showTenants(tenants) {
-  for (const old of ui.table.tBodies ? [...ui.table.tBodies] : []) old.remove();
+  for (const old of [...ui.table.tBodies]) old.remove();
   rows.clear();
   for (const tenant of tenants) ui.table.append(tenantRow(tenant));
   for (const id of series.keys()) if (!rows.has(id)) series.delete(id);
