@@ -16,7 +16,6 @@ from .api import RestApi, error_middleware, rate_limit_middleware
 from .auth import (
     Authenticator,
     HeaderAuthenticator,
-    Principal,
     TenantCatalogue,
     TokenAuthenticator,
 )
@@ -24,7 +23,6 @@ from .client_bundle import ClientBundle
 from .cluster import open_backend, stop
 from .config import Settings
 from .core import (
-    CREDENTIALS_REVOKED,
     TENANT_DELETED,
     Feed,
     LocalConnections,
@@ -32,7 +30,6 @@ from .core import (
     system_notice,
 )
 from .engineio import EngineStats
-from .keys import still_valid
 from .metrics import METRICS_PATH, FeedMetrics, metrics_view
 from .quotas import (
     ConnectionCaps,
@@ -206,22 +203,13 @@ def _disconnect_deleted(
 def _disconnect_revoked(
     gateway: RealtimeGateway,
 ) -> Callable[[str, Tenant | None], Awaitable[None]]:
-    """A directory listener: when a tenant's keys or policy change (a key revoked, a
-    cut-off, the operator key turned off), this node's sockets of the tenant whose token no
-    longer stands are told, then go. Every node runs it as it applies the change, so a
-    revocation made on one node reaches the sockets of all of them."""
+    """A directory listener: when a tenant's keys or policy change, this node's sockets of
+    it whose credentials no longer stand go. Every node runs it as it applies the change,
+    so a revocation made on one node reaches the sockets of all of them."""
 
     async def disconnect(tenant_id: str, tenant: Tenant | None) -> None:
-        if tenant is None:
-            return  # deleted: `_disconnect_deleted` has them all go
-
-        def stands(principal: Principal) -> bool:
-            return still_valid(principal, tenant.keys, tenant.policy)
-
-        notice = system_notice(CREDENTIALS_REVOKED, "warning")
-        gone = await gateway.disconnect_tenant(tenant_id, notice, stands)
-        if gone:
-            log.info("disconnected %d socket(s) of tenant %s: credentials revoked", gone, tenant_id)
+        if tenant is not None:  # deleted: `_disconnect_deleted` has them all go
+            await gateway.disconnect_revoked(tenant_id)
 
     return disconnect
 

@@ -48,6 +48,11 @@ class Authenticator(Protocol):
 
     def from_handshake(self, auth: Mapping[str, Any], query: Mapping[str, str]) -> Principal: ...
 
+    def stands(self, principal: Principal) -> bool:
+        """Whether a principal authenticated earlier still stands (its key not revoked
+        since, not cut off): asked of live sockets when their tenant's keys change."""
+        ...
+
 
 class TenantCatalogue:
     """The tenants that exist now (the directory); any other id is refused the same way,
@@ -98,6 +103,9 @@ class HeaderAuthenticator:
             raise ForbiddenTenant("Unknown or missing tenant", {"tenant": "tenant is required"})
         return Principal(self.catalogue.check(tenant))
 
+    def stands(self, principal: Principal) -> bool:
+        return True  # no credentials to revoke
+
 
 class TokenAuthenticator:
     """`FEED_AUTH=token`: the tenant comes from a JWT (keys.KeyRing); a named tenant must agree.
@@ -131,6 +139,9 @@ class TokenAuthenticator:
         if not isinstance(token, str) or not token:
             raise Unauthorized("A token is required")
         return self._principal(token, auth.get("tenant") or query.get("tenant") or None)
+
+    def stands(self, principal: Principal) -> bool:
+        return principal.tenant is not None and self._keyring.stands(principal, principal.tenant)
 
     def _principal(self, token: str, named_tenant: object) -> Principal:
         claims = self._keyring.verify(token)

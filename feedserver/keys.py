@@ -327,6 +327,11 @@ class KeyRing:
         self._policy_of = policy_of
         self._operator_secret = operator_secret.encode()
 
+    def stands(self, credential: Credential, tenant: str) -> bool:
+        """Whether a credential of `tenant` verified earlier still stands now (`still_valid`
+        with the tenant's current keys and policy)."""
+        return still_valid(credential, self._keys_of(tenant), self._policy_of(tenant))
+
     def verify(self, token: str) -> Claims:
         """The token's claims, or `Unauthorized` (`ForbiddenTenant`: a tenant token validly
         signed by the operator key for a tenant that does not exist). An admin token acts

@@ -28,7 +28,7 @@ from .addresses import ClientAddresses
 from .auth import Authenticator, Principal
 from .broadcast import RoomBroadcaster, encode_event_text
 from .config import Settings
-from .core import CatchUp, Feed, SystemNotice, system_notice
+from .core import CREDENTIALS_REVOKED, CatchUp, Feed, SystemNotice, system_notice
 from .engineio import EngineServer, EngineStats
 from .errors import (
     FeedError,
@@ -38,6 +38,7 @@ from .errors import (
     PayloadTooLarge,
     RateLimited,
     ShuttingDown,
+    Unauthorized,
     ValidationFailed,
 )
 from .events import Event, utc_timestamp
@@ -203,6 +204,11 @@ class RealtimeGateway:
         # out by `_on_disconnect` like any other, or its connection would count forever.
         self._sessions[sid] = session
         self.metrics.connection_opened(tenant)
+        # Its key may have been revoked while `admit` awaited Redis: the revocation's sweep
+        # (`disconnect_revoked`) did not see this session then, and sees it from here on.
+        if not self.authenticator.stands(principal):
+            await self._on_disconnect(sid)
+            raise refusal(Unauthorized("Token key revoked or cut off")) from None
         try:
             reconnect = await session.recovery.read(handshake)
             resume = reconnect.resume
@@ -420,22 +426,29 @@ class RealtimeGateway:
         the one write path of every broadcast (the bus brings each node its notices)."""
         self.broadcaster.broadcast(None, "system_message", SocketJson.dumps(notice))
 
-    async def disconnect_tenant(
-        self,
-        tenant: str,
-        notice: SystemNotice,
-        stands: Callable[[Principal], bool] | None = None,
-    ) -> int:
-        """Send `notice` to every socket of `tenant` on this node (those whose principal no
-        longer `stands`, if given), then disconnect each one: a Socket.IO DISCONNECT, so
-        that clients do not reconnect. How many went.
+    async def disconnect_tenant(self, tenant: str, notice: SystemNotice) -> int:
+        """Send `notice` to every socket of `tenant` on this node, then disconnect each one
+        (the tenant was deleted). How many went."""
+        return await self._disconnect(
+            notice, [sid for sid, session in self._sessions.items() if session.tenant == tenant]
+        )
 
-        Each socket by its sid, not by room: one still syncing is in no room yet."""
+    async def disconnect_revoked(self, tenant: str) -> int:
+        """Tell, then disconnect, this node's sockets of `tenant` whose credentials no longer
+        stand (a key revoked, a cut-off, the operator key turned off). How many went."""
         sids = [
             sid
             for sid, session in self._sessions.items()
-            if session.tenant == tenant and (stands is None or not stands(session.principal))
+            if session.tenant == tenant and not self.authenticator.stands(session.principal)
         ]
+        gone = await self._disconnect(system_notice(CREDENTIALS_REVOKED, "warning"), sids)
+        if gone:
+            log.info("disconnected %d socket(s) of tenant %s: credentials revoked", gone, tenant)
+        return gone
+
+    async def _disconnect(self, notice: SystemNotice, sids: list[str]) -> int:
+        """The notice, then a Socket.IO DISCONNECT, so that clients do not reconnect. Each
+        socket by its sid, not by room: one still syncing is in no room yet."""
         for sid in sids:
             await self.sio.emit_to(sid, "system_message", notice)
         for sid in sids:

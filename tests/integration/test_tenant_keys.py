@@ -15,6 +15,7 @@ from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
 from feedserver.auth import mint_token
+from feedserver.quotas import ConnectionCaps
 from tests.clients import CLIENT_KINDS, open_client
 from tests.conftest import ServerFactory
 from tests.js_client import JsClient
@@ -402,3 +403,29 @@ async def test_key_calls_are_for_admins_only(http: ClientSession) -> None:
     _, shown = await call(http, "GET", "/api/admin/tenants/acme", **ADMIN)
     assert [(k["kid"], k["status"]) for k in shown["keys"]] == [("k1", "active")]
     assert shown["policy"] == {"acceptOperatorKey": False, "tokensValidAfter": None}
+
+
+async def test_a_key_revoked_while_its_socket_is_being_admitted_refuses_that_socket(
+    http: ClientSession, server: TestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection cap's count awaits Redis on a cluster of nodes: a revocation applied
+    meanwhile finds no session to disconnect yet, so the connect itself must see it."""
+    await new_tenant(http, "acme")
+    token = signed(await hs256_key(http, "acme", "k1"), "k1", "acme")
+    admitting, revoked = asyncio.Event(), asyncio.Event()
+    admit = ConnectionCaps.admit
+
+    async def slow_admit(caps: ConnectionCaps, tenant: str, address: str) -> None:
+        admitting.set()
+        await revoked.wait()  # as a Redis round trip during which the revocation lands
+        await admit(caps, tenant, address)
+
+    monkeypatch.setattr(ConnectionCaps, "admit", slow_admit)
+    # The JS client: it connects in its own process (python-socketio's would wait in this
+    # loop for the CONNECT reply, which waits for the test).
+    async with open_client("js", server.make_url(""), auth={"token": token}) as client:
+        await admitting.wait()
+        assert (await call(http, "DELETE", "/api/admin/tenants/acme/keys/k1", **ADMIN))[0] == 204
+        revoked.set()
+        error = await client.expect_type("connect_error")
+        assert error["data"]["code"] == "unauthorized"
