@@ -50,8 +50,9 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 2
 READABLE_SCHEMA_VERSIONS = (1, SCHEMA_VERSION)
 # Active keys at once: enough for a rotation with overlap (and a spare), few enough that
-# a token's kid lookup stays a short scan. Revoked keys are kept (a kid is never reused),
-# the oldest dropped past MAX_KEYS: a revoked key verifies nothing, kept or not.
+# a token's kid lookup stays a short scan. Revoked keys are kept (their kids are not given
+# again while listed), the oldest dropped past MAX_KEYS: a revoked key verifies nothing, kept
+# or not, and a kid given again names a key with other material.
 MAX_ACTIVE_KEYS = 10
 MAX_KEYS = 50
 ACTIVE = "active"
@@ -310,7 +311,7 @@ class TenantState:
 
     def add_key(self, tenant_id: str, key: SigningKey) -> None:
         """`key` among the tenant's keys; `KeyExists` when its kid is taken (also by a
-        revoked key: a kid names one key for good)."""
+        revoked key still listed)."""
         current = self.existing(tenant_id)
         if any(k.kid == key.kid for k in current.keys):
             raise KeyExists(f"Tenant {tenant_id} has a key {key.kid}", {"kid": "already exists"})
@@ -325,7 +326,8 @@ class TenantState:
         self.tenants[tenant_id] = replace(current, keys=tuple(keys))
 
     def revoke_key(self, tenant_id: str, kid: str) -> None:
-        """Mark the key revoked (kept: its kid is not reused); `NotFound` without it."""
+        """Mark the key revoked (kept: its kid is not given again while listed); `NotFound`
+        without it."""
         current = self.existing(tenant_id)
         current.key(kid)
         keys = tuple(k.revoked() if k.kid == kid else k for k in current.keys)

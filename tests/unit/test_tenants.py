@@ -281,7 +281,7 @@ def test_revising_or_removing_a_missing_tenant_is_not_found() -> None:
         state.remove("a")
 
 
-def test_keys_are_added_revoked_and_kept_and_a_kid_names_one_key_for_good() -> None:
+def test_keys_are_added_revoked_and_kept_and_a_listed_kid_is_not_given_again() -> None:
     state = TenantState({"a": Tenant("a", created_at=CREATED)})
     first, second = generate_hs256_key("one"), generate_hs256_key("two")
     state.add_key("a", first)
