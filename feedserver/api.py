@@ -351,7 +351,7 @@ class RestApi:
         self._require_admin(request)
         key = parse_key_create(await read_json(request, self.settings.max_body_bytes))
         await self.registry.add_key(request.match_info[TENANT_ID], key)
-        return json_response(key.to_json(), 201)
+        return json_response(key.to_record(), 201)
 
     async def revoke_key(self, request: web.Request) -> web.Response:
         """Admin: the key's tokens are refused from now on and its sockets disconnected; the

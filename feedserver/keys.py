@@ -101,15 +101,16 @@ class SigningKey:
     def revoked(self) -> SigningKey:
         return replace(self, status="revoked")
 
-    def to_json(self) -> dict[str, Any]:
-        """The record the registry stores, secret included."""
-        out = self.to_public_json()
+    def to_record(self) -> dict[str, Any]:
+        """The record the registry stores, secret included (never an API answer but the
+        one that creates the key)."""
+        out = self.to_json()
         if self.secret is not None:
             out["secret"] = self.secret
         return out
 
-    def to_public_json(self) -> dict[str, Any]:
-        """What may be shown after creation: everything but the HS256 secret."""
+    def to_json(self) -> dict[str, Any]:
+        """What the API shows (as `Tenant.to_json`): everything but the HS256 secret."""
         out: dict[str, Any] = {
             "kid": self.kid,
             "alg": self.alg,
@@ -121,7 +122,7 @@ class SigningKey:
         return out
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> SigningKey:
+    def from_record(cls, data: Mapping[str, Any]) -> SigningKey:
         created_at = data.get("createdAt")
         if isinstance(created_at, bool) or not isinstance(created_at, int | float):
             raise _invalid("createdAt", "a UNIX time")

@@ -165,7 +165,7 @@ async def _keys(registry: TenantRegistry, args: argparse.Namespace) -> int:
             body["jwk"] = _read_jwk(args.jwk)
         key = parse_key_create(body)
         await registry.add_key(args.id, key)
-        print(orjson.dumps(key.to_json(), option=orjson.OPT_INDENT_2).decode())
+        print(orjson.dumps(key.to_record(), option=orjson.OPT_INDENT_2).decode())
     else:
         await registry.revoke_key(args.id, args.kid)
         print(f"revoked {args.kid} of {args.id}")

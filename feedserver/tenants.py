@@ -175,11 +175,11 @@ class Tenant:
 
     def to_json(self) -> dict[str, Any]:
         """What the admin API and the CLI show: the keys without their secrets."""
-        return self._json([key.to_public_json() for key in self.keys])
+        return self._json([key.to_json() for key in self.keys])
 
     def to_record(self) -> dict[str, Any]:
         """What a backend stores: HS256 secrets included, so that every node verifies."""
-        return self._json([key.to_json() for key in self.keys])
+        return self._json([key.to_record() for key in self.keys])
 
     def _json(self, keys: list[dict[str, Any]]) -> dict[str, Any]:
         return {
@@ -207,7 +207,7 @@ class Tenant:
             if version != 1:
                 if not isinstance(data["keys"], list) or not isinstance(data["policy"], dict):
                     raise TenantRecordError(f"tenant {data['id']!r}: bad keys or policy")
-                keys = tuple(SigningKey.from_json(_record(k)) for k in data["keys"])
+                keys = tuple(SigningKey.from_record(_record(k)) for k in data["keys"])
                 policy = TenantPolicy.from_json(data["policy"])
             return cls(
                 data["id"],

@@ -154,10 +154,10 @@ def test_a_key_round_trips_through_json_and_only_the_stored_form_has_the_secret(
     registry: Registry,
 ) -> None:
     for record in registry.keys_of("tenant_a"):
-        assert SigningKey.from_json(json.loads(json.dumps(record.to_json()))) == record
-        assert "secret" not in record.to_public_json()
+        assert SigningKey.from_record(json.loads(json.dumps(record.to_record()))) == record
+        assert "secret" not in record.to_json()
     hs = key(registry, "tenant_a", "a-hs")
-    assert hs.to_json()["secret"] == hs.secret
+    assert hs.to_record()["secret"] == hs.secret
     assert hs.secret is not None and hs.secret not in repr(hs)
     assert key(registry, "tenant_a", "a-old").to_json()["status"] == "revoked"
 
@@ -264,22 +264,22 @@ def test_an_unusable_jwk_is_refused_naming_the_field(
     ],
 )
 def test_a_stored_record_is_validated_as_an_upload_is(change: dict[str, Any]) -> None:
-    data = {**generate_hs256_key("k1").to_json(), **change}
+    data = {**generate_hs256_key("k1").to_record(), **change}
     with pytest.raises(ValidationFailed):
-        SigningKey.from_json(data)
+        SigningKey.from_record(data)
 
 
 def test_a_stored_asymmetric_record_holds_exactly_a_public_key(
     ec_private: ec.EllipticCurvePrivateKey,
 ) -> None:
-    stored = parse_public_jwk(ec_jwk(ec_private), "ES256", kid="k1").to_json()
+    stored = parse_public_jwk(ec_jwk(ec_private), "ES256", kid="k1").to_record()
     for bad in (
         {**stored, "secret": generate_hs256_key().secret},
         {**stored, "jwk": ECAlgorithm.to_jwk(ec_private, as_dict=True)},  # the private key
         {k: v for k, v in stored.items() if k != "jwk"},
     ):
         with pytest.raises(ValidationFailed):
-            SigningKey.from_json(bad)
+            SigningKey.from_record(bad)
 
 
 def test_a_policy_round_trips_and_runtime_tenants_accept_only_their_own_keys() -> None:
@@ -352,8 +352,8 @@ def alg_confusion(
     reg: Registry, ec_private: ec.EllipticCurvePrivateKey, rsa_private: rsa.RSAPrivateKey
 ) -> dict[str, str]:
     body = claims("tenant_a")
-    stored_ec_jwk = json.dumps(key(reg, "tenant_a", "a-ec").to_public_json()["jwk"])
-    stored_rsa_jwk = json.dumps(key(reg, "tenant_a", "a-rsa").to_public_json()["jwk"])
+    stored_ec_jwk = json.dumps(key(reg, "tenant_a", "a-ec").to_json()["jwk"])
+    stored_rsa_jwk = json.dumps(key(reg, "tenant_a", "a-rsa").to_json()["jwk"])
     hs = {"alg": "HS256", "typ": "JWT"}
     return {
         # The public key is public: an HS256 token keyed with it must not verify.

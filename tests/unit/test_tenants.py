@@ -119,7 +119,7 @@ def test_two_keys_under_one_kid_are_not_a_tenant() -> None:
         decode_record(
             orjson.dumps(
                 {"schemaVersion": 2, **Tenant("acme", keys=(key,)).to_record()}
-                | {"keys": [key.to_json(), key.to_json()]}
+                | {"keys": [key.to_record(), key.to_record()]}
             )
         )
 
