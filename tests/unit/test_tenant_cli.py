@@ -10,7 +10,8 @@ import jwt
 import pytest
 
 from feedserver.__main__ import main
-from feedserver.store.tenant_file import TenantFile
+from feedserver.keys import KeyRing
+from feedserver.store.tenant_file import TENANTS_FILE, TenantFile, parse_tenant_file
 from tests.unit.test_config import ATTRIBUTE
 
 SECRET = "c" * 32
@@ -154,10 +155,13 @@ def test_keys_add_list_and_rm_and_the_secret_is_printed_once(
     added = json.loads(out)
     assert code == 0 and (added["kid"], added["alg"], added["status"]) == ("k1", "HS256", "active")
     secret = added["secret"]
+    # What the CLI printed verifies acme's tokens as the server would, from what it stored.
+    stored = parse_tenant_file((data_dir / TENANTS_FILE).read_bytes()).tenants["acme"]
+    ring = KeyRing(lambda tenant: stored.keys, lambda tenant: stored.policy, "operator-secret")
     token = jwt.encode(
         {"tenant": "acme", "exp": 2**31}, secret, algorithm="HS256", headers={"kid": "k1"}
     )
-    assert jwt.decode(token, secret, algorithms=["HS256"])["tenant"] == "acme"
+    assert ring.verify(token).tenant == "acme"
     jwk_file = data_dir / "public.jwk"
     jwk_file.write_text(json.dumps(PUBLIC_EC_JWK))
     code, out, _ = run(capsys, "keys", "add", "acme", "--alg", "ES256", "--jwk", str(jwk_file))
