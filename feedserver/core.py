@@ -248,8 +248,11 @@ class Feed:
         )
         if self.limiter is not None:
             await self.limiter.hit(tenant)
-        # None: the store's own length, which is FEED_HISTORY_SIZE as `history_size` is.
-        history_size = record.settings.history_size
+        # The store keeps at least FEED_HISTORY_SIZE, also for a tenant that asked for fewer
+        # (reads are clamped to its own window): with Redis the stream is also what every
+        # node's relay reads, and trimmed to a handful it would lose a burst before a node
+        # read it.
+        history_size = max(record.settings.history_size or 0, self.history_size)
         retention = record.settings.retention_seconds or self.retention_seconds
         expire_before = None if retention is None else self.clock.timestamp_before(retention)
         if key is None:
@@ -306,15 +309,20 @@ class Feed:
     async def history(
         self, tenant: str, *, limit: int, since: int | None = None, before: int | None = None
     ) -> History:
-        """At most the tenant's history size, also while a ring it shrank still holds more
-        (its next append trims it)."""
+        """Within the tenant's newest history-size events: the store may hold more (it
+        keeps at least FEED_HISTORY_SIZE, and a ring that shrank holds more until its next
+        append)."""
         bind_tenant(tenant)
         counts = await self.store.counts(tenant)
-        limit = min(limit, self.history_size_of(tenant))
+        size = self.history_size_of(tenant)
+        window = counts.latest_seq - size  # the newest seq the tenant no longer holds
         events = await self.store.query(
             tenant,
-            limit=limit,
-            since=since,
+            limit=min(limit, size),
+            # Newest-first windows (no `since`, no `before`) stay within `size` by `limit`.
+            since=since
+            if window <= 0 or (since, before) == (None, None)
+            else max(since or 0, window),
             before=before,
             expire_before=self.expire_before(tenant),
         )

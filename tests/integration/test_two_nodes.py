@@ -13,10 +13,11 @@ import pytest
 from aiohttp import ClientSession, TCPConnector
 from aiohttp.test_utils import TestServer
 
-from feedserver.app import FEED, GATEWAY
+from feedserver.app import FEED, GATEWAY, TENANTS
 from feedserver.cluster import NOTICES_CHANNEL, NoticeChannel, RedisBus
 from feedserver.events import Event
 from feedserver.store.redis import redis_client
+from feedserver.tenants import TenantSettings
 from tests.clients import open_client
 from tests.conftest import ServerFactory
 from tests.feed_subscriber import subscribed
@@ -383,3 +384,24 @@ async def both_nodes_listen(nodes: tuple[TestServer, ...]) -> None:
     """Wait until every node is subscribed to the system message channel."""
     for node in nodes:
         await asyncio.wait_for(notice_channel(node).listening.wait(), 10)
+
+
+async def test_a_tenant_with_a_tiny_history_loses_no_live_event_of_a_burst(
+    redis_server: RedisServer, start_server: ServerFactory
+) -> None:
+    """Its stream is what the other node's relay reads: trimmed to one event, a burst would
+    be gone before that node read it. Reads stay within its one event."""
+    a = await start_server(store=redis_server.url)
+    b = await start_server(store=redis_server.url)
+    await a.app[TENANTS].create("tiny", TenantSettings(history_size=1))
+    await eventually(lambda: "tiny" in b.app[FEED].tenants, "node b knows the tenant")
+    async with (
+        ClientSession(connector=TCPConnector(limit=40)) as http,
+        subscribed(url(b), "tiny") as on_b,
+    ):
+        results = await asyncio.gather(*(post(http, a, f"{i}", "tiny") for i in range(300)))
+        assert {status for status, _ in results} == {201}
+        await on_b.wait_for_seq(300)
+        assert on_b.seqs == list(range(1, 301))
+        _, history = await get_json(http, b, "/api/events?since=0&limit=500", "tiny")
+        assert [e["seq"] for e in history["events"]] == [300]

@@ -340,17 +340,20 @@ async def test_a_tenant_may_have_a_history_size_of_its_own() -> None:
     assert seqs((await feed.history("tenant_a", limit=50)).events) == [3, 4]
     assert seqs((await feed.catch_up("tenant_a", None)).events) == [3, 4]
     assert seqs((await feed.history("tenant_b", limit=50)).events) == [3, 4, 5, 6, 7]
-    await with_history_size(feed, 8)  # grows: from the next append on
+    await with_history_size(feed, 8)  # grows: the store kept FEED_HISTORY_SIZE (5) anyway
+    assert seqs((await feed.history("tenant_a", limit=50)).events) == [1, 2, 3, 4]
     await publish_many(feed, 3)
-    assert seqs((await feed.history("tenant_a", limit=50)).events) == [3, 4, 5, 6, 7]
+    assert seqs((await feed.history("tenant_a", limit=50)).events) == [1, 2, 3, 4, 5, 6, 7]
 
 
 async def test_a_shrunk_history_size_bounds_every_read_before_the_next_append() -> None:
     feed = make_feed(history_size=5, initial_events=10)
     await publish_many(feed, 5)
-    await with_history_size(feed, 2)  # the ring still holds 1..5 until the next append
+    await with_history_size(feed, 2)  # the store keeps 1..5 (FEED_HISTORY_SIZE, 5)
     assert seqs((await feed.history("tenant_a", limit=50)).events) == [4, 5]
-    assert seqs((await feed.history("tenant_a", limit=50, since=0)).events) == [1, 2]
+    # Paging from the start stays within the tenant's window too.
+    assert seqs((await feed.history("tenant_a", limit=50, since=0)).events) == [4, 5]
+    assert seqs((await feed.history("tenant_a", limit=50, before=5)).events) == [4]
     caught_up = await feed.catch_up("tenant_a", 1)  # 2..5 missed: more than it keeps
     assert (seqs(caught_up.events), caught_up.latest_seq, caught_up.recovered) == (
         [4, 5],
