@@ -378,7 +378,7 @@ class Feed:
             counts: TenantCounts = await self.store.counts(tenant)
             out[tenant] = TenantStats(
                 counts.latest_seq,
-                counts.held,
+                min(counts.held, self.history_size_of(tenant)),  # what its reads can see
                 await self.connections.count(tenant),
                 counts.last_event_at,
             )

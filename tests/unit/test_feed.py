@@ -339,6 +339,7 @@ async def test_a_tenant_may_have_a_history_size_of_its_own() -> None:
     await publish_many(feed, 7, tenant="tenant_b")
     assert seqs((await feed.history("tenant_a", limit=50)).events) == [3, 4]
     assert seqs((await feed.catch_up("tenant_a", None)).events) == [3, 4]
+    assert (await feed.stats(("tenant_a",)))["tenant_a"].held == 2  # what reads can see
     assert seqs((await feed.history("tenant_b", limit=50)).events) == [3, 4, 5, 6, 7]
     await with_history_size(feed, 8)  # grows: the store kept FEED_HISTORY_SIZE (5) anyway
     assert seqs((await feed.history("tenant_a", limit=50)).events) == [1, 2, 3, 4]
