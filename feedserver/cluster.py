@@ -6,30 +6,32 @@ and the tenant registry's backend that belong together:
 - `FEED_STORE=memory`: `SingleNode` — ring buffers in memory, the publishing call delivers;
   the tenant registry in `FEED_DATA_DIR/tenants.json` (or in memory without it).
 - `FEED_STORE=redis://`: `RedisCluster` — events in Redis Streams (`store/redis.py`);
-  every node follows the streams and delivers what it reads (`StreamRelay`); system
-  messages cross on a pub/sub channel (`NoticeChannel`); connection counts are shared
-  (`RedisConnections`); the tenant registry is a Redis hash that every node follows
-  (`store/redis_tenants.py`, `TenantChannel`). Socket.IO itself stays on each node: every
-  emit is to this node's sockets.
+  each node follows the streams of the tenants it has sockets of and delivers what it
+  reads (`StreamRelay`); system messages cross on a pub/sub channel (`NoticeChannel`);
+  connection counts are shared (`RedisConnections`); the tenant registry is a Redis hash
+  that every node follows (`store/redis_tenants.py`, `TenantChannel`). Socket.IO itself
+  stays on each node: every emit is to this node's sockets.
 
 Why events travel through the streams and not through a pub/sub channel: the channel
 delivers in publish order, which is not seq order when two nodes (or two requests on one
 node) publish at once, and pub/sub drops what was published while a subscriber was away.
-Reading the stream gives every node every event exactly once, in seq order, through the
-gateway's one delivery call; after a Redis outage or a lost connection the node continues
-from the last seq it delivered. A system message has no seq and no history: pub/sub fits.
+Reading the stream gives every node that serves a tenant its events exactly once, in seq
+order, through the gateway's one delivery call; after a Redis outage or a lost connection
+the node continues from the last seq it delivered. A system message has no seq and no
+history: pub/sub fits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 import orjson
@@ -129,7 +131,8 @@ class RedisCluster:
     def __init__(self, settings: Settings, url: str, directory: TenantDirectory) -> None:
         self.node_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.store = RedisStore(url, settings.history_size)
-        self.bus = RedisBus(StreamRelay(self.store, directory), NoticeChannel(url, self.node_id))
+        relay = StreamRelay(self.store, directory, self.node_id, grace_s=settings.follow_grace_s)
+        self.bus = RedisBus(relay, NoticeChannel(url, self.node_id))
         self.connections = RedisConnections(url, self.node_id)
         self.tenants = RedisTenants(url)
         self.tenant_changes = TenantChannel(url, self.tenants)
@@ -171,30 +174,149 @@ async def stop(task: asyncio.Task[Any] | None) -> None:
         await asyncio.wait({task}, timeout=1)
 
 
-class StreamRelay:
-    """The event bus of several nodes: each node reads every tenant's stream and delivers.
+class Timer(Protocol):
+    def cancel(self) -> None: ...
 
-    The entry the store wrote is what travels: every node, the publishing one too, reads
-    it back with XREAD, in stream (= seq) order, by one task. The tenants followed are
-    those of the directory; a tenant created while the XREAD blocks wakes it up
-    (`RedisStore.wake_followers`), so that its first events are not held for the block.
+
+# `loop.call_later`'s shape: call `callback()` after `delay` seconds, unless cancelled.
+Schedule = Callable[[float, Callable[[], None]], Timer]
+
+
+class Interest:
+    """Which tenants this node follows: those with a local subscriber, and each for
+    `grace_s` seconds after its last one left. The one owner of the per-tenant counts.
+
+    `join` counts a subscriber in before its first await (so the caller's `leave` pairs
+    with it even if the caller is cancelled while it waits) and returns once the tenant is
+    followed: the first join runs `start(tenant)`, the joins that come meanwhile wait for
+    that same start, and one that failed is run again by the next join. The last `leave`
+    arms a timer; when it fires with nobody back, `stop(tenant)` runs. A join within the
+    grace cancels it: the tenant stays followed, with its cursor.
+    """
+
+    def __init__(
+        self,
+        start: Callable[[str], Coroutine[Any, Any, None]],
+        stop: Callable[[str], None],
+        grace_s: float,
+        *,
+        schedule: Schedule | None = None,
+    ) -> None:
+        self._start = start
+        self._stop = stop
+        self._grace_s = grace_s
+        self._schedule = schedule
+        self._counts: dict[str, int] = {}  # tenant -> local subscribers
+        self._started: dict[str, asyncio.Task[None]] = {}  # tenant -> its start
+        self._timers: dict[str, Timer] = {}  # tenant -> its stop, after the grace
+
+    def wants(self, tenant: str) -> bool:
+        """Whether `tenant` is (being) followed: a subscriber, or in its grace."""
+        return tenant in self._started
+
+    def subscribers(self, tenant: str) -> int:
+        return self._counts.get(tenant, 0)
+
+    async def join(self, tenant: str) -> None:
+        self._counts[tenant] = self._counts.get(tenant, 0) + 1
+        timer = self._timers.pop(tenant, None)
+        if timer is not None:
+            timer.cancel()
+        started = self._started.get(tenant)
+        if started is None or (started.done() and not _succeeded(started)):
+            started = asyncio.create_task(self._start(tenant), name=f"feed-follow-{tenant}")
+            started.add_done_callback(_succeeded)  # its failure is the joiners' to raise
+            self._started[tenant] = started
+        # Shielded: a joiner that goes away does not cancel the others' start.
+        await asyncio.shield(started)
+
+    def leave(self, tenant: str) -> None:
+        left = self._counts.get(tenant, 0) - 1
+        if left > 0:
+            self._counts[tenant] = left
+            return
+        self._counts.pop(tenant, None)
+        if self._grace_s <= 0:
+            self._expire(tenant)
+            return
+        schedule = self._schedule or asyncio.get_running_loop().call_later
+        self._timers[tenant] = schedule(self._grace_s, lambda: self._expire(tenant))
+
+    def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        for started in self._started.values():
+            started.cancel()
+
+    def _expire(self, tenant: str) -> None:
+        self._timers.pop(tenant, None)
+        if self._counts.get(tenant):  # a join came back first
+            return
+        started = self._started.pop(tenant, None)
+        if started is not None and not started.done():
+            started.cancel()
+        self._stop(tenant)
+
+
+def _succeeded(task: asyncio.Task[None]) -> bool:
+    """Whether `task` ended without an error (reading the error marks it retrieved)."""
+    return not task.cancelled() and task.exception() is None
+
+
+def relay_wake_key(node_id: str) -> str:
+    return f"feed:relay:{node_id}:wake"
+
+
+class StreamRelay:
+    """The event bus of several nodes: each node reads the streams of the tenants it serves.
+
+    The entry the store wrote is what travels: every node that follows the tenant, the
+    publishing one too if it does, reads it back with XREAD, in stream (= seq) order, by
+    one task. A node follows a tenant while it has at least one local subscriber of it,
+    and `grace_s` seconds more (`Interest`); one XREAD names only those tenants' streams,
+    plus this node's wake-up key, so a node reads and decodes nothing of the others.
+
+    Exactly once, in order, for a joining socket (`join`, then `Feed.catch_up`): the
+    gateway parks the socket first (every event the relay delivers from then on is parked
+    for it), then awaits `join`. For a tenant not yet followed, `join` reads the tenant's
+    seq counter L (the append script writes the entry and the counter together, so every
+    event with seq <= L is in the stream, or trimmed, and every later one is appended after
+    this read) and sets the cursor to L before it returns; the relay delivers every event
+    after the cursor, in order, from its next XREAD on, and this node's wake-up ends the
+    XREAD that blocks meanwhile without the tenant. For a followed tenant, the cursor is
+    already there. Either way, when `join` returns, `delivered_up_to` is the cursor C, the
+    catch-up reads the store up to C, and the events after C reach the socket live (parked,
+    then in its room): each event once, none missed. The cursor only moves forward, by
+    delivery; an event at or below it (a read that was under way when the tenant was
+    followed again from a later seq) is skipped.
+
+    After the grace the cursor goes; a later join starts afresh from the counter. After a
+    Redis outage the followed tenants are checked (`_resync`): a stream whose seq went
+    back was recreated and is delivered from its start.
     """
 
     def __init__(
         self,
         store: RedisStore,
         directory: TenantDirectory,
+        node_id: str,
         *,
+        grace_s: float = 30.0,
         batch: int = 500,
         publish_wait_s: float = 5.0,
     ) -> None:
         self._store = store
         self._directory = directory
+        self._wake_key = relay_wake_key(node_id)
         self._batch = batch
         self._publish_wait_s = publish_wait_s
         self._listeners: list[Listener] = []
-        self._cursors: dict[str, int] = {}  # tenant -> last seq delivered on this node
-        self._woken = "0-0"  # the last wake-up read
+        self._cursors: dict[str, int] = {}  # followed tenant -> last seq delivered here
+        self.interest = Interest(self._follow, self._unfollow, grace_s)
+        # Events read per followed tenant (a tenant's count goes with its cursor): what a
+        # test or a benchmark checks to see which streams this node reads.
+        self.events_read: collections.Counter[str] = collections.Counter()
+        self._woken = "0-0"  # the last wake-up read (the key is this process's own)
         self._progress = asyncio.Event()  # set, and replaced, after each delivered batch
         self._task: asyncio.Task[None] | None = None
 
@@ -202,55 +324,78 @@ class StreamRelay:
         self._listeners.append(listener)
 
     async def dispatch(self, event: Event) -> None:
-        """Return once this node has delivered `event` (at most `publish_wait_s` later).
+        """Return once this node has delivered `event` (at most `publish_wait_s` later), or
+        at once when it does not follow the tenant (no socket here to deliver it to).
 
         Publishers thus wait for delivery as with one node: a node's own publishers cannot
         outrun its delivery and push events out of the stream before it has read them.
+        Publishers on nodes that do not follow the tenant do not wait for anyone, as
+        publishers on other nodes never did: see docs/scaling.md.
         """
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._publish_wait_s):
-                while self._cursors.get(event.tenant_id, 0) < event.seq:
+                while (cursor := self._cursors.get(event.tenant_id)) is not None:
+                    if cursor >= event.seq:
+                        return
                     await self._progress.wait()
 
     def delivered_up_to(self, tenant: str) -> int | None:
         return self._cursors.get(tenant)
 
+    async def join(self, tenant: str) -> None:
+        await self.interest.join(tenant)
+
+    def leave(self, tenant: str) -> None:
+        self.interest.leave(tenant)
+
     async def start(self) -> None:
-        """Deliver from the events stored after this call (or after Redis first answers);
-        from then on, follow the directory's changes."""
-        with contextlib.suppress(StoreUnavailable):  # if Redis is down, `_run` keeps trying
-            self._woken = await self._store.last_wake()
-            self._cursors = await self._store.latest_seqs(self._directory.ids())
+        """Deliver the events of the tenants followed from now on; hear of deletions."""
         # Registered last, told of a deletion first: no event of it is delivered after.
         self._directory.on_change(self._tenant_changed)
         self._task = asyncio.create_task(self._run(), name="feed-stream-relay")
 
     async def close(self) -> None:
+        self.interest.close()
         await stop(self._task)
+
+    async def _follow(self, tenant: str) -> None:
+        """`Interest`'s start: the cursor at the tenant's latest seq (see the class)."""
+        latest = await self._store.latest_seqs([tenant])
+        # Stopped meanwhile (the grace ran out), or not a tenant (the connect is refused):
+        # no cursor. A tenant created later while wanted gets one (`_tenant_changed`).
+        if not self.interest.wants(tenant) or tenant not in self._directory:
+            return
+        self._cursors.setdefault(tenant, latest[tenant])
+        with contextlib.suppress(StoreUnavailable):  # else the next XREAD includes it
+            await self._store.wake(self._wake_key)
+
+    def _unfollow(self, tenant: str) -> None:
+        self._cursors.pop(tenant, None)
+        self.events_read.pop(tenant, None)
 
     async def _tenant_changed(self, tenant_id: str, tenant: Tenant | None) -> None:
         if tenant is None:
             self._cursors.pop(tenant_id, None)
             return
-        if tenant_id in self._cursors:
+        if tenant_id in self._cursors or not self.interest.wants(tenant_id):
             return
         # A tenant new to this node has a new stream (a deleted tenant's was purged), so
         # all of it is delivered: also what another node published before this one heard of
         # the tenant, which no socket here can have missed (none could subscribe yet).
         self._cursors[tenant_id] = 0
         with contextlib.suppress(StoreUnavailable):  # else the next XREAD includes it
-            await self._store.wake_followers()
+            await self._store.wake(self._wake_key)
 
     async def _run(self) -> None:
         backoff = Backoff()
-        resync = self._cursors.keys() != set(self._directory.ids())
+        resync = False
         while True:
             try:
                 if resync:
                     await self._resync()
                     resync = False
                 followed = await self._store.follow(
-                    self._cursors, count=self._batch, woken=self._woken
+                    self._cursors, count=self._batch, wake_key=self._wake_key, woken=self._woken
                 )
             except StoreUnavailable:
                 resync = True
@@ -258,26 +403,27 @@ class StreamRelay:
                 continue
             backoff.reset()
             self._woken = followed.woken
+            self.events_read.update(event.tenant_id for event in followed.events)
             for event in followed.events:
                 await self._deliver(event)
             self._progress.set()
             self._progress = asyncio.Event()
 
     async def _resync(self) -> None:
-        """After an outage: a stream whose seq went back was recreated (a Redis without
-        persistence restarted), so deliver it from the start."""
-        latest = await self._store.latest_seqs(self._directory.ids())
+        """After an outage: a followed stream whose seq went back was recreated (a Redis
+        without persistence restarted), so deliver it from the start."""
+        latest = await self._store.latest_seqs(list(self._cursors))
         for tenant, seq in latest.items():
             cursor = self._cursors.get(tenant)
-            if cursor is None:
-                self._cursors[tenant] = seq
-            elif seq < cursor:
+            if cursor is not None and seq < cursor:  # None: no longer followed
                 log.warning("the %s stream restarted at seq %d (was %d)", tenant, seq, cursor)
                 self._cursors[tenant] = 0
 
     async def _deliver(self, event: Event) -> None:
         cursor = self._cursors.get(event.tenant_id)
-        if cursor is None:  # the tenant was deleted while its events were read
+        # None: not followed (any more), or deleted while its events were read. At or
+        # below the cursor: read from an older cursor before the tenant was followed again.
+        if cursor is None or event.seq <= cursor:
             return
         if event.seq != cursor + 1:
             log.warning(
@@ -310,6 +456,12 @@ class RedisBus:
 
     def delivered_up_to(self, tenant: str) -> int | None:
         return self.relay.delivered_up_to(tenant)
+
+    async def join(self, tenant: str) -> None:
+        await self.relay.join(tenant)
+
+    def leave(self, tenant: str) -> None:
+        self.relay.leave(tenant)
 
     def add_notice_listener(self, listener: NoticeListener) -> None:
         self.notices.add_listener(listener)

@@ -39,6 +39,9 @@ class Settings:
     store: str = "memory"
     history_size: int = 1000
     retention_seconds: int | None = None  # None: events are kept by count only
+    # Redis: how long a node goes on reading a tenant's stream after its last local socket
+    # left (a reconnect within it resumes without a new follow).
+    follow_grace_s: float = 30.0
     initial_events: int = 50
     max_message_length: int = 500
     max_body_bytes: int = 16 * 1024
@@ -140,6 +143,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         store=get("FEED_STORE", _store, d.store),
         history_size=get("FEED_HISTORY_SIZE", _int_range(1, 1_000_000), d.history_size),
         retention_seconds=get("FEED_RETENTION_SECONDS", _optional_seconds, d.retention_seconds),
+        follow_grace_s=get("FEED_FOLLOW_GRACE_SECONDS", _float_range(0, 3600), d.follow_grace_s),
         initial_events=get("FEED_INITIAL_EVENTS", _int_range(0, 10_000), d.initial_events),
         max_message_length=get(
             "FEED_MAX_MESSAGE_LENGTH", _int_range(1, 100_000), d.max_message_length

@@ -57,6 +57,16 @@ class EventBus(Protocol):
         event reaches them as soon as it is stored."""
         ...
 
+    async def join(self, tenant: str) -> None:
+        """A subscriber of `tenant` arrives on this node: return once every event after
+        `delivered_up_to(tenant)` is to reach the listeners. Counted in before the first
+        await: each call is paired with one `leave`, also when its caller is cancelled."""
+        ...
+
+    def leave(self, tenant: str) -> None:
+        """A subscriber of `tenant` that joined has left this node."""
+        ...
+
     def add_notice_listener(self, listener: NoticeListener) -> None: ...
 
     async def send_notice(self, notice: SystemNotice) -> None:
@@ -82,6 +92,12 @@ class LocalBus:
 
     def delivered_up_to(self, tenant: str) -> int | None:
         return None
+
+    async def join(self, tenant: str) -> None:
+        """Nothing to do: every event is published here, and delivered by its publish."""
+
+    def leave(self, tenant: str) -> None:
+        pass
 
     def add_notice_listener(self, listener: NoticeListener) -> None:
         self._notice_listeners.append(listener)
@@ -215,6 +231,14 @@ class Feed:
     def add_listener(self, listener: Listener) -> None:
         """Call `listener(event)` for every new event this node is to deliver."""
         self.bus.add_listener(listener)
+
+    async def join(self, tenant: str) -> None:
+        """A subscriber of `tenant` connects to this node: call before its catch-up, with
+        its live events already parked (`EventBus.join`); pair with one `leave`."""
+        await self.bus.join(tenant)
+
+    def leave(self, tenant: str) -> None:
+        self.bus.leave(tenant)
 
     def add_notice_listener(self, listener: NoticeListener) -> None:
         """Call `listener(notice)` for every system message, posted on any node."""

@@ -90,6 +90,8 @@ class Session:
     expiry: asyncio.TimerHandle | None = None
     # Events that arrived while the socket was syncing; None once it is in its room.
     pending: list[Event] | None = field(default_factory=list)
+    # Counted in the bus's interest in its tenant (`Feed.join`): to leave when it goes.
+    joined: bool = False
 
 
 class RealtimeGateway:
@@ -231,9 +233,12 @@ class RealtimeGateway:
     async def _catch_up(
         self, session: Session, since: int | None, resume: Resume | None
     ) -> CatchUp:
-        """The session's catch-up; live events are parked from before it is read."""
+        """The session's catch-up; live events are parked from before it is read, and
+        the node follows the tenant before it is read (`EventBus.join`)."""
         self._syncing.setdefault(session.tenant, set()).add(session)
         try:
+            session.joined = True  # `join` counts it in before it awaits anything
+            await self.feed.join(session.tenant)
             if resume is not None:
                 return await self.feed.recover(session.tenant, resume.offset)
             return await self.feed.catch_up(session.tenant, since)
@@ -294,6 +299,8 @@ class RealtimeGateway:
         if session is None:
             return
         self._stop_syncing(session)
+        if session.joined:
+            self.feed.leave(session.tenant)
         if session.expiry is not None:
             session.expiry.cancel()
         self.caps.release(session.tenant, session.address)
@@ -400,7 +407,8 @@ class RealtimeGateway:
     async def deliver(self, event: Event) -> None:
         """Feed listener: send one new event to its tenant's subscribers on this node.
 
-        Every node's bus calls this for every event (see `cluster`), so the emit is local.
+        The bus of every node that has a socket of the tenant calls this for each of its
+        events (see `cluster`), so the emit is local.
         """
         started = time.perf_counter()
         parked = 0

@@ -11,14 +11,16 @@ one slot, which the append script needs):
                            its first publish created; expires after the key's TTL
     feed:epoch             names this Redis's seq numbering (see `EventStore.epoch`); made
                            on first use, so a flushed Redis gets a new one
-    feed:relay:wake        a stream of one entry, added when a node's set of tenants
-                           changes: every node's `follow` then returns at once and reads
-                           the new tenant's stream too (see `cluster.StreamRelay`)
+    feed:relay:N:wake      node N's wake-up: a stream of one entry, added when N starts
+                           to follow a tenant, so that N's blocking `follow` returns at
+                           once and reads that tenant's stream too (`cluster.StreamRelay`);
+                           expires an hour after the last wake-up (a node that died)
 
 Every key of a tenant has its `{tenant}` hash tag: `purge` finds them all with one SCAN.
 
 Because the entry id is the seq, every history window is one XRANGE/XREVRANGE with
-exclusive bounds, and a node follows new events with one XREAD over all tenants.
+exclusive bounds, and a node follows new events with one XREAD over the tenants it
+serves.
 """
 
 from __future__ import annotations
@@ -115,7 +117,8 @@ redis.call('SET', KEYS[1], ARGV[1])
 return ARGV[1]
 """
 EPOCH_KEY = "feed:epoch"
-RELAY_WAKE_KEY = "feed:relay:wake"
+# A dead node's wake-up key goes after this long; a live one wakes itself at every follow.
+WAKE_TTL_S = 3600
 # Keys removed per UNLINK while purging a tenant.
 PURGE_BATCH = 500
 
@@ -141,7 +144,7 @@ class Followed(NamedTuple):
     """What one `RedisStore.follow` read."""
 
     events: list[Event]
-    woken: str  # the last `feed:relay:wake` entry read: where the next follow starts
+    woken: str  # the last wake-up entry read: where the next follow starts
 
 
 def redis_client(
@@ -344,34 +347,34 @@ class RedisStore:
                 values = await self._redis.mget(keys)
         return {tenant: int(value or 0) for tenant, value in zip(tenants, values, strict=True)}
 
-    async def follow(self, cursors: Mapping[str, int], *, count: int, woken: str) -> Followed:
+    async def follow(
+        self, cursors: Mapping[str, int], *, count: int, wake_key: str, woken: str
+    ) -> Followed:
         """Events with seq > cursors[tenant], oldest first per tenant, at most `count` per
-        tenant; waits up to the follow block time for the first one, or for a wake-up
-        after `woken` (`wake_followers`), then returns what it read."""
+        tenant; waits up to the follow block time for the first one, or for a wake-up of
+        `wake_key` after `woken` (`wake`), then returns what it read. Only the tenants of
+        `cursors` are read: none, and only the wake-up is waited for."""
         streams: Any = {stream_key(t): f"{seq}-0" for t, seq in cursors.items()}
-        streams[RELAY_WAKE_KEY] = woken
+        streams[wake_key] = woken
         reply: Any
         with self._store_errors():
             reply = await self._follower.xread(streams, count=count, block=self._follow_block_ms)
         events: list[Event] = []
         for key, entries in reply or []:
-            if key == RELAY_WAKE_KEY:
+            if key == wake_key:
                 woken = entries[-1][0]
                 continue
             tenant = key[len("feed:{") : -len("}:events")]
             events.extend(_event(tenant, entry) for entry in entries)
         return Followed(events, woken)
 
-    async def wake_followers(self) -> None:
-        """End the blocking read of every node's `follow` now (a node's tenants changed)."""
+    async def wake(self, wake_key: str) -> None:
+        """End the blocking `follow` that waits on `wake_key` now (its tenants changed)."""
         with self._store_errors():
-            await self._redis.xadd(RELAY_WAKE_KEY, {"wake": "1"}, maxlen=1)
-
-    async def last_wake(self) -> str:
-        """The newest wake-up: a `follow` from it waits for the next one."""
-        with self._store_errors():
-            newest = await self._redis.xrevrange(RELAY_WAKE_KEY, "+", "-", count=1)
-        return str(newest[0][0]) if newest else "0-0"
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.xadd(wake_key, {"wake": "1"}, maxlen=1)
+                pipe.expire(wake_key, WAKE_TTL_S)
+                await pipe.execute()
 
     async def purge(self, tenant: str) -> None:
         with self._store_errors():

@@ -173,6 +173,8 @@ async def test_events_of_a_tenant_deleted_while_its_batch_is_delivered_are_dropp
     node.app[FEED].add_listener(stall)
     async with ClientSession() as http:
         await call(http, node, "POST", "/api/admin/tenants", {"id": "acme"})
+        for tenant in ("tenant_a", "acme"):  # as a socket of each does: the node follows them
+            await node.app[FEED].join(tenant)
         await store.append("tenant_a", "a1", "2026-01-20T10:30:00.000Z")
         assert await stalled.get() == 1
         # Read together by the relay's next XREAD, once it is done with a1.
