@@ -237,6 +237,8 @@ class RealtimeGateway:
         the node follows the tenant before it is read (`EventBus.join`)."""
         self._syncing.setdefault(session.tenant, set()).add(session)
         try:
+            # Refused before it counts: an unknown tenant is never followed.
+            self.feed.tenants.active(session.tenant)
             session.joined = True  # `join` counts it in before it awaits anything
             await self.feed.join(session.tenant)
             if resume is not None:

@@ -16,8 +16,10 @@ from feedserver.cluster import RedisBus, StreamRelay, relay_wake_key
 from feedserver.store.redis import RedisStore
 from tests.conftest import ServerFactory
 from tests.feed_subscriber import Subscriber, subscribed
+from tests.integration.test_tenants_two_nodes import call
 from tests.integration.test_two_nodes import post, url
 from tests.redis_server import RedisServer
+from tests.socket_client import socket_client
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.redis
@@ -152,3 +154,18 @@ async def test_a_wake_up_ends_the_blocking_follow_that_waits_on_its_key(
         assert woken.events == [] and woken.woken > first.woken
     finally:
         await store.close()
+
+
+async def test_a_socket_refused_for_a_suspended_tenant_makes_its_node_follow_nothing(
+    redis_server: RedisServer, start_server: ServerFactory
+) -> None:
+    node = await start_server(store=redis_server.url)
+    async with ClientSession() as http:
+        for method, body in (("POST", {"id": "acme"}), ("PATCH", {"status": "suspended"})):
+            path = "/api/admin/tenants" + ("/acme" if method == "PATCH" else "")
+            assert (await call(http, node, method, path, body))[0] in (200, 201)
+    async with socket_client(node.make_url(""), query={"tenant": "acme"}) as client:
+        refused = await client.expect_type("connect_error")
+        assert refused["data"]["code"] == "tenant_suspended"
+    assert not relay(node).interest.wants("acme")
+    assert relay(node).interest.subscribers("acme") == 0
