@@ -313,6 +313,8 @@ class StreamRelay:
         self._listeners: list[Listener] = []
         self._cursors: dict[str, int] = {}  # followed tenant -> last seq delivered here
         self.interest = Interest(self._follow, self._unfollow, grace_s)
+        self._joining: list[str] = []  # follows waiting for the next `_start_following`
+        self._starting: asyncio.Task[None] | None = None  # the one that will read them
         # Events read per followed tenant (a tenant's count goes with its cursor): what a
         # test or a benchmark checks to see which streams this node reads.
         self.events_read: collections.Counter[str] = collections.Counter()
@@ -359,14 +361,28 @@ class StreamRelay:
         await stop(self._task)
 
     async def _follow(self, tenant: str) -> None:
-        """`Interest`'s start: the cursor at the tenant's latest seq (see the class)."""
-        latest = await self._store.latest_seqs([tenant])
-        # Stopped meanwhile (the grace ran out), or not a tenant (the connect is refused):
-        # no cursor. A tenant created later while wanted gets one (`_tenant_changed`).
-        if not self.interest.wants(tenant) or tenant not in self._directory:
-            return
-        self._cursors.setdefault(tenant, latest[tenant])
-        with contextlib.suppress(StoreUnavailable):  # else the next XREAD includes it
+        """`Interest`'s start: the cursor at the tenant's latest seq (see the class).
+
+        The follows started in one turn of the event loop share one read of the counters
+        and one wake-up (`_start_following`): a reconnect storm after a node restart is a
+        few round trips, not two per tenant, and does not exhaust the connection pool."""
+        self._joining.append(tenant)
+        if self._starting is None:
+            self._starting = asyncio.create_task(self._start_following())
+            self._starting.add_done_callback(_succeeded)  # its failure is the joiners'
+        # Shielded: a follow cancelled (its grace ended) leaves the others' read alone.
+        await asyncio.shield(self._starting)
+
+    async def _start_following(self) -> None:
+        tenants, self._joining, self._starting = self._joining, [], None
+        latest = await self._store.latest_seqs(tenants)
+        for tenant in tenants:
+            # Stopped meanwhile (the grace ran out), or not a tenant: no cursor. A tenant
+            # created later while wanted gets one (`_tenant_changed`).
+            if self.interest.wants(tenant) and tenant in self._directory:
+                self._cursors.setdefault(tenant, latest[tenant])
+        # After the cursors: the XREAD this ends is followed by one that names them.
+        with contextlib.suppress(StoreUnavailable):  # else the next XREAD includes them
             await self._store.wake(self._wake_key)
 
     def _unfollow(self, tenant: str) -> None:
