@@ -8,12 +8,17 @@ docs/benchmarks.md with both figures and their ratio per scenario. Used by `make
 not part of `make test` (it runs for minutes and wants a quiet machine).
 
     python bench/run_benchmarks.py [--shared ../shared] [--out docs/benchmarks.md] [--quick]
+    python bench/run_benchmarks.py --only tenants [--quick]   # the 10,000-tenant scenarios
+
+With `--only`, only those scenarios run and their rows go to stdout (to `--out` only when
+it is given): a partial table must not replace the full run's docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import datetime as dt
 import json
 import os
@@ -27,12 +32,20 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-TENANTS = ",".join(f"tenant_{i}" for i in range(10))
+
+
+def tenant_ids(count: int) -> str:
+    """FEED_TENANTS of `count` tenants: tenant_0..tenant_{count-1}, as post_events.lua posts."""
+    return ",".join(f"tenant_{i}" for i in range(count))
+
+
+TENANTS = tenant_ids(10)
+MANY_TENANTS = 10_000
 SERVER_ENV = {
     "FEED_TENANTS": TENANTS,
     "RATE_LIMIT_MAX_REQUESTS": "1000000000",
@@ -63,6 +76,7 @@ TWO_TENANTS = "two tenants"
 CONNECTIONS_10K = "10k connections"
 REST_INGEST = "REST ingest"
 STALLED = "stalled subscriber"
+TENANTS_10K = "10,000 tenants"
 
 
 def log(message: str) -> None:
@@ -83,10 +97,13 @@ def free_port() -> int:
 class Server:
     """One server process (feedserver or the Node original) on a free loopback port."""
 
-    def __init__(self, kind: str, node_dir: Path, python: str) -> None:
+    def __init__(
+        self, kind: str, node_dir: Path, python: str, env: dict[str, str] | None = None
+    ) -> None:
         self.kind = kind
         self.port = free_port()
-        env = {**os.environ, **SERVER_ENV, "PORT": str(self.port)}
+        env = {**os.environ, **SERVER_ENV, **(env or {}), "PORT": str(self.port)}
+        started = time.monotonic()
         if kind == "node":
             argv, cwd = ["node", "server.js"], node_dir
         else:
@@ -96,6 +113,10 @@ class Server:
         )
         self.url = f"http://127.0.0.1:{self.port}"
         self._wait_listening()
+        self.startup_s = time.monotonic() - started  # until it accepts connections
+
+    def cpu_s(self) -> float:
+        return process_cpu_s(self.process.pid)
 
     def _wait_listening(self) -> None:
         deadline = time.monotonic() + 60
@@ -119,11 +140,12 @@ class Server:
 
 
 class Runner:
-    def __init__(self, work: Path, python: str, quick: bool) -> None:
+    def __init__(self, work: Path, python: str, quick: bool, rounds: int = 3) -> None:
         self.bench_dir = work / "bench"
         self.node_dir = work / "reference-node"
         self.python = python
         self.quick = quick
+        self.rounds = 1 if quick else rounds  # alternating runs where a ratio is to be fine
         self.commands: list[str] = []
 
     def loadgen(self, server: Server, *flags: str) -> dict[str, Any]:
@@ -140,8 +162,10 @@ class Runner:
         return result
 
     def wrk(self, server: Server, seconds: int, tenants: int = 2) -> dict[str, Any]:
+        """wrk's summary, with the server's CPU time per request over the run."""
         argv = ["wrk", "-t2", "-c50", f"-d{seconds}s", "-s", "post_events.lua"]
         self._note([f"WRK_TENANTS={tenants}", *argv, "URL/api/events"])
+        cpu_before = server.cpu_s()
         done = subprocess.run(
             [*argv, f"{server.url}/api/events"],
             cwd=self.bench_dir,
@@ -154,6 +178,9 @@ class Runner:
         for line in done.stdout.splitlines():
             if line.startswith("WRKJSON "):
                 result: dict[str, Any] = json.loads(line.removeprefix("WRKJSON "))
+                cpu = server.cpu_s() - cpu_before
+                result["serverCpuS"] = round(cpu, 3)
+                result["cpuPerRequestUs"] = round(cpu * 1e6 / max(result["requests"], 1), 1)
                 return result
         raise RuntimeError(f"wrk printed no WRKJSON: {done.stdout[-2000:]}{done.stderr[-2000:]}")
 
@@ -176,6 +203,12 @@ class Runner:
 
     def seconds(self, full: int) -> int:
         return max(2, full // 4) if self.quick else full
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU time of the process so far (/proc/PID/stat utime, stime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def us_per_delivery(result: dict[str, Any]) -> float:
@@ -250,7 +283,114 @@ def run_all(runner: Runner) -> dict[str, Any]:
         f"{REST_INGEST}, 1000 subscribers", wrk_subscribed(runner)
     )
     out["stalled"] = runner.each_server(STALLED, stalled_reader(runner))
+    out["tenants"] = run_tenants(runner)
     return out
+
+
+# The POST path with many tenants registered: (name, tenants registered, WRK_TENANTS). The
+# first is the REST ingest scenario's command, the baseline of the others.
+TENANT_CASES = (
+    ("10 tenants, wrk over 2", 10, 2),
+    ("wrk over 10", MANY_TENANTS, 10),
+    ("wrk over all 10,000", MANY_TENANTS, MANY_TENANTS),
+)
+# Within this many points of CPU %, a node's idle CPU counts as not grown: /proc's clock
+# ticks (10 ms) and a shared machine's scheduling make smaller differences noise.
+IDLE_FLAT_POINTS = 0.3
+CPU_GOAL = 1.10
+
+
+def run_tenants(runner: Runner) -> dict[str, Any]:
+    """The POST path's CPU with 10,000 tenants registered (FEED_TENANTS: the bootstrap, one
+    registry write for all of them), against 10, feedserver runs alternating; a node's idle
+    CPU with 10 and 10,000 tenants, memory and Redis store."""
+    seconds = runner.seconds(10)
+    post: list[dict[str, Any]] = [
+        {"name": c[0], "registered": c[1], "wrkTenants": c[2], "python": []} for c in TENANT_CASES
+    ]
+
+    def measure(kind: str, case: dict[str, Any]) -> dict[str, Any]:
+        env = {"FEED_TENANTS": tenant_ids(case["registered"])}
+        log(
+            f"{TENANTS_10K}: {kind}, {case['registered']} registered, wrk over "
+            f"{case['wrkTenants']} (load {load_average()})"
+        )
+        server = Server(kind, runner.node_dir, runner.python, env)
+        try:
+            result = runner.wrk(server, seconds, tenants=case["wrkTenants"])
+        finally:
+            server.stop()
+        log(
+            f"  {result['rps']} req/s, {result['cpuPerRequestUs']} us CPU/request, "
+            f"started in {server.startup_s:.2f} s"
+        )
+        return {**result, "startupS": round(server.startup_s, 2)}
+
+    for case in post:  # the Node original has no registry: one run each, as context
+        case["node"] = measure("node", case)
+    for _ in range(runner.rounds):
+        for case in post:
+            case["python"].append(measure("python", case))
+    stores = ("memory", "redis")
+    idle = [idle_cpu(runner, store, count) for store in stores for count in (10, MANY_TENANTS)]
+    return {"post": post, "idle": idle}
+
+
+def idle_cpu(runner: Runner, store: str, count: int) -> dict[str, Any]:
+    """A feedserver node's CPU % while nothing connects or posts, `count` tenants."""
+    seconds = runner.seconds(30)
+    with contextlib.ExitStack() as stack:
+        env = {"FEED_TENANTS": tenant_ids(count)}
+        redis = None
+        if store == "redis":
+            redis, port = stack.enter_context(redis_server())
+            env["FEED_STORE"] = f"redis://127.0.0.1:{port}/0"
+        log(f"{TENANTS_10K}: idle, {store} store, {count} tenants (load {load_average()})")
+        server = Server("python", runner.node_dir, runner.python, env)
+        stack.callback(server.stop)
+        time.sleep(3)  # past the start-up work (the bootstrap, the first reads)
+        runner._note([f"FEED_STORE={store} FEED_TENANTS=<{count} ids>", "feedserver serve",
+                      f"# idle: CPU from /proc/PID/stat over {seconds} s"])  # fmt: skip
+        started, cpu, redis_cpu = time.monotonic(), server.cpu_s(), redis_cpu_s(redis)
+        time.sleep(seconds)
+        wall = time.monotonic() - started
+        result = {
+            "store": store,
+            "tenants": count,
+            "startupS": round(server.startup_s, 2),
+            "cpuPct": round(100 * (server.cpu_s() - cpu) / wall, 2),
+            "redisCpuPct": round(100 * (redis_cpu_s(redis) - redis_cpu) / wall, 2),
+        }
+    log(f"  {result}")
+    return result
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """A real redis-server on a free port, without persistence, for one measurement."""
+    port = free_port()
+    argv = ["redis-server", "--port", str(port), "--save", "", "--daemonize", "no"]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.1)
+        yield process, port
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def redis_cpu_s(redis: subprocess.Popen[bytes] | None) -> float:
+    return 0.0 if redis is None else process_cpu_s(redis.pid)
 
 
 def wrk_subscribed(runner: Runner) -> Callable[[Server], dict[str, Any]]:
@@ -409,8 +549,7 @@ def render(out: dict[str, Any], runner: Runner, started: str, load_start: str, c
     rows.append(ingest_row(out["wrk"], f"{REST_INGEST}: no subscribers", 1.5))
     rows.append(ingest_row(out["wrk_subscribed"], f"{REST_INGEST}: 1000 subscribers", 2.0))
     rows.append(stalled_row(out["stalled"]))
-    table = ["| scenario | Node | feedserver | ratio | goal | |", "|---|---|---|---|---|---|"]
-    table += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    rows += tenant_rows(out["tenants"])
     quick = " QUICK run (shortened durations)." if runner.quick else ""
     return "\n".join(
         [
@@ -422,24 +561,41 @@ def render(out: dict[str, Any], runner: Runner, started: str, load_start: str, c
             f"Run {started} at commit {commit} by `make bench`; machine: {os.cpu_count()} CPUs "
             f"({cpu_model()}); load average at start {load_start}, at end {load_average()}.{quick}",
             "",
-            "ratio: feedserver / Node, from the same run; goal: what feedserver aims for; the last",
-            "column: whether this run met it.",
-            "",
-            *table,
-            "",
-            "Scenario details:",
-            "",
-            *details(out),
-            "",
-            "Commands (URL, PID: the server under test; every scenario starts a fresh Node",
-            "server, then a fresh feedserver, and runs the same command against each):",
-            "",
-            "```",
-            *runner.commands,
-            "```",
-            "",
+            *measured(rows, details(out), runner),
         ]
     )
+
+
+def render_only(out: dict[str, Any], runner: Runner, started: str, commit: str) -> str:
+    """The rows of the `--only` scenarios, for the terminal (not docs/benchmarks.md)."""
+    quick = " QUICK run (shortened durations)." if runner.quick else ""
+    head = f"{TENANTS_10K} only, run {started} at commit {commit}; load {load_average()}.{quick}"
+    return "\n".join(
+        [head, "", *measured(tenant_rows(out["tenants"]), tenant_details(out["tenants"]), runner)]
+    )
+
+
+def measured(rows: list[Row], detail: list[str], runner: Runner) -> list[str]:
+    table = ["| scenario | Node | feedserver | ratio | goal | |", "|---|---|---|---|---|---|"]
+    table += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return [
+        "ratio: feedserver / Node, from the same run, unless the scenario names another; goal:",
+        "what feedserver aims for; the last column: whether this run met it.",
+        "",
+        *table,
+        "",
+        "Scenario details:",
+        "",
+        *detail,
+        "",
+        "Commands (URL, PID: the server under test; every scenario starts a fresh Node",
+        "server, then a fresh feedserver, and runs the same command against each):",
+        "",
+        "```",
+        *runner.commands,
+        "```",
+        "",
+    ]
 
 
 Row = tuple[str, str, str, str, str, str]
@@ -525,6 +681,72 @@ def stalled_row(stalled: dict[str, Any]) -> Row:
     )
 
 
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def cpu_per_post(case: dict[str, Any]) -> float:
+    """The median over the alternating feedserver runs of one case."""
+    return median([float(r["cpuPerRequestUs"]) for r in case["python"]])
+
+
+def tenant_rows(tenants: dict[str, Any]) -> list[Row]:
+    base, *many = tenants["post"]
+    bn, bp = base["node"]["cpuPerRequestUs"], cpu_per_post(base)
+    rows: list[Row] = [
+        (f"{TENANTS_10K} (context): server CPU per POST, {base['name']} (REST ingest)",
+         f"{bn} us", f"{bp:.1f} us", ratio(bp, bn), "", ""),
+    ]  # fmt: skip
+    for case in many:
+        cp = cpu_per_post(case)
+        ok = cp <= CPU_GOAL * bp and all(r["not201"] == 0 for r in case["python"])
+        rows.append(
+            (f"{TENANTS_10K}: server CPU per POST, {case['name']} (ratio: to 10 tenants)",
+             f"{case['node']['cpuPerRequestUs']} us", f"{cp:.1f} us", ratio(cp, bp),
+             f"<= {CPU_GOAL:.2f}x", verdict(ok))
+        )  # fmt: skip
+    startup = median([r["startupS"] for r in many[0]["python"]])
+    base_startup = median([r["startupS"] for r in base["python"]])
+    rows.append(
+        (f"{TENANTS_10K} (context): start-up until listening, memory store (ratio: to 10)",
+         f"{many[0]['node']['startupS']} s", f"{startup:.2f} s", ratio(startup, base_startup),
+         "", "")
+    )  # fmt: skip
+    idle = {(r["store"], r["tenants"]): r for r in tenants["idle"]}
+    for store in ("memory", "redis"):
+        few, lots = idle[store, 10], idle[store, MANY_TENANTS]
+        grown = lots["cpuPct"] - few["cpuPct"]
+        rows.append(
+            (f"{TENANTS_10K}: idle node CPU, {store} store (10 tenants: {few['cpuPct']} %)",
+             "", f"{lots['cpuPct']} %", f"{grown:+.2f} points",
+             f"within {IDLE_FLAT_POINTS} points", verdict(grown <= IDLE_FLAT_POINTS))
+        )  # fmt: skip
+    return rows
+
+
+def tenant_details(tenants: dict[str, Any]) -> list[str]:
+    lines = []
+    for case in tenants["post"]:
+        for kind, runs in (("node", [case["node"]]), ("python", case["python"])):
+            each = "; ".join(
+                f"{r['rps']} req/s, {r['cpuPerRequestUs']} us CPU/request, not201 "
+                f"{r['not201']}, p99 {r['latencyMs']['p99']} ms, start-up {r['startupS']} s"
+                for r in runs
+            )
+            lines.append(
+                f"- {TENANTS_10K}, {case['registered']} registered, wrk over "
+                f"{case['wrkTenants']}, {kind}: {each}"
+            )
+    for r in tenants["idle"]:
+        lines.append(
+            f"- {TENANTS_10K}, idle, {r['store']} store, {r['tenants']} tenants: feedserver "
+            f"{r['cpuPct']} % CPU, redis-server {r['redisCpuPct']} %, start-up {r['startupS']} s"
+        )
+    return lines
+
+
 def details(out: dict[str, Any]) -> list[str]:
     lines = []
     for kind in SERVERS:
@@ -553,7 +775,7 @@ def details(out: dict[str, Any]) -> list[str]:
             )
     for kind in SERVERS:
         lines.append(f"- {STALLED}, {kind}: {out['stalled'][kind]}")
-    return lines
+    return lines + tenant_details(out["tenants"])
 
 
 def main() -> int:
@@ -563,6 +785,12 @@ def main() -> int:
     parser.add_argument("--json-out", help="also write the raw results here")
     parser.add_argument("--python", default=sys.executable, help="runs `-m feedserver serve`")
     parser.add_argument("--quick", action="store_true", help="short durations, for a trial")
+    parser.add_argument(
+        "--only", choices=["tenants"], help="run these scenarios alone; rows to stdout"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating feedserver runs per tenant case"
+    )
     args = parser.parse_args()
     raise_fd_limit()
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -579,10 +807,16 @@ def main() -> int:
             subprocess.run(
                 ["npm", "ci", "--silent", "--no-audit", "--no-fund"], cwd=work / name, check=True
             )
-        runner = Runner(work, args.python, args.quick)
-        out = run_all(runner)
+        runner = Runner(work, args.python, args.quick, args.rounds)
+        out = {"tenants": run_tenants(runner)} if args.only else run_all(runner)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(out))
+    if args.only:
+        text = render_only(out, runner, started, commit)
+        print(text)
+        if args.out != parser.get_default("out"):
+            Path(args.out).write_text(text)
+        return 0
     out_file = Path(args.out)
     # The hand-written analysis below the measured part survives a re-run.
     old = out_file.read_text() if out_file.exists() else ""
