@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
@@ -437,19 +438,31 @@ class RetentionSweep:
         self._feed = feed
         self._interval = interval
         self._per_tick = per_tick
-        self._next = 0  # where the next tick starts, in the directory's order
+        # The tenants with a retention, the next turn first. Kept up to date by the
+        # directory's changes, so that a tick costs its own turn and not a pass over every
+        # tenant (of 10,000, most may keep their events by count only).
+        self._turns: OrderedDict[str, None] = OrderedDict()
+        for tenant in feed.tenants.ids():
+            self._follow(tenant)
+        feed.tenants.on_change(self._tenant_changed)
+
+    async def _tenant_changed(self, tenant_id: str, tenant: Tenant | None) -> None:
+        self._follow(tenant_id)
+
+    def _follow(self, tenant_id: str) -> None:
+        if tenant_id in self._feed.tenants and self._feed.retention_of(tenant_id) is not None:
+            self._turns.setdefault(tenant_id)
+        else:
+            self._turns.pop(tenant_id, None)
 
     async def tick(self) -> None:
         """Expire the next `per_tick` tenants with a retention."""
-        feed = self._feed
-        tenants = [t for t in feed.tenants.ids() if feed.retention_of(t) is not None]
-        if not tenants:
-            return
-        start = self._next % len(tenants)
-        turn = (tenants[start:] + tenants[:start])[: self._per_tick]
-        self._next = start + len(turn)
-        for tenant in turn:
-            await feed.expire(tenant)
+        for _ in range(min(self._per_tick, len(self._turns))):
+            if not self._turns:  # all gone while this tick waited on the store
+                return
+            tenant, _ = self._turns.popitem(last=False)
+            self._turns[tenant] = None  # its next turn: after every other tenant's
+            await self._feed.expire(tenant)
 
     async def run(self) -> None:
         """Tick every `interval` seconds until cancelled; a failed tick is retried by the

@@ -202,3 +202,61 @@ async def test_the_sweep_runs_on_its_own_and_outlives_a_store_outage() -> None:
     finally:
         sweeping.cancel()
     assert failures == ["tenant_a", "tenant_a"]
+
+
+async def test_a_sweep_tick_costs_its_turn_not_a_pass_over_every_tenant() -> None:
+    clock = Clock()
+    kept = [Tenant(f"c{n}") for n in range(10_000)]  # by count only: nothing to sweep
+    retained = [Tenant(f"r{n}", settings=TenantSettings(retention_seconds=60)) for n in range(3)]
+    feed = Feed(
+        MemoryStore(10),
+        TenantDirectory([*kept, *retained]),
+        history_size=10,
+        initial_events=2,
+        max_message_length=20,
+        clock=UtcClock(lambda: clock.now_ns),
+    )
+    sweep = RetentionSweep(feed, per_tick=2)
+    asked: list[str] = []
+    retention_of = feed.retention_of
+
+    def counted(tenant: str) -> int | None:
+        asked.append(tenant)
+        return retention_of(tenant)
+
+    feed.retention_of = counted  # type: ignore[method-assign]
+    await sweep.tick()
+    await sweep.tick()
+    # Each tick asks about the tenants it expires (at most per_tick), not all 10,003.
+    assert asked == ["r0", "r1", "r2", "r0"]
+
+
+async def test_the_sweep_follows_the_tenants_whose_retention_changes() -> None:
+    clock = Clock()
+    feed = make_feed(clock)  # tenant_a, tenant_b: no retention yet
+    sweep = RetentionSweep(feed, per_tick=10)
+    await publish(feed, 2, "tenant_b")
+    with_retention = Tenant("tenant_b", settings=TenantSettings(retention_seconds=60))
+    await feed.tenants.apply("tenant_b", with_retention)
+    clock.advance(61)
+    await sweep.tick()
+    assert await held(feed, "tenant_b") == 0
+    await publish(feed, 2, "tenant_b")
+    await feed.tenants.apply("tenant_b", Tenant("tenant_b"))  # back to count only
+    clock.advance(61)
+    await sweep.tick()
+    assert await held(feed, "tenant_b") == 2
+    await feed.tenants.apply("tenant_c", Tenant("tenant_c", settings=with_retention.settings))
+    await publish(feed, 1, "tenant_c")
+    await feed.tenants.apply("tenant_b", None)
+    clock.advance(61)
+    expired: list[str] = []
+    expire = feed.expire
+
+    async def recorded(tenant: str) -> None:
+        expired.append(tenant)
+        await expire(tenant)
+
+    feed.expire = recorded  # type: ignore[method-assign]
+    await sweep.tick()
+    assert expired == ["tenant_c"]
