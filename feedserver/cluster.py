@@ -754,11 +754,15 @@ class RedisConnections:
         by NTP agree to well within the TTL's whole seconds."""
         counts = self._local.snapshot()
         expires = int(time.time()) + self._ttl
+        # Before the round trip: a close that cancels it may leave the entries written,
+        # and must remove them.
+        gone = self._published - counts.keys()
+        self._published |= counts.keys()
         async with self._redis.pipeline(transaction=False) as pipe:
             for tenant, count in counts.items():
                 pipe.hset(connections_key(tenant), self.node_id, f"{count} {expires}")
                 pipe.expire(connections_key(tenant), self._ttl)
-            for tenant in self._published - counts.keys():
+            for tenant in gone:
                 pipe.hdel(connections_key(tenant), self.node_id)
             await pipe.execute()
         self._published = set(counts)
