@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from feedserver.errors import StoreUnavailable
 from feedserver.events import Event
 from feedserver.store import MemoryStore, TenantCounts
 
@@ -44,3 +45,21 @@ class HeldAppendStore(MemoryStore):
         self.appending.set()
         await self.release.wait()
         return await super().append(tenant, message, timestamp, **options)
+
+
+class FlakyExpireStore(MemoryStore):
+    """`expire` is down (`StoreUnavailable`) for its first `failures` calls, then works;
+    `failed` names the tenants of the failed calls, `expired` is set by the first success."""
+
+    def __init__(self, history_size: int, failures: int) -> None:
+        super().__init__(history_size)
+        self.failed: list[str] = []
+        self.expired = asyncio.Event()
+        self._failures = failures
+
+    async def expire(self, tenant: str, before: str) -> None:
+        if len(self.failed) < self._failures:
+            self.failed.append(tenant)
+            raise StoreUnavailable()
+        await super().expire(tenant, before)
+        self.expired.set()

@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 import pytest
 
 from feedserver.core import Feed, RetentionSweep
-from feedserver.errors import StoreUnavailable
 from feedserver.events import Event, UtcClock
 from feedserver.store import MemoryStore
 from feedserver.tenants import Tenant, TenantDirectory, TenantSettings
-from tests.waiting import eventually
+from tests.faulty_store import FlakyExpireStore
+from tests.waiting import WITHIN
 
 START_NS = int(datetime(2026, 1, 20, 10, 30, tzinfo=UTC).timestamp()) * 1_000_000_000
 SECOND_NS = 1_000_000_000
@@ -36,10 +36,11 @@ def make_feed(
     server_retention: int | None = None,
     history_size: int = 100,
     initial_events: int = 2,
+    store: MemoryStore | None = None,
 ) -> Feed:
     settings = TenantSettings(retention_seconds=retention)
     return Feed(
-        MemoryStore(history_size),
+        store or MemoryStore(history_size),
         TenantDirectory([Tenant("tenant_a", settings=settings), Tenant("tenant_b")]),
         history_size=history_size,
         initial_events=initial_events,
@@ -178,30 +179,17 @@ async def test_the_sweep_drops_the_expired_events_of_idle_tenants_in_turn() -> N
 
 async def test_the_sweep_runs_on_its_own_and_outlives_a_store_outage() -> None:
     clock = Clock()
-    feed = make_feed(clock, retention=60)
+    store = FlakyExpireStore(100, failures=2)
+    feed = make_feed(clock, retention=60, store=store)
     await publish(feed, 2)
     clock.advance(61)
-    store = feed.store
-    expire = store.expire
-    failures: list[str] = []
-
-    async def down_at_first(tenant: str, before: str) -> None:
-        if len(failures) < 2:
-            failures.append(tenant)
-            raise StoreUnavailable()
-        await expire(tenant, before)
-
-    store.expire = down_at_first  # type: ignore[method-assign]
-
-    async def swept() -> bool:
-        return await held(feed) == 0
-
     sweeping = asyncio.create_task(RetentionSweep(feed, interval=0).run())
     try:
-        await eventually(swept, "the idle tenant swept")
+        await asyncio.wait_for(store.expired.wait(), WITHIN)
     finally:
         sweeping.cancel()
-    assert failures == ["tenant_a", "tenant_a"]
+    assert await held(feed) == 0
+    assert store.failed == ["tenant_a", "tenant_a"]
 
 
 async def test_a_sweep_tick_costs_its_turn_not_a_pass_over_every_tenant() -> None:
