@@ -20,7 +20,7 @@ from .auth import (
     TokenAuthenticator,
 )
 from .client_bundle import ClientBundle
-from .cluster import open_backend, stop
+from .cluster import open_backend
 from .config import Settings
 from .core import (
     TENANT_DELETED,
@@ -41,6 +41,7 @@ from .quotas import (
 )
 from .realtime import MAX_PACKET_BYTES, SOCKETIO_PATH, RealtimeGateway, refuse_new_sessions
 from .security import ResponseStamp, polling_body_limit, security_stamp
+from .tasks import stop
 from .tenants import Tenant, TenantDirectory, TenantRegistry
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 import orjson
@@ -51,9 +51,11 @@ from .errors import StoreUnavailable
 from .events import Event
 from .logs import ThrottledWarning
 from .store import EventStore, MemoryStore
-from .store.redis import RedisStore, redis_client, store_client, store_errors
+from .store.pubsub import Subscriber, publish
+from .store.redis import RedisStore, store_client, store_errors
 from .store.redis_tenants import TENANTS_CHANGED_CHANNEL, RedisTenants
 from .store.tenant_file import HeldTenants, TenantFile
+from .tasks import Backoff, stop
 from .tenants import Reload, ReloadAll, Tenant, TenantBackend, TenantDirectory, TenantWatcher
 
 log = logging.getLogger(__name__)
@@ -145,33 +147,6 @@ class RedisCluster:
         await self.connections.close()
         await self.bus.close()
         await self.store.close()
-
-
-class Backoff:
-    """Delays between reconnection attempts: doubling from `first` up to `cap` seconds."""
-
-    def __init__(self, first: float = 0.1, cap: float = 2.0) -> None:
-        self.first, self.cap = first, cap
-        self.delay = first
-
-    def reset(self) -> None:
-        self.delay = self.first
-
-    async def sleep(self) -> None:
-        await asyncio.sleep(self.delay)
-        self.delay = min(self.delay * 2, self.cap)
-
-
-async def stop(task: asyncio.Task[Any] | None) -> None:
-    """Cancel `task` and wait until it has ended.
-
-    Cancelled again while it runs on: redis-py can swallow a cancellation that lands inside
-    a command (redis/redis-py#2028; seen with 8.1), and the loops here carry on after a
-    failed Redis call by design.
-    """
-    while task is not None and not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=1)
 
 
 class Timer(Protocol):
@@ -494,31 +469,9 @@ class RedisBus:
         await self.relay.close()
 
 
-async def keep_subscribed(
-    redis: Any,
-    channel: str,
-    listen: Callable[[Any, Backoff], Awaitable[None]],
-    listening: asyncio.Event,
-    what: str,
-) -> None:
-    """Subscribe to `channel` and `listen(pubsub, backoff)` to it, again after any failure
-    (with `backoff`, which `listen` resets once subscribed), until cancelled."""
-    backoff = Backoff(first=0.2)
-    while True:
-        pubsub = redis.pubsub()
-        try:
-            await pubsub.subscribe(channel)
-            await listen(pubsub, backoff)
-        except Exception as exc:  # whatever the client raises, subscribe again
-            log.warning("%s channel lost (%s); reconnecting", what, exc)
-        finally:
-            listening.clear()
-            await pubsub.aclose()
-        await backoff.sleep()
-
-
 class NoticeChannel:
-    """System messages between nodes: PUBLISH on `feed:notices`, one subscriber per node.
+    """System messages between nodes: published on `feed:notices`, one subscriber per node
+    (`Subscriber`: PUBLISH/SUBSCRIBE on one Redis, sharded on a cluster).
 
     The sending node calls its own listeners at once and then publishes the notice with its
     node id; every node's subscriber calls its listeners for what other nodes published and
@@ -530,13 +483,19 @@ class NoticeChannel:
 
     def __init__(self, url: str, node_id: str) -> None:
         self.node_id = node_id
-        # Bytes, not str: a message that is not UTF-8 is refused by the JSON parser, as
-        # malformed, instead of failing inside redis-py and dropping the subscription.
-        self._redis = redis_client(url, decode_responses=False)
+        self._redis = store_client(url)
+        # Messages arrive as bytes: one that is not UTF-8 is refused by the JSON parser,
+        # as malformed, not a failure of the subscription.
+        self._subscriber = Subscriber(
+            self._redis,
+            self._received,
+            lambda _: self.listening.set(),
+            lambda _: self.listening.clear(),
+            what="system message",
+        )
         self._listeners: list[NoticeListener] = []
         self._warn_malformed = ThrottledWarning(log)
         self.listening = asyncio.Event()  # subscribed to the channel right now
-        self._task: asyncio.Task[None] | None = None
 
     def add_listener(self, listener: NoticeListener) -> None:
         self._listeners.append(listener)
@@ -545,33 +504,23 @@ class NoticeChannel:
         for listener in self._listeners:
             await listener(notice)
         try:
-            await self._redis.publish(
-                NOTICES_CHANNEL, orjson.dumps({"node": self.node_id, "notice": notice})
+            await publish(
+                self._redis,
+                NOTICES_CHANNEL,
+                orjson.dumps({"node": self.node_id, "notice": notice}),
             )
         except RedisError as exc:
             log.warning("a system message reached this node's clients only: %s", exc)
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="feed-notice-channel")
+        self._subscriber.subscribe(NOTICES_CHANNEL)
+        self._subscriber.start()
 
     async def close(self) -> None:
-        await stop(self._task)
+        await self._subscriber.close()
         await self._redis.aclose()
 
-    async def _run(self) -> None:
-        await keep_subscribed(
-            self._redis, NOTICES_CHANNEL, self._listen, self.listening, "system message"
-        )
-
-    async def _listen(self, pubsub: Any, backoff: Backoff) -> None:
-        async for message in pubsub.listen():
-            if message["type"] == "subscribe":  # confirmed: nothing is missed now
-                self.listening.set()
-                backoff.reset()
-            elif message["type"] == "message":
-                await self._receive(message["data"])
-
-    async def _receive(self, data: bytes) -> None:
+    async def _received(self, channel: str, data: bytes) -> None:
         try:
             sender, notice = parse_notice(data)
         except ValueError as exc:
@@ -605,61 +554,83 @@ def parse_notice(data: bytes) -> tuple[str, SystemNotice]:
 class TenantChannel:
     """How a node follows the tenant registry in Redis (`store/redis_tenants.py`).
 
-    Each change's id arrives on `feed:tenants:changed` and that tenant is reloaded at once.
-    Pub/sub keeps nothing for a subscriber that was away, so at each (re)subscription the
-    whole registry is reloaded, and every `resync_s` the version counter is compared with
-    the one loaded: when it moved (a notification this node missed) the whole registry is
-    reloaded too.
+    Each change's id arrives on the registry's change channel (`Subscriber`) and that
+    tenant is reloaded at once. Pub/sub keeps nothing for a subscriber that was away, so at
+    each (re)subscription the whole registry is reloaded, and every `resync_s` the version
+    counter is compared with the one loaded: when it moved (a notification this node
+    missed) the whole registry is reloaded too. One lock orders the reloads: a full reload
+    read before a change never lands after that change's own reload.
     """
 
     def __init__(
         self, url: str, registry: RedisTenants, *, resync_s: float = TENANT_RESYNC_S
     ) -> None:
-        # Bytes: a message that is not UTF-8 is skipped here, not a failure in redis-py.
-        self._redis = redis_client(url, decode_responses=False)
+        self._redis = store_client(url)
         self._registry = registry
         self._resync_s = resync_s
+        self._subscriber = Subscriber(
+            self._redis,
+            self._received,
+            lambda _: self._subscribed.set(),
+            lambda _: self.listening.clear(),
+            what="tenant registry",
+        )
+        self._subscribed = asyncio.Event()  # confirmed, not yet reloaded in full
+        self._reloading = asyncio.Lock()
+        self._reload: Reload | None = None
         self._warn_malformed = ThrottledWarning(log)
-        self.listening = asyncio.Event()  # subscribed to the channel right now
+        self.listening = asyncio.Event()  # subscribed, and the registry reloaded since
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, reload: Reload, reload_all: ReloadAll) -> None:
-        self._task = asyncio.create_task(self._run(reload, reload_all), name="feed-tenants")
+        self._reload = reload
+        self._subscriber.subscribe(TENANTS_CHANGED_CHANNEL)
+        self._subscriber.start()
+        self._task = asyncio.create_task(self._run(reload_all), name="feed-tenants")
 
     async def close(self) -> None:
         await stop(self._task)
+        await self._subscriber.close()
         await self._redis.aclose()
 
-    async def _run(self, reload: Reload, reload_all: ReloadAll) -> None:
-        async def listen(pubsub: Any, backoff: Backoff) -> None:
-            await self._listen(pubsub, backoff, reload, reload_all)
+    async def _received(self, channel: str, data: bytes) -> None:
+        tenant_id = data.decode("utf-8", "replace")
+        if not TENANT_RE.match(tenant_id):
+            self._warn_malformed("ignored %r on %s", tenant_id, channel)
+            return
+        assert self._reload is not None
+        try:
+            async with self._reloading:
+                await self._reload(tenant_id)
+        except StoreUnavailable as exc:
+            log.warning("could not reload tenant %s: %s", tenant_id, exc)
+            self._subscribed.set()  # a full reload makes up for it
 
-        await keep_subscribed(
-            self._redis, TENANTS_CHANGED_CHANNEL, listen, self.listening, "tenant registry"
-        )
-
-    async def _listen(
-        self, pubsub: Any, backoff: Backoff, reload: Reload, reload_all: ReloadAll
-    ) -> None:
-        loop = asyncio.get_running_loop()
+    async def _run(self, reload_all: ReloadAll) -> None:
+        backoff = Backoff(first=0.2)
         loaded: int | None = None  # the registry version last reloaded in full
-        next_check = loop.time() + self._resync_s
+        owed = False  # a full reload: subscribed (again) since the last one
         while True:
-            message = await pubsub.get_message(timeout=max(0.0, next_check - loop.time()))
-            if message is not None and message["type"] == "subscribe":
-                loaded = await reload_all()  # confirmed: nothing is missed from here on
-                self.listening.set()
+            if not owed:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._resync_s):
+                        await self._subscribed.wait()
+            if self._subscribed.is_set():
+                self._subscribed.clear()
+                owed = True
+            try:
+                async with self._reloading:
+                    if owed:  # nothing is missed from here on
+                        loaded = await reload_all()
+                        owed = False
+                        self.listening.set()
+                    elif loaded is not None and await self._registry.version() != loaded:
+                        loaded = await reload_all()
+            except StoreUnavailable as exc:
+                log.warning("could not reload the tenant registry: %s", exc)
+                await backoff.sleep()
+            else:
                 backoff.reset()
-            elif message is not None and message["type"] == "message":
-                tenant_id = message["data"].decode("utf-8", "replace")
-                if TENANT_RE.match(tenant_id):
-                    await reload(tenant_id)
-                else:
-                    self._warn_malformed("ignored %r on %s", tenant_id, TENANTS_CHANGED_CHANNEL)
-            if loop.time() >= next_check:
-                if loaded is not None and await self._registry.version() != loaded:
-                    loaded = await reload_all()
-                next_check = loop.time() + self._resync_s
 
 
 # The sum of one tenant's counts over the live nodes other than the caller; the entries of

@@ -25,6 +25,8 @@ serves.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
@@ -41,6 +43,7 @@ from redis.exceptions import RedisError
 from ..errors import StoreUnavailable
 from ..events import Event
 from .base import TenantCounts, unexpired
+from .pubsub import Subscriber
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +90,16 @@ local id = string.format('%d-0', seq)
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], id, 'message', ARGV[2], 'timestamp', ARGV[3])
 redis.call('SET', KEYS[1], string.format('%d', seq))
 if ARGV[4] ~= '' then expire(ARGV[4], seq) end
+if hint ~= '' then redis.call('SPUBLISH', hint, string.format('%d', seq)) end
 """
 )
-_APPEND_SCRIPT = _APPEND_LUA + "return seq\n"
+# ARGV[5]: the tenant's hint channel on a Redis Cluster (`HintedFollow`), '' on one Redis.
+_APPEND_SCRIPT = "local hint = ARGV[5]\n" + _APPEND_LUA + "return seq\n"
 # The same append, unless the claim key exists: then its first event, and nothing written.
 # One script, so 100 concurrent publishes with one key, on any nodes, create one event.
 _APPEND_ONCE_SCRIPT = (
     """
+local hint = ARGV[6]
 local first = redis.call('GET', KEYS[3])
 if first then return {0, first} end
 """
@@ -119,6 +125,10 @@ return ARGV[1]
 EPOCH_KEY = "feed:epoch"
 # A dead node's wake-up key goes after this long; a live one wakes itself at every follow.
 WAKE_TTL_S = 3600
+# How often a node on a cluster reads every stream it follows although no hint came
+# (`HintedFollow`): hints are re-read at each confirmed subscription, so this only heals
+# what pub/sub itself might drop.
+HEAL_S = 10.0
 # Keys removed per UNLINK while purging a tenant.
 PURGE_BATCH = 500
 
@@ -234,6 +244,12 @@ class RedisStore:
         # longer than the block.
         self._follow_block_ms = follow_block_ms
         self._follower = store_client(url, read_timeout=follow_block_ms / 1000 + COMMAND_TIMEOUT_S)
+        # On a cluster XREAD cannot block on the streams of several slots: hints instead.
+        self._hinted = (
+            HintedFollow(self._redis, block_s=follow_block_ms / 1000)
+            if isinstance(self._redis, RedisCluster)
+            else None
+        )
         self._append = self._redis.register_script(_APPEND_SCRIPT)
         self._append_once = self._redis.register_script(_APPEND_ONCE_SCRIPT)
         self._epoch = self._redis.register_script(_EPOCH_SCRIPT)
@@ -251,7 +267,13 @@ class RedisStore:
         with self._store_errors():
             seq = await self._append(
                 keys=[seq_key(tenant), stream_key(tenant)],
-                args=[history_size or self._history_size, message, timestamp, expire_before or ""],
+                args=[
+                    history_size or self._history_size,
+                    message,
+                    timestamp,
+                    expire_before or "",
+                    self._hint_channel(tenant),
+                ],
             )
         return Event(int(seq), tenant, message, timestamp)
 
@@ -270,7 +292,14 @@ class RedisStore:
         with self._store_errors():
             created, claim = await self._append_once(
                 keys=[seq_key(tenant), stream_key(tenant), claim_key(tenant, key)],
-                args=[size, message, timestamp, expire_before or "", ttl],
+                args=[
+                    size,
+                    message,
+                    timestamp,
+                    expire_before or "",
+                    ttl,
+                    self._hint_channel(tenant),
+                ],
             )
         seq, first_timestamp, first_message = claim.split("\n", 2)
         return Event(int(seq), tenant, first_message, first_timestamp), bool(created)
@@ -354,6 +383,9 @@ class RedisStore:
         tenant; waits up to the follow block time for the first one, or for a wake-up of
         `wake_key` after `woken` (`wake`), then returns what it read. Only the tenants of
         `cursors` are read: none, and only the wake-up is waited for."""
+        if self._hinted is not None:
+            with self._store_errors():
+                return Followed(await self._hinted.follow(cursors, count), woken)
         streams: Any = {stream_key(t): f"{seq}-0" for t, seq in cursors.items()}
         streams[wake_key] = woken
         reply: Any
@@ -370,6 +402,9 @@ class RedisStore:
 
     async def wake(self, wake_key: str) -> None:
         """End the blocking `follow` that waits on `wake_key` now (its tenants changed)."""
+        if self._hinted is not None:  # that `follow` is this process's own
+            self._hinted.wake()
+            return
         with self._store_errors():
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.xadd(wake_key, {"wake": "1"}, maxlen=1)
@@ -403,9 +438,108 @@ class RedisStore:
         except (RedisError, OSError):
             return False
 
+    def _hint_channel(self, tenant: str) -> str:
+        return "" if self._hinted is None else hint_channel(tenant)
+
     async def close(self) -> None:
+        if self._hinted is not None:
+            await self._hinted.close()
         await self._follower.aclose()
         await self._redis.aclose()
+
+
+def hint_channel(tenant: str) -> str:
+    """Where the append scripts SPUBLISH the seq of each new event of `tenant`, on a
+    cluster: in the tenant's slot, so on the shard that holds its stream."""
+    return f"feed:{{{tenant}}}:appended"
+
+
+class HintedFollow:
+    """`RedisStore.follow` on a Redis Cluster.
+
+    XREAD blocks on several streams only when their keys share a slot, and a cluster
+    spreads the tenants over 16384 slots. So on a cluster each append also SPUBLISHes its
+    seq on the tenant's hint channel (same slot: the shard that holds the stream, and only
+    it, carries the message), a node SSUBSCRIBEs the hint channels of the tenants it
+    follows (`Subscriber`), and `follow` reads, without blocking, the streams that were
+    hinted: one XREAD each, in one pipeline (a round trip per master).
+
+    Nothing is missed for want of a hint: a tenant's stream is read from its cursor when
+    the subscription of its channel is confirmed (at first, and after a reconnection, a
+    failover or a move of its slot: what was appended before had no hint for this node),
+    and every followed stream is read every `heal_s` seconds whatever came. The cursors
+    keep delivery exactly once and in order, as with XREAD BLOCK; a hint only says when.
+    """
+
+    def __init__(self, cluster: RedisCluster, *, block_s: float, heal_s: float = HEAL_S) -> None:
+        self._cluster = cluster
+        self._subscriber = Subscriber(cluster, self._hinted, self._hint, what="stream hints")
+        self._block_s = block_s
+        self._heal_s = heal_s
+        self._tracked: set[str] = set()  # the tenants whose hint channels are subscribed
+        self._pending: set[str] = set()  # tenants whose streams to read at the next follow
+        self._signal = asyncio.Event()  # set when there is something to read
+        self._next_heal: float | None = None
+
+    def wake(self) -> None:
+        self._signal.set()
+
+    async def follow(self, cursors: Mapping[str, int], count: int) -> list[Event]:
+        loop = asyncio.get_running_loop()
+        self._subscriber.start()
+        self._track(cursors)
+        if self._next_heal is None:
+            self._next_heal = loop.time() + self._heal_s
+        if self._pending.isdisjoint(cursors):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(self._block_s, self._next_heal - loop.time())):
+                    await self._signal.wait()
+        self._signal.clear()
+        if loop.time() >= self._next_heal:
+            self._pending.update(cursors)
+            self._next_heal = loop.time() + self._heal_s
+        tenants = [tenant for tenant in self._pending if tenant in cursors]
+        self._pending.clear()  # the others are no longer followed
+        if not tenants:
+            return []
+        try:
+            async with self._cluster.pipeline(transaction=False) as pipe:
+                for tenant in tenants:
+                    pipe.xread({stream_key(tenant): f"{cursors[tenant]}-0"}, count=count)
+                replies = await pipe.execute()
+        except BaseException:
+            self._pending.update(tenants)  # read again next time
+            raise
+        events: list[Event] = []
+        for tenant, reply in zip(tenants, replies, strict=True):
+            for _key, entries in reply or []:
+                events.extend(_event(tenant, entry) for entry in entries)
+                if len(entries) >= count:  # more behind these
+                    self._pending.add(tenant)
+        if self._pending:
+            self._signal.set()
+        return events
+
+    def _track(self, cursors: Mapping[str, int]) -> None:
+        """Subscribe the hint channels of the tenants followed since the last call;
+        unsubscribe those of the tenants no longer followed."""
+        if cursors.keys() == self._tracked:
+            return
+        if new := cursors.keys() - self._tracked:
+            self._subscriber.subscribe(*map(hint_channel, new))
+        if gone := self._tracked - cursors.keys():
+            self._subscriber.unsubscribe(*map(hint_channel, gone))
+        self._tracked = set(cursors)
+
+    def _hint(self, channel: str) -> None:
+        self._pending.add(channel[len("feed:{") : -len("}:appended")])
+        self._signal.set()
+
+    async def _hinted(self, channel: str, data: bytes) -> None:
+        self._hint(channel)
+
+    async def close(self) -> None:
+        await self._subscriber.close()
 
 
 def _event(tenant: str, entry: Any) -> Event:
