@@ -291,7 +291,12 @@ def _origins(name: str, raw: str) -> tuple[str, ...]:
     return origins
 
 
+_CLUSTER_NODES_RE = re.compile(r"^redis-cluster://[^\s,:/]+:\d{1,5}(,[^\s,:/]+:\d{1,5})*$")
+
+
 def _store(name: str, raw: str) -> str:
-    if raw == "memory" or re.match(r"^rediss?://[^\s]+$", raw):
+    if raw == "memory" or re.match(r"^rediss?://[^\s]+$", raw) or _CLUSTER_NODES_RE.match(raw):
         return raw
-    raise _fail(name, raw, "memory or redis://host:port/db")
+    raise _fail(
+        name, raw, "memory, redis://host:port/db or redis-cluster://host:port[,host:port...]"
+    )

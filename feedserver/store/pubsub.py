@@ -115,7 +115,7 @@ class Subscriber:
                 await self._backoff.sleep()
             try:
                 await self._place()
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # redis-py's cluster errors are not all RedisError
                 log.warning("%s channel lost (%s); reconnecting", self._what, exc)
                 self._refresh = True
                 self._changed.set()
@@ -123,8 +123,11 @@ class Subscriber:
     async def _place(self) -> None:
         """Subscribe what is wanted and not placed, unsubscribe what is placed and not
         wanted; close the connections left without channels."""
-        if self._refresh and isinstance(self._client, RedisCluster):
-            await self._client.nodes_manager.initialize()
+        if isinstance(self._client, RedisCluster):
+            if self._refresh:
+                await self._client.nodes_manager.initialize()
+            else:
+                await self._client.initialize()  # at once once it knows the slots
         self._refresh = False
         for channel in [c for c in self._placed if c not in self._wanted]:
             await self._placed.pop(channel).unsubscribe(channel)
