@@ -71,6 +71,15 @@ def redis_cluster(shared_redis_cluster: RedisClusterServers) -> RedisClusterServ
 
 
 @pytest.fixture
+def replicated_cluster(tmp_path: Path) -> Iterator[RedisClusterServers]:
+    """A real Redis Cluster of this test's own: 3 masters with one replica each, and a 1 s
+    node timeout, so that a killed master's replica takes over within about 2 s. Its own,
+    since failovers and resharding change it for good (it starts in about 2 s)."""
+    with running_cluster(tmp_path, replicas=1, node_timeout_ms=1000) as cluster:
+        yield cluster
+
+
+@pytest.fixture
 async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
     """A real redis-server of this test's own, with AOF on (restarts keep the data)."""
     async with running_redis(tmp_path, appendonly=True) as redis:
