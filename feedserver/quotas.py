@@ -1,9 +1,9 @@
 """Quotas: fixed-window rate limits (per client address, per tenant) and connection caps.
 
 Counters live in `WindowCounters` built from a URI (`memory://`: this process's own dict;
-or the Redis of `FEED_STORE` through a `limits` storage, which shares them between nodes),
-and connection counts in `ConnectionCounter`s, both passed in, so a deployment can swap
-where they are kept without touching the rules.
+or the Redis or Redis Cluster of `FEED_STORE` through a `limits` storage, which shares
+them between nodes), and connection counts in `ConnectionCounter`s, both passed in, so a
+deployment can swap where they are kept without touching the rules.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from multidict import istr
 
 from .core import ConnectionCounter
 from .errors import RateLimited, StoreUnavailable, TooManyConnections
-from .store.redis import COMMAND_TIMEOUT_S
+from .store.redis import CLUSTER_SCHEME, COMMAND_TIMEOUT_S
 
 LIMITS_KEY_PREFIX = "feed:limits"
 # Header names as `istr`: multidict sets them without folding their case on every response.
@@ -138,20 +138,30 @@ def _unavailable() -> StoreUnavailable:
 
 
 def open_window_counters(uri: str) -> WindowCounters:
-    """Counters for `memory://` (this process) or `redis://host:port/db` (shared).
+    """Counters for `memory://` (this process), `redis://host:port/db` or
+    `redis-cluster://host:port[,host:port...]` (shared).
 
     Redis through redis-py's asyncio client (as the event store; `limits` would pick
-    coredis), with the store's short timeouts, and failures raised as `StorageError`.
+    coredis), with the store's short timeouts, and failures raised as `StorageError`. On
+    a cluster each counter is one key, and each script a fixed window runs (INCRBY, then
+    EXPIRE on the first hit) names only that key: it runs in the key's slot, wherever
+    that is.
     """
     if uri == "memory://":
         return LocalWindows()
+    options: dict[str, float | str | bool] = {
+        "socket_timeout": COMMAND_TIMEOUT_S,
+        "socket_connect_timeout": COMMAND_TIMEOUT_S,
+    }
+    if uri.startswith(CLUSTER_SCHEME):
+        # `limits`' own scheme for a cluster of the same host:port list.
+        uri = "redis+cluster://" + uri.removeprefix(CLUSTER_SCHEME)
     storage = storage_from_string(
         f"async+{uri}",
         implementation="redispy",
         key_prefix=LIMITS_KEY_PREFIX,
         wrap_exceptions=True,
-        socket_timeout=COMMAND_TIMEOUT_S,
-        socket_connect_timeout=COMMAND_TIMEOUT_S,
+        **options,
     )
     assert isinstance(storage, Storage)
     return SharedWindows(storage)
