@@ -156,6 +156,10 @@ def open_window_counters(uri: str) -> WindowCounters:
     if uri.startswith(CLUSTER_SCHEME):
         # `limits`' own scheme for a cluster of the same host:port list.
         uri = "redis+cluster://" + uri.removeprefix(CLUSTER_SCHEME)
+        # redis-py closes every connection of a cluster client at each 5th MOVED (a slot
+        # moved or failed over), those with a hit in flight too, which its retry then
+        # counts again; 0: a MOVED repoints its own slot only.
+        options["reinitialize_steps"] = 0
     storage = storage_from_string(
         f"async+{uri}",
         implementation="redispy",
