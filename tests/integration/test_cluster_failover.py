@@ -153,6 +153,32 @@ async def test_appends_at_each_step_of_a_slot_move_are_acknowledged_or_refused_w
     await assert_exactly(store, sorted(appender.acked, key=lambda e: e.seq))
 
 
+async def test_a_new_idempotency_key_is_refused_until_its_slot_has_moved(
+    replicated_cluster: RedisClusterServers, store: RedisStore
+) -> None:
+    """Its claim key does not exist yet: neither side of an open move runs a command with
+    some of its keys missing (TRYAGAIN). A key already claimed is answered when all the
+    tenant's keys are on one side."""
+
+    async def publish(key: str) -> tuple[int, bool] | None:
+        try:
+            event, created = await store.append_once(TENANT, key, key, TS, ttl=600)
+        except StoreUnavailable:
+            return None
+        return event.seq, created
+
+    assert await publish("first") == (1, True)
+    source = replicated_cluster.owner(SLOT)
+    move = await asyncio.to_thread(
+        replicated_cluster.begin_slot_move, SLOT, another_master(replicated_cluster, source)
+    )
+    assert (await publish("new"), await publish("first")) == (None, (1, False))
+    await asyncio.to_thread(move.migrate, move.keys())
+    assert (await publish("new"), await publish("first")) == (None, (1, False))
+    await asyncio.to_thread(move.finish)
+    assert (await publish("new"), await publish("first")) == ((2, True), (1, False))
+
+
 async def test_appends_during_resharding_of_their_slot_are_kept_in_seq_order(
     replicated_cluster: RedisClusterServers, store: RedisStore
 ) -> None:
