@@ -214,6 +214,11 @@ def store_client(url: str, *, read_timeout: float = COMMAND_TIMEOUT_S) -> Redis 
         # twice would allocate two seqs. The caller gets a 503 (a publish with an
         # idempotency key is safe to repeat).
         retry=Retry(NoBackoff(), 0),
+        # redis-py closes every connection of the client at each 5th MOVED (to refresh the
+        # slots from scratch), the ones with a command in flight too: an append that ran
+        # then fails as lost. 0: a MOVED repoints its own slot only, which is all a
+        # resharding or a failover needs.
+        reinitialize_steps=0,
         health_check_interval=30,
     )
 
