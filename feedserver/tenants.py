@@ -270,6 +270,34 @@ class TenantState:
     def copy(self) -> TenantState:
         return TenantState(dict(self.tenants), set(self.deleted))
 
+    def part(self, ids: Iterable[str]) -> TenantState:
+        """The records and tombstones of `ids` only: what an edit of them reads."""
+        return TenantState(
+            {i: self.tenants[i] for i in ids if i in self.tenants},
+            {i for i in ids if i in self.deleted},
+        )
+
+    def put(self, part: TenantState, ids: Iterable[str]) -> None:
+        """Make `part`'s records and tombstones of `ids` this state's."""
+        for tenant_id in ids:
+            if (tenant := part.tenants.get(tenant_id)) is None:
+                self.tenants.pop(tenant_id, None)
+            else:
+                self.tenants[tenant_id] = tenant
+            if tenant_id in part.deleted:
+                self.deleted.add(tenant_id)
+            else:
+                self.deleted.discard(tenant_id)
+
+    def edited(self, edit: Edit) -> Changed:
+        """`edit` run on a copy of this state, the `part` of `edit.ids` a backend read; what
+        the edit adds beyond its ids is refused (the backend would not store it)."""
+        after = self.copy()
+        edit.run(after)
+        if stray := (after.tenants.keys() | after.deleted) - set(edit.ids):
+            raise ValueError(f"an edit of {list(edit.ids)} touched {sorted(stray)}")
+        return Changed(after, after.changed_since(self))
+
     def changed_since(self, before: TenantState) -> list[str]:
         """The ids whose record differs between `before` and this state."""
         ids = before.tenants.keys() | self.tenants.keys()
@@ -358,13 +386,21 @@ def no_such_tenant(tenant_id: str) -> NotFound:
     return NotFound(f"No tenant {tenant_id}", {"id": "no such tenant"})
 
 
-Edit = Callable[[TenantState], object]
+class Edit(NamedTuple):
+    """A change to the registry: the ids it may touch, and what it does to a `TenantState`
+    holding their records and tombstones. A backend reads and writes only those ids, so a
+    change costs what it touches, not the size of the registry."""
+
+    ids: tuple[str, ...]
+    run: Callable[[TenantState], object]
+
+
 Reload = Callable[[str], Awaitable[None]]
 ReloadAll = Callable[[], Awaitable[int]]
 
 
 class Changed(NamedTuple):
-    state: TenantState  # after the edit
+    state: TenantState  # the edit's ids after it (not the whole registry)
     ids: list[str]  # whose record the edit changed
 
 
@@ -380,8 +416,9 @@ class TenantBackend(Protocol):
     async def read_one(self, tenant_id: str) -> Tenant | None: ...
 
     async def change(self, edit: Edit) -> Changed:
-        """Run `edit` on the current state and store what it changed, as one atomic step
-        (an `edit` that raises changes nothing). Other processes are told which ids changed."""
+        """Run `edit` on the current state of its ids (`TenantState.edited`) and store what it
+        changed, as one atomic step (an `edit` that raises changes nothing). Other processes
+        are told which ids changed."""
         ...
 
     async def version(self) -> int:
@@ -549,7 +586,7 @@ class TenantRegistry:
     async def create(self, tenant_id: str, settings: TenantSettings | None = None) -> Tenant:
         """A new active tenant; `TenantExists` (409) when the id is taken."""
         tenant = Tenant(tenant_id, settings=settings or TenantSettings())
-        await self._change(lambda state: state.add(tenant))
+        await self._change(Edit((tenant.id,), lambda state: state.add(tenant)))
         return tenant
 
     async def update(
@@ -563,30 +600,33 @@ class TenantRegistry:
         """Change the status, the named settings (None: back to the server's) and whether
         the operator key signs for the tenant (None: unchanged)."""
         changed = await self._change(
-            lambda state: state.revise(tenant_id, status, settings, accept_operator_key)
+            Edit(
+                (tenant_id,),
+                lambda state: state.revise(tenant_id, status, settings, accept_operator_key),
+            )
         )
         return changed.state.existing(tenant_id)
 
     async def add_key(self, tenant_id: str, key: SigningKey) -> Tenant:
         """A new signing key of the tenant, verifying on every node within a second."""
-        changed = await self._change(lambda state: state.add_key(tenant_id, key))
+        changed = await self._change(Edit((tenant_id,), lambda s: s.add_key(tenant_id, key)))
         return changed.state.existing(tenant_id)
 
     async def revoke_key(self, tenant_id: str, kid: str) -> Tenant:
         """Refuse the key's tokens from now on; each node disconnects its sockets opened
         with it as it applies the change (a directory listener)."""
-        changed = await self._change(lambda state: state.revoke_key(tenant_id, kid))
+        changed = await self._change(Edit((tenant_id,), lambda s: s.revoke_key(tenant_id, kid)))
         return changed.state.existing(tenant_id)
 
     async def revoke_tokens(self, tenant_id: str, before: float) -> Tenant:
         """Void the tenant's tokens issued before `before` (UNIX time), as `revoke_key`."""
-        changed = await self._change(lambda state: state.cut_off(tenant_id, before))
+        changed = await self._change(Edit((tenant_id,), lambda s: s.cut_off(tenant_id, before)))
         return changed.state.existing(tenant_id)
 
     async def delete(self, tenant_id: str) -> None:
         """Remove the tenant; the listeners of each process purge its data (`Feed`) and
         disconnect its sockets. A deleted FEED_TENANTS id is not created again at start."""
-        await self._change(lambda state: state.remove(tenant_id))
+        await self._change(Edit((tenant_id,), lambda state: state.remove(tenant_id)))
 
     async def get(self, tenant_id: str) -> Tenant:
         tenant = await self.backend.read_one(tenant_id)
@@ -614,7 +654,9 @@ class TenantRegistry:
         async with self._lock:
             if self._bootstrap:
                 created_at = utc_timestamp()
-                await self.backend.change(lambda s: s.add_bootstrap(self._bootstrap, created_at))
+                await self.backend.change(
+                    Edit(self._bootstrap, lambda s: s.add_bootstrap(self._bootstrap, created_at))
+                )
             version = await self.backend.version()
             state = await self.backend.read()
             await self.directory.replace(state.tenants)

@@ -7,9 +7,11 @@ Keys:
     feed:tenants:version   a counter, incremented by every change
     feed:tenants:changed   pub/sub channel: the id of each changed tenant
 
-A change is one optimistic transaction (WATCH the hash and the set, read, edit, MULTI ...
-EXEC, again when another writer came first), so two nodes creating one id at once get one
-tenant and one 409. How nodes follow the changes: `cluster.TenantChannel`.
+A change is one optimistic transaction (WATCH the hash and the set, read the fields and
+memberships of the ids the edit names, edit, MULTI ... EXEC, again when another writer came
+first), so two nodes creating one id at once get one tenant and one 409, and a change costs
+the tenants it touches, not the registry's size. How nodes follow the changes:
+`cluster.TenantChannel`.
 """
 
 from __future__ import annotations
@@ -66,13 +68,12 @@ class RedisTenants:
 
     async def _change(self, pipe: Any, edit: Edit) -> Changed:
         await pipe.watch(TENANTS_KEY, TENANTS_DELETED_KEY)
-        before = _state(await pipe.hgetall(TENANTS_KEY), await pipe.smembers(TENANTS_DELETED_KEY))
-        after = before.copy()
-        edit(after)
-        ids = after.changed_since(before)
+        before = await self._part(pipe, edit.ids)
+        changed = before.edited(edit)
+        after, ids = changed
         if not ids:
             await pipe.unwatch()
-            return Changed(after, ids)
+            return changed
         pipe.multi()
         for tenant_id in ids:
             tenant = after.tenants.get(tenant_id)
@@ -88,7 +89,20 @@ class RedisTenants:
         for tenant_id in ids:
             pipe.publish(TENANTS_CHANGED_CHANNEL, tenant_id)
         await pipe.execute()
-        return Changed(after, ids)
+        return changed
+
+    @staticmethod
+    async def _part(pipe: Any, ids: tuple[str, ...]) -> TenantState:
+        """The records and tombstones of `ids`, read while watching."""
+        if not ids:
+            return TenantState()
+        records = await pipe.hmget(TENANTS_KEY, ids)
+        deleted = await pipe.smismember(TENANTS_DELETED_KEY, ids)
+        found = {i: r for i, r in zip(ids, records, strict=True) if r is not None}
+        return TenantState(
+            {tenant_id: _decode(tenant_id, record) for tenant_id, record in found.items()},
+            {i for i, gone in zip(ids, deleted, strict=True) if gone},
+        )
 
     async def version(self) -> int:
         with store_errors():

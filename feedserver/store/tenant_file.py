@@ -14,6 +14,11 @@ the directory; a crash leaves the old file or the new one, never part of one. Wh
 changes it (a serving node for its whole life, `feedserver tenants add|set|rm` for one
 command) holds an exclusive `flock` on `FEED_DATA_DIR/tenants.lock`, so a second writer is
 refused instead of overwriting what the first one wrote. Reading needs no lock.
+
+The writer keeps the state it read at `open()` and each one it wrote since, with each
+tenant's stored form: that is the file, since nobody else writes it. A change edits the
+tenants it names in that state and writes the whole file once, building the stored form of
+the tenants it changed only and decoding nothing.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ import fcntl
 import logging
 import os
 import tempfile
+from collections.abc import Mapping, Set
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -55,6 +62,9 @@ class TenantFile:
         self.directory = Path(data_dir)
         self.path = self.directory / TENANTS_FILE
         self._lock_fd: int | None = None
+        self._held: TenantState | None = None  # the file, while this process holds the lock
+        self._records: dict[str, dict[str, Any]] = {}  # id -> its `to_record()`, as written
+        self._writing = asyncio.Lock()  # one change at a time: each edits the last written
 
     async def open(self) -> None:
         """Take the directory's lock and check that the file can be read (a corrupt file
@@ -62,21 +72,41 @@ class TenantFile:
         await asyncio.to_thread(self._lock)
 
     async def read(self) -> TenantState:
+        if self._held is not None:
+            return self._held.copy()
         return await asyncio.to_thread(self._read)
 
     async def read_one(self, tenant_id: str) -> Tenant | None:
+        if self._held is not None:
+            return self._held.tenants.get(tenant_id)
         return (await self.read()).tenants.get(tenant_id)
 
     async def change(self, edit: Edit) -> Changed:
-        if self._lock_fd is None:
-            raise RuntimeError("TenantFile.change before open()")
-        return await asyncio.to_thread(self._change, edit)
+        async with self._writing:
+            if self._held is None:
+                raise RuntimeError("TenantFile.change before open()")
+            before = self._held.part(edit.ids)
+            changed = before.edited(edit)
+            if not changed.ids and changed.state.deleted == before.deleted:
+                return changed
+            after = self._held.copy()
+            after.put(changed.state, edit.ids)
+            records = dict(self._records)
+            for tenant_id in changed.ids:
+                if (tenant := after.tenants.get(tenant_id)) is None:
+                    del records[tenant_id]
+                else:
+                    records[tenant_id] = tenant.to_record()
+            await asyncio.to_thread(self._write, records, after.deleted)
+            self._held, self._records = after, records
+            return changed
 
     async def version(self) -> int:
         return 0
 
     async def close(self) -> None:
         fd, self._lock_fd = self._lock_fd, None
+        self._held, self._records = None, {}
         if fd is not None:
             os.close(fd)  # releases the flock
 
@@ -91,13 +121,13 @@ class TenantFile:
                 f"FEED_DATA_DIR {self.directory} is in use by another feedserver process "
                 f"({LOCK_FILE} is locked)"
             ) from None
-        self._lock_fd = fd
         try:
-            self._read()
+            self._held = self._read()
         except BaseException:
-            self._lock_fd = None
             os.close(fd)
             raise
+        self._records = {t.id: t.to_record() for t in self._held.tenants.values()}
+        self._lock_fd = fd
 
     def _read(self) -> TenantState:
         try:
@@ -112,21 +142,12 @@ class TenantFile:
                 "repair or move it"
             ) from None
 
-    def _change(self, edit: Edit) -> Changed:
-        before = self._read()
-        after = before.copy()
-        edit(after)
-        ids = after.changed_since(before)
-        if ids or after.deleted != before.deleted:
-            self._write(after)
-        return Changed(after, ids)
-
-    def _write(self, state: TenantState) -> None:
+    def _write(self, records: Mapping[str, dict[str, Any]], deleted: Set[str]) -> None:
         body = orjson.dumps(
             {
                 "schemaVersion": SCHEMA_VERSION,
-                "tenants": [state.tenants[t].to_record() for t in sorted(state.tenants)],
-                "deleted": sorted(state.deleted),
+                "tenants": [records[t] for t in sorted(records)],
+                "deleted": sorted(deleted),
             },
             option=orjson.OPT_INDENT_2,
         )
@@ -191,11 +212,9 @@ class HeldTenants:
         return self._state.tenants.get(tenant_id)
 
     async def change(self, edit: Edit) -> Changed:
-        after = self._state.copy()
-        edit(after)
-        ids = after.changed_since(self._state)
-        self._state = after
-        return Changed(after.copy(), ids)
+        changed = self._state.part(edit.ids).edited(edit)
+        self._state.put(changed.state, edit.ids)
+        return changed
 
     async def version(self) -> int:
         return 0

@@ -20,6 +20,7 @@ from feedserver.store.redis_tenants import TENANTS_KEY, TENANTS_VERSION_KEY, Red
 from feedserver.store.tenant_file import DataDirLocked, HeldTenants, TenantFile
 from feedserver.tenants import (
     SUSPENDED,
+    Edit,
     Tenant,
     TenantBackend,
     TenantDirectory,
@@ -112,6 +113,14 @@ async def test_two_creates_of_one_id_at_once_make_one_tenant(registry: TenantReg
         registry.create("acme"), registry.create("acme"), return_exceptions=True
     )
     assert sorted(type(r).__name__ for r in results) == ["Tenant", "TenantExists"]
+
+
+async def test_an_edit_touching_an_id_it_does_not_name_changes_nothing(
+    registry: TenantRegistry,
+) -> None:
+    with pytest.raises(ValueError):
+        await registry.backend.change(Edit(("acme",), lambda s: s.add(Tenant("globex"))))
+    assert [t.id for t in await registry.list()] == ["tenant_a", "tenant_b"]
 
 
 async def test_a_malformed_id_is_refused(registry: TenantRegistry) -> None:
@@ -278,6 +287,21 @@ async def test_a_file_of_the_version_before_keys_is_read_and_rewritten_at_the_ne
     assert stored["policy"] == {"acceptOperatorKey": True, "tokensValidAfter": None}
 
 
+async def test_the_writer_reads_nothing_back_at_a_change(tmp_path: Path) -> None:
+    """The process holding the lock is the file's only writer: a change edits what it last
+    wrote and decodes none of the other tenants (here: a file garbled behind its back)."""
+    registry = TenantRegistry(TenantFile(tmp_path), TenantDirectory(), bootstrap=("tenant_a",))
+    await registry.start()
+    try:
+        (tmp_path / "tenants.json").write_bytes(b"{not json")
+        await registry.create("acme")
+        assert registry.directory.ids() == ("tenant_a", "acme")
+    finally:
+        await registry.close()
+    body = orjson.loads((tmp_path / "tenants.json").read_bytes())
+    assert [t["id"] for t in body["tenants"]] == ["acme", "tenant_a"]
+
+
 def names_in(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir())
 
@@ -349,6 +373,19 @@ async def test_two_nodes_creating_one_id_at_once_make_one_tenant(redis: RedisSer
             return_exceptions=True,
         )
         assert sorted(type(r).__name__ for r in results) == ["Tenant"] + ["TenantExists"] * 9
+
+
+async def test_a_change_reads_only_the_tenants_it_names(redis: RedisServer) -> None:
+    """A change reads its own ids' fields, not the whole hash: a record this version cannot
+    read (written by a newer one, say) does not stop the others' administration."""
+    async with node(redis) as one:
+        client = redis_client(redis.url)
+        await client.hset(TENANTS_KEY, "from_newer", b'{"schemaVersion": 9}')
+        await client.aclose()
+        created = await one.create("acme")
+        suspended = await one.update("tenant_a", status=SUSPENDED)
+        assert one.directory.get("acme") == created
+        assert one.directory.get("tenant_a") == suspended
 
 
 async def test_a_missed_notification_is_healed_by_the_periodic_resync(

@@ -20,6 +20,7 @@ from feedserver.tenants import (
     MAX_KEYS,
     SCHEMA_VERSION,
     SUSPENDED,
+    Edit,
     Tenant,
     TenantDirectory,
     TenantRecordError,
@@ -344,6 +345,31 @@ def test_changed_since_names_the_ids_whose_record_differs() -> None:
     after.add(Tenant("c", created_at=CREATED))
     assert after.changed_since(before) == ["a", "b", "c"]
     assert before.changed_since(before.copy()) == []
+
+
+def test_an_edit_runs_on_the_part_of_its_ids_and_names_what_it_changed() -> None:
+    whole = TenantState(
+        {"a": Tenant("a", created_at=CREATED), "b": Tenant("b", created_at=CREATED)}, {"c"}
+    )
+    part = whole.part(["a", "c", "d"])
+    assert part == TenantState({"a": whole.tenants["a"]}, {"c"})
+
+    def swap(state: TenantState) -> None:
+        state.remove("a")
+        state.add(Tenant("c"))
+
+    changed = part.edited(Edit(("a", "c"), swap))
+    assert changed.ids == ["a", "c"]
+    assert changed.state.tenants.keys() == {"c"} and changed.state.deleted == {"a"}
+    assert part == TenantState({"a": whole.tenants["a"]}, {"c"})  # edited a copy
+    whole.put(changed.state, ("a", "c"))
+    assert whole.tenants.keys() == {"b", "c"} and whole.deleted == {"a"}
+
+
+def test_an_edit_that_touches_an_id_it_does_not_name_is_refused() -> None:
+    part = TenantState().part(["a"])
+    with pytest.raises(ValueError, match="touched"):
+        part.edited(Edit(("a",), lambda s: s.add(Tenant("b"))))
 
 
 # -- the directory --------------------------------------------------------------------------
