@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
@@ -419,13 +419,26 @@ class RedisStore:
     async def purge(self, tenant: str) -> None:
         with self._store_errors():
             batch: list[str] = []
-            async for key in self._redis.scan_iter(match=tenant_keys(tenant), count=1000):
+            async for key in self._keys_of(tenant):
                 batch.append(key)
                 if len(batch) >= PURGE_BATCH:
                     await self._redis.unlink(*batch)
                     batch = []
             if batch:
                 await self._redis.unlink(*batch)
+
+    async def _keys_of(self, tenant: str) -> AsyncIterator[str]:
+        """Every key of `tenant`. On a cluster they share the tenant's slot (its hash tag):
+        only the master that holds it is scanned, not every master."""
+        if not isinstance(self._redis, RedisCluster):
+            async for key in self._redis.scan_iter(match=tenant_keys(tenant), count=1000):
+                yield key
+            return
+        await self._redis.initialize()  # the slots, before the first command picks a node
+        owner = self._redis.get_node_from_key(seq_key(tenant))
+        keys = self._redis.scan_iter(match=tenant_keys(tenant), count=1000, target_nodes=owner)
+        async for key in keys:
+            yield key
 
     @contextmanager
     def _store_errors(self) -> Iterator[None]:

@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
 from feedserver.store import EventStore, MemoryStore
 from feedserver.store.redis import PURGE_BATCH, RedisStore, claim_key, redis_client
+from tests.redis_cluster import RedisClusterServers
 from tests.redis_server import RedisServer, running_redis
 
 HISTORY = 5
@@ -348,3 +350,21 @@ async def test_redis_purge_unlinks_every_key_of_the_tenant_in_batches(
     finally:
         await redis.aclose()
         await store.close()
+
+
+async def test_a_purge_on_the_cluster_leaves_no_key_of_the_tenant_on_any_master(
+    redis_cluster: RedisClusterServers,
+) -> None:
+    store = RedisStore(redis_cluster.url, HISTORY)
+    try:
+        for n in range(PURGE_BATCH + 100):  # more keys than one UNLINK takes
+            await store.append_once("t", f"k{n}", "m", TS, ttl=60)
+        await fill(store, "tt", 2)
+        await store.purge("t")
+    finally:
+        await store.close()
+    left: list[str] = []
+    for port in redis_cluster.ports:  # every master, not only the one the store scanned
+        async with Redis(port=port, decode_responses=True) as master:
+            left += [key async for key in master.scan_iter(match="feed:{t*")]
+    assert sorted(left) == ["feed:{tt}:events", "feed:{tt}:seq"]

@@ -1,6 +1,6 @@
 """One contract, three tenant backends: this process's memory, a file in FEED_DATA_DIR, and
-Redis; then what only the file (one writer, atomic writes) and Redis (every node follows)
-add."""
+Redis (one redis-server, or a real 3-master Redis Cluster); then what only the file (one
+writer, atomic writes) and Redis (every node follows) add."""
 
 from __future__ import annotations
 
@@ -8,15 +8,22 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
+from redis.asyncio import Redis, RedisCluster
 
 from feedserver.cluster import TenantChannel
 from feedserver.errors import KeyExists, NotFound, TenantExists, ValidationFailed
 from feedserver.keys import BOOTSTRAP_POLICY, TenantPolicy, generate_hs256_key
-from feedserver.store.redis import redis_client
-from feedserver.store.redis_tenants import TENANTS_KEY, TENANTS_VERSION_KEY, RedisTenants
+from feedserver.store.redis import redis_client, store_client
+from feedserver.store.redis_tenants import (
+    TENANTS_CHANGED_CHANNEL,
+    TENANTS_KEY,
+    TENANTS_VERSION_KEY,
+    RedisTenants,
+)
 from feedserver.store.tenant_file import DataDirLocked, HeldTenants, TenantFile
 from feedserver.tenants import (
     SUSPENDED,
@@ -29,6 +36,7 @@ from feedserver.tenants import (
     TenantSettings,
     encode_record,
 )
+from tests.redis_cluster import RedisClusterServers
 from tests.redis_server import RedisServer, running_redis
 from tests.tenant_changes import listening, next_change
 
@@ -37,25 +45,30 @@ RegistryFactory = Callable[..., Awaitable[TenantRegistry]]
 CHANGE_WITHIN_S = 1.0
 
 
-@pytest.fixture(params=["memory", "file", "redis"])
+@pytest.fixture(params=["memory", "file", "redis", "redis-cluster"])
 def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
 @pytest.fixture
-async def open_registry(kind: str, tmp_path: Path) -> AsyncIterator[RegistryFactory]:
+async def open_registry(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[RegistryFactory]:
     opened: list[TenantRegistry] = []
     async with contextlib.AsyncExitStack() as stack:
-        redis: RedisServer | None = None
+        url = None
         if kind == "redis":
             redis = await stack.enter_async_context(running_redis(tmp_path, appendonly=True))
+            url = redis.url
+        elif kind == "redis-cluster":
+            url = request.getfixturevalue("redis_cluster").url
 
         async def open_one(*bootstrap: str, resync_s: float = 5.0) -> TenantRegistry:
             backend: TenantBackend
             watcher = None
-            if redis is not None:
-                backend = RedisTenants(redis.url)
-                watcher = TenantChannel(redis.url, backend, resync_s=resync_s)
+            if url is not None:
+                backend = RedisTenants(url)
+                watcher = watcher_of(url, backend, resync_s)
             elif kind == "file":
                 backend = TenantFile(tmp_path / "data")
             else:
@@ -168,7 +181,7 @@ async def test_a_deleted_tenant_is_gone_and_its_listeners_hear_it(
     assert not again.bootstrap and registry.directory.get("tenant_a") == again
 
 
-@pytest.mark.parametrize("kind", ["file", "redis"])  # the backends that keep the registry
+@pytest.mark.parametrize("kind", ["file", "redis", "redis-cluster"])  # those that keep it
 async def test_the_registry_survives_a_restart_and_a_deleted_bootstrap_id_stays_deleted(
     kind: str, open_registry: RegistryFactory, registry: TenantRegistry
 ) -> None:
@@ -206,7 +219,7 @@ async def test_keys_and_the_policy_are_kept_by_every_backend_secret_included(
     assert registry.directory.policy_of("tenant_a") == BOOTSTRAP_POLICY
 
 
-@pytest.mark.parametrize("kind", ["file", "redis"])
+@pytest.mark.parametrize("kind", ["file", "redis", "redis-cluster"])
 async def test_keys_survive_a_restart(
     kind: str, open_registry: RegistryFactory, registry: TenantRegistry
 ) -> None:
@@ -325,20 +338,38 @@ async def test_a_corrupt_file_stops_the_start_naming_the_file(
 # -- Redis: every node follows the registry -------------------------------------------------
 
 
+def watcher_of(url: str, backend: RedisTenants, resync_s: float) -> TenantChannel | None:
+    """How a node follows the registry; on a cluster none yet (`TenantChannel` subscribes
+    with SUBSCRIBE on one redis-server; the cluster's notices are sharded)."""
+    if backend.sharded:
+        return None
+    return TenantChannel(url, backend, resync_s=resync_s)
+
+
 @pytest.fixture
 async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
     async with running_redis(tmp_path, appendonly=True) as server:
         yield server
 
 
+@pytest.fixture(params=["redis", "redis-cluster"])
+async def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The URL of what several nodes share: one redis-server, or a 3-master Redis Cluster."""
+    if request.param == "redis-cluster":
+        yield request.getfixturevalue("redis_cluster").url
+        return
+    async with running_redis(tmp_path, appendonly=False) as server:
+        yield server.url
+
+
 @contextlib.asynccontextmanager
-async def node(redis: RedisServer, *, resync_s: float = 5.0) -> AsyncIterator[TenantRegistry]:
-    backend = RedisTenants(redis.url)
+async def node(url: str, *, resync_s: float = 5.0) -> AsyncIterator[TenantRegistry]:
+    backend = RedisTenants(url)
     registry = TenantRegistry(
         backend,
         TenantDirectory(),
         bootstrap=("tenant_a",),
-        watcher=TenantChannel(redis.url, backend, resync_s=resync_s),
+        watcher=watcher_of(url, backend, resync_s),
     )
     await registry.start()
     try:
@@ -350,7 +381,7 @@ async def node(redis: RedisServer, *, resync_s: float = 5.0) -> AsyncIterator[Te
 async def test_every_change_on_one_node_reaches_the_others_within_a_second(
     redis: RedisServer,
 ) -> None:
-    async with node(redis) as one, node(redis) as two:
+    async with node(redis.url) as one, node(redis.url) as two:
         await listening(two)
         for change, expected in (
             (one.create("acme"), "active"),
@@ -366,8 +397,8 @@ async def test_every_change_on_one_node_reaches_the_others_within_a_second(
         assert "acme" not in two.directory
 
 
-async def test_two_nodes_creating_one_id_at_once_make_one_tenant(redis: RedisServer) -> None:
-    async with node(redis) as one, node(redis) as two:
+async def test_two_nodes_creating_one_id_at_once_make_one_tenant(shared_url: str) -> None:
+    async with node(shared_url) as one, node(shared_url) as two:
         results = await asyncio.gather(
             *(registry.create("acme") for registry in (one, two) for _ in range(5)),
             return_exceptions=True,
@@ -375,12 +406,13 @@ async def test_two_nodes_creating_one_id_at_once_make_one_tenant(redis: RedisSer
         assert sorted(type(r).__name__ for r in results) == ["Tenant"] + ["TenantExists"] * 9
 
 
-async def test_a_change_reads_only_the_tenants_it_names(redis: RedisServer) -> None:
+async def test_a_change_reads_only_the_tenants_it_names(shared_url: str) -> None:
     """A change reads its own ids' fields, not the whole hash: a record this version cannot
     read (written by a newer one, say) does not stop the others' administration."""
-    async with node(redis) as one:
-        client = redis_client(redis.url)
-        await client.hset(TENANTS_KEY, "from_newer", b'{"schemaVersion": 9}')
+    async with node(shared_url) as one:
+        assert isinstance(one.backend, RedisTenants)
+        client = store_client(shared_url)
+        await client.hset(one.backend.keys.tenants, "from_newer", b'{"schemaVersion": 9}')
         await client.aclose()
         created = await one.create("acme")
         suspended = await one.update("tenant_a", status=SUSPENDED)
@@ -391,7 +423,7 @@ async def test_a_change_reads_only_the_tenants_it_names(redis: RedisServer) -> N
 async def test_a_missed_notification_is_healed_by_the_periodic_resync(
     redis: RedisServer,
 ) -> None:
-    async with node(redis, resync_s=0.2) as one:
+    async with node(redis.url, resync_s=0.2) as one:
         await listening(one)
         seen = next_change(one.directory, "quiet")
         # Written as a change is, but without its notification.
@@ -404,10 +436,70 @@ async def test_a_missed_notification_is_healed_by_the_periodic_resync(
 
 
 async def test_after_a_redis_restart_a_node_hears_changes_again(redis: RedisServer) -> None:
-    async with node(redis) as one, node(redis) as two:
+    async with node(redis.url) as one, node(redis.url) as two:
         await listening(two)
         await redis.restart()
         await listening(two)  # subscribed again, and reloaded the registry
         seen = next_change(two.directory, "acme")
         await one.create("acme")
         assert await asyncio.wait_for(seen, CHANGE_WITHIN_S) is not None
+
+
+async def test_on_one_redis_server_the_registry_keeps_its_key_names(redis: RedisServer) -> None:
+    """What a deployment on one redis-server stored before the cluster layout existed is
+    what it reads: the same keys, notices with PUBLISH on `feed:tenants:changed`."""
+    client = redis_client(redis.url)
+    await client.hset("feed:tenants", "acme", encode_record(Tenant("acme")))
+    await client.sadd("feed:tenants:deleted", "tenant_a")  # a deleted bootstrap id
+    await client.aclose()
+    async with node(redis.url) as one:
+        assert isinstance(one.backend, RedisTenants)
+        assert not one.backend.sharded
+        assert one.backend.changed_channel == TENANTS_CHANGED_CHANNEL == "feed:tenants:changed"
+        assert one.directory.ids() == ("acme",)
+
+
+async def test_on_a_cluster_each_change_is_spublished_to_the_channels_slot(
+    redis_cluster: RedisClusterServers,
+) -> None:
+    async with node(redis_cluster.url) as one:
+        assert isinstance(one.backend, RedisTenants) and one.backend.sharded
+        channel = one.backend.changed_channel
+        host, port = await slot_owner(redis_cluster.url, channel)
+        subscriber = Redis(host=host, port=port, decode_responses=True)
+        pubsub: Any = subscriber.pubsub()  # redis-py's PubSub is partly untyped
+        try:
+            await pubsub.ssubscribe(channel)
+            assert (await next_message(pubsub))["type"] == "ssubscribe"  # before any change
+            await one.create("acme")
+            await one.update("acme", status=SUSPENDED)
+            heard = [await next_message(pubsub) for _ in range(2)]
+        finally:
+            await pubsub.aclose()
+            await subscriber.aclose()
+    assert [(m["type"], m["channel"], m["data"]) for m in heard] == [
+        ("smessage", channel, "acme"),
+        ("smessage", channel, "acme"),
+    ]
+
+
+async def slot_owner(url: str, key: str) -> tuple[str, int]:
+    """The address of the master that holds `key`'s slot."""
+    client = store_client(url)
+    assert isinstance(client, RedisCluster)
+    try:
+        await client.initialize()
+        owner = client.get_node_from_key(key)
+    finally:
+        await client.aclose()
+    assert owner is not None
+    return str(owner.host), int(owner.port)
+
+
+async def next_message(pubsub: Any) -> dict[str, Any]:
+    """The next message `pubsub` receives, within CHANGE_WITHIN_S."""
+    async with asyncio.timeout(CHANGE_WITHIN_S):
+        while (message := await pubsub.get_message(timeout=CHANGE_WITHIN_S)) is None:
+            continue
+    assert isinstance(message, dict)
+    return message
