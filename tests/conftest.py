@@ -70,6 +70,17 @@ def redis_cluster(shared_redis_cluster: RedisClusterServers) -> RedisClusterServ
     return shared_redis_cluster
 
 
+@pytest.fixture(params=["redis", "redis-cluster"])
+async def redis_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The URL of a redis-server of the test's own (no persistence), or of the shared
+    3-master Redis Cluster (emptied): what runs on both."""
+    if request.param == "redis-cluster":
+        yield request.getfixturevalue("redis_cluster").url
+        return
+    async with running_redis(tmp_path, appendonly=False) as redis:
+        yield redis.url
+
+
 @pytest.fixture
 def replicated_cluster(tmp_path: Path) -> Iterator[RedisClusterServers]:
     """A real Redis Cluster of this test's own: 3 masters with one replica each, and a 1 s

@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 # A down Redis must fail a request within about this long, not hang it.
 COMMAND_TIMEOUT_S = 2.0
+# Connections of one client (redis-py's default cap): a burst past them waits for one.
+MAX_CONNECTIONS = 100
 
 # Drops the entries of stream KEYS[2] stamped before `cutoff` (an event timestamp: same-shape
 # timestamps compare as strings in time order); `latest` is the seq of its newest entry.
@@ -164,10 +166,14 @@ def redis_client(
 
     One retry, on connection errors only: a pooled connection that died with a Redis
     restart is replaced once. Timeouts are not retried, since the command (an append) may
-    have run.
+    have run. At most MAX_CONNECTIONS connections; a command past them waits for a free one
+    (up to COMMAND_TIMEOUT_S) rather than failing with "Too many connections", so that a
+    burst of connects or publishes is served a little later instead of answered 503.
     """
-    return Redis.from_url(
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=COMMAND_TIMEOUT_S,
         decode_responses=decode_responses,
         socket_timeout=read_timeout,
         socket_connect_timeout=COMMAND_TIMEOUT_S,
@@ -175,23 +181,43 @@ def redis_client(
         retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         health_check_interval=30,
     )
+    return Redis.from_pool(pool)  # the client owns the pool: `aclose()` closes both
 
 
 CLUSTER_SCHEME = "redis-cluster://"
 
 
 class _Cluster(RedisCluster):
-    """redis-py's async cluster client, which learns the slots before its first command.
+    """redis-py's async cluster client, which learns the slots before its first command and
+    waits for a free connection instead of failing.
 
     redis-py (8.1) picks a command's node before its lazy first `initialize()`: the first
     commands, sent concurrently, go to arbitrary masters and get MOVED; the slot refresh
     that follows closes connections with commands in flight. `initialize()` returns at
     once when done, and its own lock makes concurrent first calls wait for one refresh.
+
+    Its nodes have no blocking pool: past `max_connections` a command fails at once ("Too
+    many connections"). So at most MAX_CONNECTIONS commands run through this client at a
+    time (on no node more) and the others wait, up to COMMAND_TIMEOUT_S, as with
+    `redis_client`'s pool. Pipelines do not pass here: the nodes allow twice as many
+    connections, the rest for them.
     """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_connections=2 * MAX_CONNECTIONS, **kwargs)
+        self._running = asyncio.Semaphore(MAX_CONNECTIONS)
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         await self.initialize()
-        return await super().execute_command(*args, **kwargs)
+        try:
+            async with asyncio.timeout(COMMAND_TIMEOUT_S):
+                await self._running.acquire()
+        except TimeoutError:
+            raise RedisConnectionError("No connection available.") from None
+        try:
+            return await super().execute_command(*args, **kwargs)
+        finally:
+            self._running.release()
 
 
 def store_client(url: str, *, read_timeout: float = COMMAND_TIMEOUT_S) -> Redis | RedisCluster:

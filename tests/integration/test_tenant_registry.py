@@ -352,16 +352,6 @@ async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
         yield server
 
 
-@pytest.fixture(params=["redis", "redis-cluster"])
-async def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """The URL of what several nodes share: one redis-server, or a 3-master Redis Cluster."""
-    if request.param == "redis-cluster":
-        yield request.getfixturevalue("redis_cluster").url
-        return
-    async with running_redis(tmp_path, appendonly=False) as server:
-        yield server.url
-
-
 @contextlib.asynccontextmanager
 async def node(url: str, *, resync_s: float = 5.0) -> AsyncIterator[TenantRegistry]:
     backend = RedisTenants(url)
@@ -397,8 +387,8 @@ async def test_every_change_on_one_node_reaches_the_others_within_a_second(
         assert "acme" not in two.directory
 
 
-async def test_two_nodes_creating_one_id_at_once_make_one_tenant(shared_url: str) -> None:
-    async with node(shared_url) as one, node(shared_url) as two:
+async def test_two_nodes_creating_one_id_at_once_make_one_tenant(redis_url: str) -> None:
+    async with node(redis_url) as one, node(redis_url) as two:
         results = await asyncio.gather(
             *(registry.create("acme") for registry in (one, two) for _ in range(5)),
             return_exceptions=True,
@@ -406,12 +396,12 @@ async def test_two_nodes_creating_one_id_at_once_make_one_tenant(shared_url: str
         assert sorted(type(r).__name__ for r in results) == ["Tenant"] + ["TenantExists"] * 9
 
 
-async def test_a_change_reads_only_the_tenants_it_names(shared_url: str) -> None:
+async def test_a_change_reads_only_the_tenants_it_names(redis_url: str) -> None:
     """A change reads its own ids' fields, not the whole hash: a record this version cannot
     read (written by a newer one, say) does not stop the others' administration."""
-    async with node(shared_url) as one:
+    async with node(redis_url) as one:
         assert isinstance(one.backend, RedisTenants)
-        client = store_client(shared_url)
+        client = store_client(redis_url)
         await client.hset(one.backend.keys.tenants, "from_newer", b'{"schemaVersion": 9}')
         await client.aclose()
         created = await one.create("acme")
