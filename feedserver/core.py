@@ -277,8 +277,8 @@ class Feed:
         # (reads are clamped to its own window): with Redis the stream is also what every
         # node's relay reads, and trimmed to a handful it would lose a burst before a node
         # read it.
-        history_size = max(record.settings.history_size or 0, self.history_size)
-        retention = record.settings.retention_seconds or self.retention_seconds
+        history_size = max(self._history_size(record), self.history_size)
+        retention = self._retention(record)
         expire_before = None if retention is None else self.clock.timestamp_before(retention)
         if key is None:
             event = await self.store.append(
@@ -312,12 +312,22 @@ class Feed:
 
     def history_size_of(self, tenant: str) -> int:
         """How many events `tenant`'s ring keeps: its historySize, else FEED_HISTORY_SIZE."""
-        return self.tenants.history_size(tenant) or self.history_size
+        return self._history_size(self._live.get(tenant))
 
     def retention_of(self, tenant: str) -> int | None:
         """`tenant`'s retention max-age in seconds: its retentionSeconds, else
         FEED_RETENTION_SECONDS; None when its events are kept by count only."""
-        return self.tenants.retention_seconds(tenant) or self.retention_seconds
+        return self._retention(self._live.get(tenant))
+
+    # The two defaults, each written once: `publish` has the record at hand, the reads an id.
+
+    def _history_size(self, record: Tenant | None) -> int:
+        own = None if record is None else record.settings.history_size
+        return own or self.history_size
+
+    def _retention(self, record: Tenant | None) -> int | None:
+        own = None if record is None else record.settings.retention_seconds
+        return own or self.retention_seconds
 
     def expire_before(self, tenant: str) -> str | None:
         """The timestamp before which `tenant`'s events have expired now (None: never)."""

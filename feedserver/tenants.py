@@ -489,16 +489,6 @@ class TenantDirectory:
         tenant = self._tenants.get(tenant_id)
         return tenant.policy if tenant is not None else None
 
-    def history_size(self, tenant_id: str) -> int | None:
-        """The tenant's own ring length, None for the server-wide one."""
-        tenant = self._tenants.get(tenant_id)
-        return tenant.settings.history_size if tenant is not None else None
-
-    def retention_seconds(self, tenant_id: str) -> int | None:
-        """The tenant's own retention max-age, None for the server-wide one."""
-        tenant = self._tenants.get(tenant_id)
-        return tenant.settings.retention_seconds if tenant is not None else None
-
     def __len__(self) -> int:
         return len(self._tenants)
 
