@@ -404,6 +404,25 @@ class Changed(NamedTuple):
     ids: list[str]  # whose record the edit changed
 
 
+class Mark(NamedTuple):
+    """Where a process's copy of the registry stands: the backend's version, and the entry
+    of the backend's change log that brought it there (None: no log entry names it, and
+    only reading everything again brings the copy up to date)."""
+
+    version: int
+    entry: str | None = None
+
+
+class Loaded(NamedTuple):
+    state: TenantState  # all of it
+    mark: Mark  # where it stands
+
+
+class Since(NamedTuple):
+    mark: Mark  # where the changes bring a copy that stood at the mark asked about
+    ids: list[str]  # whose record they changed
+
+
 class TenantBackend(Protocol):
     """Where the registry keeps its `TenantState`: one file, this process, or Redis."""
 
@@ -423,6 +442,15 @@ class TenantBackend(Protocol):
 
     async def version(self) -> int:
         """A number that moves with every change (Redis: a counter; elsewhere 0)."""
+        ...
+
+    async def load(self) -> Loaded:
+        """The whole state and its mark, in one atomic read."""
+        ...
+
+    async def changes_since(self, mark: Mark) -> Since | None:
+        """The ids changed after `mark`, and the mark they bring it to; None when the
+        backend cannot name them (no log of its changes reaches back to `mark`)."""
         ...
 
     async def close(self) -> None: ...
@@ -554,6 +582,7 @@ class TenantRegistry:
         self._bootstrap = tuple(bootstrap)
         self.watcher = watcher
         self._lock = asyncio.Lock()
+        self._mark: Mark | None = None  # where the directory stands, once loaded
 
     async def open(self) -> None:
         """Ready for changes (the CLI): nothing is loaded into the directory."""
@@ -639,15 +668,26 @@ class TenantRegistry:
             await self.directory.apply(tenant_id, await self.backend.read_one(tenant_id))
 
     async def _reload_all(self) -> int:
-        """Bootstrap (idempotent: a Redis that lost its data gets FEED_TENANTS back), then
-        the whole state; the backend version it reflects."""
+        """Bring the directory up to date; the backend version it then reflects.
+
+        When the backend names the ids changed since the last reload, those are read
+        again: a watcher that checks the version after every change (its own, too) costs
+        the changes, not the registry. Otherwise (the first time, or no log reaches back:
+        trimmed, written by an older version, or gone with Redis's data) bootstrap
+        (idempotent: a Redis that lost its data gets FEED_TENANTS back), then the whole
+        state."""
         async with self._lock:
+            since = None if self._mark is None else await self.backend.changes_since(self._mark)
+            if since is not None:
+                for tenant_id in since.ids:
+                    await self.directory.apply(tenant_id, await self.backend.read_one(tenant_id))
+                self._mark = since.mark
+                return since.mark.version
             if self._bootstrap:
                 created_at = utc_timestamp()
                 await self.backend.change(
                     Edit(self._bootstrap, lambda s: s.add_bootstrap(self._bootstrap, created_at))
                 )
-            version = await self.backend.version()
-            state = await self.backend.read()
+            state, self._mark = await self.backend.load()
             await self.directory.replace(state.tenants)
-        return version
+            return self._mark.version

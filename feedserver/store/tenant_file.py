@@ -39,6 +39,9 @@ from ..tenants import (
     SCHEMA_VERSION,
     Changed,
     Edit,
+    Loaded,
+    Mark,
+    Since,
     Tenant,
     TenantRecordError,
     TenantState,
@@ -103,6 +106,12 @@ class TenantFile:
 
     async def version(self) -> int:
         return 0
+
+    async def load(self) -> Loaded:
+        return Loaded(await self.read(), Mark(0))
+
+    async def changes_since(self, mark: Mark) -> Since | None:
+        return None  # no log: nobody else writes it, a reload reads it all
 
     async def close(self) -> None:
         fd, self._lock_fd = self._lock_fd, None
@@ -218,6 +227,12 @@ class HeldTenants:
 
     async def version(self) -> int:
         return 0
+
+    async def load(self) -> Loaded:
+        return Loaded(await self.read(), Mark(0))
+
+    async def changes_since(self, mark: Mark) -> Since | None:
+        return None  # no log: nobody else writes it, a reload reads it all
 
     async def close(self) -> None:
         pass

@@ -34,11 +34,12 @@ from feedserver.tenants import (
     TenantRecordError,
     TenantRegistry,
     TenantSettings,
+    TenantWatcher,
     encode_record,
 )
 from tests.redis_cluster import RedisClusterServers
 from tests.redis_server import RedisServer, running_redis
-from tests.tenant_changes import listening, next_change
+from tests.tenant_changes import HeldCallbacks, listening, next_change
 
 # Opens a started registry over the fixture's backing state, with these bootstrap ids.
 RegistryFactory = Callable[..., Awaitable[TenantRegistry]]
@@ -353,13 +354,15 @@ async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
 
 
 @contextlib.asynccontextmanager
-async def node(url: str, *, resync_s: float = 5.0) -> AsyncIterator[TenantRegistry]:
+async def node(
+    url: str, *, resync_s: float = 5.0, watcher: TenantWatcher | None = None
+) -> AsyncIterator[TenantRegistry]:
     backend = RedisTenants(url)
     registry = TenantRegistry(
         backend,
         TenantDirectory(),
         bootstrap=("tenant_a",),
-        watcher=watcher_of(url, backend, resync_s),
+        watcher=watcher or watcher_of(url, backend, resync_s),
     )
     await registry.start()
     try:
@@ -408,6 +411,41 @@ async def test_a_change_reads_only_the_tenants_it_names(redis_url: str) -> None:
         suspended = await one.update("tenant_a", status=SUSPENDED)
         assert one.directory.get("acme") == created
         assert one.directory.get("tenant_a") == suspended
+
+
+async def test_a_reload_after_changes_reads_only_what_they_changed(redis_url: str) -> None:
+    """What a node's watcher does when the version moved (after every change, its own
+    too): with the registry's change log, a few reads, not the whole registry (here
+    unreadable as a whole: one record is of a newer version)."""
+    watcher = HeldCallbacks()
+    async with node(redis_url) as one, node(redis_url, watcher=watcher) as two:
+        assert isinstance(one.backend, RedisTenants)
+        client = store_client(redis_url)
+        await client.hset(one.backend.keys.tenants, "from_newer", b'{"schemaVersion": 9}')
+        await client.aclose()
+        await one.create("acme")
+        suspended = await one.update("tenant_a", status=SUSPENDED)
+        assert await watcher.reload_all() == await one.backend.version()
+        assert two.directory.get("acme") == await one.get("acme")
+        assert two.directory.get("tenant_a") == suspended
+
+
+async def test_a_reload_after_redis_lost_its_data_reads_everything_again(
+    redis_url: str,
+) -> None:
+    """The log entry a node last read is gone with the data (a new log has new entry ids),
+    so the next reload bootstraps and reads the whole registry, not the new log."""
+    watcher = HeldCallbacks()
+    async with node(redis_url) as one, node(redis_url, watcher=watcher) as two:
+        await one.create("acme")
+        await watcher.reload_all()
+        assert two.directory.ids() == ("tenant_a", "acme")
+        client = store_client(redis_url)
+        await client.flushall()
+        await client.aclose()
+        await one.create("globex")
+        assert await watcher.reload_all() == await one.backend.version()
+        assert sorted(two.directory.ids()) == ["globex", "tenant_a"]
 
 
 async def test_a_missed_notification_is_healed_by_the_periodic_resync(
