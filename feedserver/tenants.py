@@ -309,13 +309,16 @@ class TenantState:
         self.tenants[tenant.id] = tenant
         self.deleted.discard(tenant.id)
 
+    def missing(self, bootstrap: Iterable[str]) -> tuple[str, ...]:
+        """The `bootstrap` ids that are neither present nor deleted at runtime."""
+        return tuple(i for i in bootstrap if i not in self.tenants and i not in self.deleted)
+
     def add_bootstrap(self, ids: Iterable[str], created_at: str) -> None:
-        """Create each of `ids` that is neither present nor deleted at runtime."""
-        for tenant_id in ids:
-            if tenant_id not in self.tenants and tenant_id not in self.deleted:
-                self.tenants[tenant_id] = Tenant(
-                    tenant_id, ACTIVE, created_at, bootstrap=True, policy=BOOTSTRAP_POLICY
-                )
+        """Create each of `ids` that is `missing`."""
+        for tenant_id in self.missing(ids):
+            self.tenants[tenant_id] = Tenant(
+                tenant_id, ACTIVE, created_at, bootstrap=True, policy=BOOTSTRAP_POLICY
+            )
 
     def revise(
         self,
@@ -673,9 +676,9 @@ class TenantRegistry:
         When the backend names the ids changed since the last reload, those are read
         again: a watcher that checks the version after every change (its own, too) costs
         the changes, not the registry. Otherwise (the first time, or no log reaches back:
-        trimmed, written by an older version, or gone with Redis's data) bootstrap
-        (idempotent: a Redis that lost its data gets FEED_TENANTS back), then the whole
-        state."""
+        trimmed, written by an older version, or gone with Redis's data) the whole state,
+        and the bootstrap ids it lacks (idempotent: a Redis that lost its data gets
+        FEED_TENANTS back; a start over a registry that has them changes nothing)."""
         async with self._lock:
             since = None if self._mark is None else await self.backend.changes_since(self._mark)
             if since is not None:
@@ -683,11 +686,15 @@ class TenantRegistry:
                     await self.directory.apply(tenant_id, await self.backend.read_one(tenant_id))
                 self._mark = since.mark
                 return since.mark.version
-            if self._bootstrap:
+            state, self._mark = await self.backend.load()
+            if missing := state.missing(self._bootstrap):
                 created_at = utc_timestamp()
                 await self.backend.change(
-                    Edit(self._bootstrap, lambda s: s.add_bootstrap(self._bootstrap, created_at))
+                    Edit(missing, lambda s: s.add_bootstrap(missing, created_at))
                 )
-            state, self._mark = await self.backend.load()
+                # Read again, for a mark that includes them: the first start (whose first
+                # read was of an empty registry), new FEED_TENANTS ids, a Redis that lost
+                # its data.
+                state, self._mark = await self.backend.load()
             await self.directory.replace(state.tenants)
             return self._mark.version

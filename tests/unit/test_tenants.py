@@ -264,6 +264,7 @@ def test_adding_an_existing_id_is_tenant_exists_and_adding_clears_its_tombstone(
 
 def test_bootstrap_creates_what_is_missing_except_what_was_deleted() -> None:
     state = TenantState({"a": Tenant("a", created_at=CREATED)}, {"b"})
+    assert state.missing(["a", "b", "c"]) == ("c",)
     state.add_bootstrap(["a", "b", "c"], "2026-02-01T00:00:00.000Z")
     assert state.tenants["a"] == Tenant("a", created_at=CREATED)
     assert "b" not in state.tenants
