@@ -129,6 +129,18 @@ async def test_two_creates_of_one_id_at_once_make_one_tenant(registry: TenantReg
     assert sorted(type(r).__name__ for r in results) == ["Tenant", "TenantExists"]
 
 
+async def test_changes_of_other_tenants_at_once_are_all_kept(registry: TenantRegistry) -> None:
+    """Straight to the backend, past the registry's lock: each change edits the state the
+    one before it left (the file's writer, too, while another change is being written)."""
+    ids = [f"t{n}" for n in range(10)]
+    await asyncio.gather(*(registry.backend.change(creating(i)) for i in ids))
+    assert [t.id for t in await registry.list()] == sorted([*ids, "tenant_a", "tenant_b"])
+
+
+def creating(tenant_id: str) -> Edit:
+    return Edit((tenant_id,), lambda state: state.add(Tenant(tenant_id)))
+
+
 async def test_an_edit_touching_an_id_it_does_not_name_changes_nothing(
     registry: TenantRegistry,
 ) -> None:
