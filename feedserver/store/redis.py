@@ -16,7 +16,8 @@ one slot, which the append script needs):
                            once and reads that tenant's stream too (`cluster.StreamRelay`);
                            expires an hour after the last wake-up (a node that died)
 
-Every key of a tenant has its `{tenant}` hash tag: `purge` finds them all with one SCAN.
+Every key of a tenant has its `{tenant}` hash tag: `purge` finds them all with one SCAN
+(on a Redis Cluster, of the one master that holds the tenant's slot).
 
 Because the entry id is the seq, every history window is one XRANGE/XREVRANGE with
 exclusive bounds, and a node follows new events with one XREAD over the tenants it
