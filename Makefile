@@ -88,10 +88,12 @@ bench: install
 	$(BIN)/python bench/run_benchmarks.py --shared $(SHARED) $(BENCH_ARGS)
 
 # The docker-compose topology without Docker: redis-server (AOF), two nodes and nginx on
-# loopback ports (deploy/cluster.sh; docs/scaling.md). Ctrl-C stops all.
+# loopback ports (deploy/cluster.sh; docs/scaling.md). CLUSTER_REDIS=cluster: a Redis
+# Cluster of three masters instead of one redis-server. Ctrl-C stops all.
+CLUSTER_REDIS ?= single
 cluster: install
 	@$(MAKE) --no-print-directory sysdeps SYSTEM_TOOLS="redis-server:redis-server nginx:nginx curl:curl"
-	deploy/cluster.sh
+	CLUSTER_REDIS=$(CLUSTER_REDIS) deploy/cluster.sh
 
 # Python packages, then the npm packages the page ships to browsers. --strict: a package
 # that could not be checked (no vulnerability service reachable) fails the audit instead of

@@ -173,6 +173,7 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
     _serve_page(app, web_root)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await limit_counters.start()
         await registry.start()
         await backend.start()
         sweep = asyncio.create_task(RetentionSweep(feed).run())

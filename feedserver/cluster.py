@@ -52,8 +52,8 @@ from .events import Event
 from .logs import ThrottledWarning
 from .store import EventStore, MemoryStore
 from .store.pubsub import Subscriber, publish
-from .store.redis import RedisStore, store_client, store_errors
-from .store.redis_tenants import TENANTS_CHANGED_CHANNEL, RedisTenants
+from .store.redis import RedisStore, learn_slots, store_client, store_errors
+from .store.redis_tenants import RedisTenants
 from .store.tenant_file import HeldTenants, TenantFile
 from .tasks import Backoff, stop
 from .tenants import Reload, ReloadAll, Tenant, TenantBackend, TenantDirectory, TenantWatcher
@@ -513,6 +513,7 @@ class NoticeChannel:
             log.warning("a system message reached this node's clients only: %s", exc)
 
     async def start(self) -> None:
+        await learn_slots(self._redis)
         self._subscriber.subscribe(NOTICES_CHANNEL)
         self._subscriber.start()
 
@@ -584,7 +585,8 @@ class TenantChannel:
 
     async def start(self, reload: Reload, reload_all: ReloadAll) -> None:
         self._reload = reload
-        self._subscriber.subscribe(TENANTS_CHANGED_CHANNEL)
+        await learn_slots(self._redis)
+        self._subscriber.subscribe(self._registry.changed_channel)
         self._subscriber.start()
         self._task = asyncio.create_task(self._run(reload_all), name="feed-tenants")
 
@@ -689,6 +691,7 @@ class RedisConnections:
         return await self._local.count(tenant) + int(others)
 
     async def start(self) -> None:
+        await learn_slots(self._redis)
         self._task = asyncio.create_task(self._run(), name="feed-connection-counts")
 
     async def close(self) -> None:

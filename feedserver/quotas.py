@@ -8,6 +8,7 @@ deployment can swap where they are kept without touching the rules.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -31,8 +32,16 @@ RATELIMIT_RESET = istr("RateLimit-Reset")
 SWEEP_INTERVAL_S = 10.0
 
 
+log = logging.getLogger(__name__)
+
+
 class WindowCounters(Protocol):
     """Hit counts per key that start again `seconds` after a window's first hit."""
+
+    async def start(self) -> None:
+        """Connect now, at start-up (on a Redis Cluster: learn its slots), not at the
+        first hit."""
+        ...
 
     async def incr(self, key: str, seconds: int) -> int:
         """Count one hit; the hits in `key`'s current window, this one included."""
@@ -73,6 +82,9 @@ class LocalWindows:
         self._windows: dict[str, _Window] = {}
         self._next_sweep = clock() + SWEEP_INTERVAL_S
 
+    async def start(self) -> None:
+        pass
+
     async def incr(self, key: str, seconds: int) -> int:
         return self._count(key, seconds, self._clock()).hits
 
@@ -108,6 +120,11 @@ class SharedWindows:
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
+
+    async def start(self) -> None:
+        # A failed check is no failure: the first hit asks again (and answers 503 then).
+        if not await self.storage.check():
+            log.warning("the rate-limit storage is not reachable yet")
 
     async def incr(self, key: str, seconds: int) -> int:
         try:

@@ -53,12 +53,13 @@ def _bindable(port: int) -> bool:
     return True
 
 
-def cluster_port() -> int:
-    """A free loopback port whose bus port (+10000) is free too. Below the kernel's
-    ephemeral range (32768 and up), so that no outgoing connection takes it meanwhile."""
+def cluster_port(count: int = 1) -> int:
+    """A free loopback port whose bus port (+10000) is free too, and so are the `count` - 1
+    ports after it (for deploy/cluster.sh, which numbers its nodes from one port). Below the
+    kernel's ephemeral range (32768 and up), so that no outgoing connection takes them."""
     for _ in range(200):
-        port = random.randrange(20000, 32768)
-        if _bindable(port) and _bindable(port + BUS_OFFSET):
+        port = random.randrange(20000, 32768 - count)
+        if all(_bindable(p) and _bindable(p + BUS_OFFSET) for p in range(port, port + count)):
             return port
     raise RuntimeError("no free port pair for a Redis Cluster node")
 

@@ -45,7 +45,7 @@ from ..tenants import (
     decode_record,
     encode_record,
 )
-from .redis import store_client, store_errors
+from .redis import learn_slots, store_client, store_errors
 
 TENANTS_KEY = "feed:tenants"
 TENANTS_DELETED_KEY = "feed:tenants:deleted"
@@ -94,7 +94,8 @@ class RedisTenants:
         self.changed_channel = self.keys.changed
 
     async def open(self) -> None:
-        pass  # every node writes: Redis serialises the transactions
+        # Every node writes: Redis serialises the transactions; nothing to claim here.
+        await learn_slots(self._redis)
 
     async def read(self) -> TenantState:
         with store_errors():

@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from feedserver.cluster import relay_wake_key
+from feedserver.cluster import NoticeChannel, relay_wake_key
+from feedserver.core import SystemNotice
 from feedserver.store.redis import HintedFollow, RedisStore, seq_key, store_client, stream_key
 from tests.redis_cluster import RedisClusterServers
 
@@ -119,3 +120,27 @@ async def test_an_event_whose_hint_was_lost_is_read_at_the_next_heal(
     finally:
         await follow.close()
         await client.aclose()
+
+
+async def test_a_system_message_crosses_nodes_on_sharded_pub_sub(
+    redis_cluster: RedisClusterServers,
+) -> None:
+    one, two = (NoticeChannel(redis_cluster.url, f"node-{n}") for n in (1, 2))
+    heard: asyncio.Queue[tuple[str, SystemNotice]] = asyncio.Queue()
+    for name, channel in (("one", one), ("two", two)):
+
+        async def listener(notice: SystemNotice, name: str = name) -> None:
+            heard.put_nowait((name, notice))
+
+        channel.add_listener(listener)
+        await channel.start()
+    try:
+        await asyncio.wait_for(asyncio.gather(one.listening.wait(), two.listening.wait()), 10)
+        notice: SystemNotice = {"message": "hello", "level": "info", "timestamp": TS}
+        await one.send(notice)
+        received = [await asyncio.wait_for(heard.get(), 10) for _ in range(2)]
+        assert sorted(received) == [("one", notice), ("two", notice)]  # each once
+        assert heard.empty()
+    finally:
+        await one.close()
+        await two.close()

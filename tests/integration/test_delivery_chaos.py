@@ -1,4 +1,5 @@
-"""Chaos: 50 real JS clients on two nodes, connections cut at random while events flow.
+"""Chaos: 50 real JS clients on two nodes, connections cut at random while events flow,
+on one redis-server and on a real 3-master Redis Cluster.
 
 Every client is a plain socket.io-client@4 socket (tests/js/swarm.mjs) that only
 reconnects; socket.io's own connection state recovery and the server do the rest. At the
@@ -18,7 +19,6 @@ from aiohttp.test_utils import TestServer
 
 from tests.conftest import ServerFactory
 from tests.js_swarm import JsSwarm, js_swarm
-from tests.redis_server import RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.node, pytest.mark.timeout(150)]
 
@@ -87,9 +87,9 @@ async def settled(swarm: JsSwarm, total: int) -> list[dict[str, Any]]:
 
 
 async def test_every_client_holds_every_event_once_in_order_through_random_cuts(
-    start_server: ServerFactory, redis_server: RedisServer
+    start_server: ServerFactory, redis_url: str
 ) -> None:
-    nodes = [await start_server(store=redis_server.url) for _ in range(2)]
+    nodes = [await start_server(store=redis_url) for _ in range(2)]
     urls = [node.make_url("") for node in nodes]
     # WebSocket only: long-polling recovery is covered in test_connection_recovery, and the
     # whole test (both nodes, the posting, the cutting) shares one Python process.

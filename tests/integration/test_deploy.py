@@ -19,6 +19,7 @@ from aiohttp import ClientSession
 
 from tests.e2e.live_server import free_port
 from tests.feed_subscriber import subscribed
+from tests.redis_cluster import cluster_port
 
 pytestmark = pytest.mark.redis
 
@@ -100,13 +101,15 @@ def test_the_image_keeps_the_tenant_registry_of_the_memory_store_on_a_volume() -
     assert text.index("chown feed:feed /data") < text.index("\nUSER feed\n")
 
 
-async def test_make_cluster_serves_both_nodes_through_nginx(tmp_path: Path) -> None:
+@pytest.mark.parametrize("redis", ["single", "cluster"])
+async def test_make_cluster_serves_both_nodes_through_nginx(tmp_path: Path, redis: str) -> None:
     ports = {name: free_port() for name in ("CLUSTER_PORT", "NODE1_PORT", "NODE2_PORT")}
-    ports["REDIS_PORT"] = free_port()
+    ports["REDIS_PORT"] = free_port() if redis == "single" else cluster_port(3)
     env = {
         **os.environ,
         **{k: str(v) for k, v in ports.items()},
         "CLUSTER_DIR": str(tmp_path),
+        "CLUSTER_REDIS": redis,
         "PYTHON": sys.executable,
     }
     for name in ("FEED_STORE", "FEED_TENANTS", "FEED_AUTH", "PORT", "HOST"):
@@ -140,4 +143,8 @@ async def test_make_cluster_serves_both_nodes_through_nginx(tmp_path: Path) -> N
     finally:
         os.killpg(process.pid, signal.SIGINT)
         await asyncio.wait_for(process.wait(), 30)
-    assert (tmp_path / "redis" / "appendonlydir").is_dir()
+    if redis == "single":
+        assert (tmp_path / "redis" / "appendonlydir").is_dir()
+    else:
+        redis_ports = range(ports["REDIS_PORT"], ports["REDIS_PORT"] + 3)
+        assert all((tmp_path / f"redis-{port}" / "appendonlydir").is_dir() for port in redis_ports)

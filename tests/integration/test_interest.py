@@ -1,6 +1,7 @@
-"""Interest-based delivery on two real nodes and a real redis-server: a node reads only the
-streams of the tenants it has sockets of, and a socket joining, leaving or rejoining while
-events flow gets every event once, in order."""
+"""Interest-based delivery on two real nodes and a real redis-server (the first two tests
+also on a real Redis Cluster): a node reads only the streams of the tenants it has sockets
+of, and a socket joining, leaving or rejoining while events flow gets every event once, in
+order."""
 
 from __future__ import annotations
 
@@ -34,11 +35,11 @@ def relay(node: TestServer) -> StreamRelay:
 
 
 async def nodes_with_grace(
-    redis_server: RedisServer, start_server: ServerFactory, grace_s: float
+    store: str, start_server: ServerFactory, grace_s: float
 ) -> tuple[TestServer, TestServer]:
-    """Node a, and node b with FEED_FOLLOW_GRACE_SECONDS=`grace_s`."""
-    a = await start_server(store=redis_server.url)
-    return a, await start_server(store=redis_server.url, follow_grace_s=grace_s)
+    """Node a, and node b with FEED_FOLLOW_GRACE_SECONDS=`grace_s`, on the store `store`."""
+    a = await start_server(store=store)
+    return a, await start_server(store=store, follow_grace_s=grace_s)
 
 
 def assert_once_in_order(sub: Subscriber, last: int) -> None:
@@ -53,9 +54,9 @@ async def burst(http: ClientSession, nodes: tuple[TestServer, ...], first: int) 
 
 
 async def test_a_node_without_sockets_of_a_tenant_reads_none_of_its_events(
-    redis_server: RedisServer, start_server: ServerFactory
+    redis_url: str, start_server: ServerFactory
 ) -> None:
-    a, b = [await start_server(store=redis_server.url) for _ in range(2)]
+    a, b = [await start_server(store=redis_url) for _ in range(2)]
     async with (
         ClientSession() as http,
         subscribed(url(a), "tenant_a") as on_a,
@@ -73,10 +74,10 @@ async def test_a_node_without_sockets_of_a_tenant_reads_none_of_its_events(
 
 
 async def test_sockets_joining_a_node_not_following_their_tenant_in_a_burst_get_each_event_once(
-    redis_server: RedisServer, start_server: ServerFactory
+    redis_url: str, start_server: ServerFactory
 ) -> None:
     # No grace: each round's last leave stops the following, the next join starts afresh.
-    a, b = await nodes_with_grace(redis_server, start_server, 0)
+    a, b = await nodes_with_grace(redis_url, start_server, 0)
     async with ClientSession(connector=TCPConnector(limit=20)) as http:
         for round_ in range(4):
             assert relay(b).delivered_up_to("tenant_a") is None  # not followed
@@ -100,7 +101,7 @@ async def test_sockets_joining_a_node_not_following_their_tenant_in_a_burst_get_
 async def test_a_reconnect_within_the_grace_resumes_the_node_that_read_on(
     redis_server: RedisServer, start_server: ServerFactory
 ) -> None:
-    a, b = await nodes_with_grace(redis_server, start_server, 3600)
+    a, b = await nodes_with_grace(redis_server.url, start_server, 3600)
     async with ClientSession(connector=TCPConnector(limit=20)) as http:
         async with subscribed(url(b), "tenant_a") as first:
             await burst(http, (a,), 0)

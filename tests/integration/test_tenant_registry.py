@@ -351,11 +351,8 @@ async def test_a_corrupt_file_stops_the_start_naming_the_file(
 # -- Redis: every node follows the registry -------------------------------------------------
 
 
-def watcher_of(url: str, backend: RedisTenants, resync_s: float) -> TenantChannel | None:
-    """How a node follows the registry; on a cluster none yet (`TenantChannel` subscribes
-    with SUBSCRIBE on one redis-server; the cluster's notices are sharded)."""
-    if backend.sharded:
-        return None
+def watcher_of(url: str, backend: RedisTenants, resync_s: float) -> TenantChannel:
+    """How a node follows the registry (with SSUBSCRIBE on a cluster)."""
     return TenantChannel(url, backend, resync_s=resync_s)
 
 
@@ -384,9 +381,9 @@ async def node(
 
 
 async def test_every_change_on_one_node_reaches_the_others_within_a_second(
-    redis: RedisServer,
+    redis_url: str,
 ) -> None:
-    async with node(redis.url) as one, node(redis.url) as two:
+    async with node(redis_url) as one, node(redis_url) as two:
         await listening(two)
         for change, expected in (
             (one.create("acme"), "active"),

@@ -1,4 +1,5 @@
-"""Two feedserver nodes sharing one real redis-server (FEED_STORE=redis://...)."""
+"""Two feedserver nodes sharing one real redis-server (FEED_STORE=redis://...), and the
+tests that do not restart Redis also on a real 3-master Redis Cluster."""
 
 from __future__ import annotations
 
@@ -30,7 +31,12 @@ Nodes = tuple[TestServer, TestServer]
 
 
 @pytest.fixture
-async def nodes(redis_server: RedisServer, start_server: ServerFactory) -> Nodes:
+async def nodes(redis_url: str, start_server: ServerFactory) -> Nodes:
+    return await start_server(store=redis_url), await start_server(store=redis_url)
+
+
+@pytest.fixture
+async def redis_nodes(redis_server: RedisServer, start_server: ServerFactory) -> Nodes:
     return await start_server(store=redis_server.url), await start_server(store=redis_server.url)
 
 
@@ -192,9 +198,9 @@ async def test_a_system_message_reaches_the_js_clients_of_every_node_once(nodes:
 
 
 async def test_a_system_message_reaches_its_nodes_clients_while_redis_is_down(
-    nodes: Nodes, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+    redis_nodes: Nodes, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    a, _ = nodes
+    a, _ = redis_nodes
     async with ClientSession() as http, subscribed(url(a), "tenant_a") as on_a:
         await redis_server.stop()
         status, notice = await post_system_message(http, a, "redis is down")
@@ -205,27 +211,27 @@ async def test_a_system_message_reaches_its_nodes_clients_while_redis_is_down(
 
 
 async def test_the_notice_channel_subscribes_again_after_a_redis_restart(
-    nodes: Nodes, redis_server: RedisServer
+    redis_nodes: Nodes, redis_server: RedisServer
 ) -> None:
-    a, b = nodes
+    a, b = redis_nodes
     async with ClientSession() as http, subscribed(url(b), "tenant_a") as on_b:
-        await both_nodes_listen(nodes)
+        await both_nodes_listen(redis_nodes)
         await redis_server.stop()
         await eventually(
-            lambda: not any(notice_channel(node).listening.is_set() for node in nodes),
+            lambda: not any(notice_channel(node).listening.is_set() for node in redis_nodes),
             "both nodes saw their subscription end",
         )
         await redis_server.start()
-        await both_nodes_listen(nodes)
+        await both_nodes_listen(redis_nodes)
         assert (await post_system_message(http, a, "back"))[0] == 202
         await on_b.wait_for(lambda: len(on_b.system) == 1)
         assert on_b.system[0]["message"] == "back"
 
 
 async def test_malformed_messages_on_the_notice_channel_are_ignored(
-    nodes: Nodes, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+    redis_nodes: Nodes, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    a, b = nodes
+    a, b = redis_nodes
     caplog.set_level(logging.WARNING)
     notice = {"message": "valid", "level": "info", "timestamp": "2026-01-01T00:00:00.000Z"}
     garbage = [
@@ -238,7 +244,7 @@ async def test_malformed_messages_on_the_notice_channel_are_ignored(
     ]
     redis = redis_client(redis_server.url, decode_responses=False)
     async with subscribed(url(a), "tenant_a") as on_a, subscribed(url(b), "tenant_b") as on_b:
-        await both_nodes_listen(nodes)
+        await both_nodes_listen(redis_nodes)
         for data in garbage:
             await redis.publish(NOTICES_CHANNEL, data)
         await redis.publish(NOTICES_CHANNEL, orjson.dumps({"node": "elsewhere", "notice": notice}))
@@ -247,16 +253,16 @@ async def test_malformed_messages_on_the_notice_channel_are_ignored(
         await on_b.wait_for(lambda: len(on_b.system) == 1)
         assert on_a.system == on_b.system == [notice]
     await redis.aclose()
-    assert all(notice_channel(node).listening.is_set() for node in nodes)  # still subscribed
+    assert all(notice_channel(node).listening.is_set() for node in redis_nodes)  # still subscribed
     malformed = [r for r in caplog.records if "malformed message" in r.getMessage()]
     assert len(malformed) == 2  # one line per node: the rest of the burst is counted later
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
 
 
 async def test_a_node_shutting_down_warns_only_its_own_clients(
-    nodes: Nodes, redis_server: RedisServer, start_server: ServerFactory
+    redis_nodes: Nodes, redis_server: RedisServer, start_server: ServerFactory
 ) -> None:
-    a, b = nodes
+    a, b = redis_nodes
     c = await start_server(store=redis_server.url)
     async with (
         ClientSession() as http,
@@ -311,9 +317,9 @@ async def test_a_restarted_node_continues_history_and_seq(
 
 
 async def test_events_survive_a_redis_restart_with_aof(
-    nodes: Nodes, redis_server: RedisServer
+    redis_nodes: Nodes, redis_server: RedisServer
 ) -> None:
-    a, b = nodes
+    a, b = redis_nodes
     async with ClientSession() as http, subscribed(url(b), "tenant_a") as on_b:
         for n in range(3):
             await post(http, a, f"m{n}")
@@ -327,9 +333,9 @@ async def test_events_survive_a_redis_restart_with_aof(
 
 
 async def test_while_redis_is_down_the_nodes_answer_503_and_recover_by_themselves(
-    nodes: Nodes, redis_server: RedisServer
+    redis_nodes: Nodes, redis_server: RedisServer
 ) -> None:
-    a, b = nodes
+    a, b = redis_nodes
     async with ClientSession() as http, subscribed(url(b), "tenant_a") as on_b:
         assert (await post(http, a, "before"))[0] == 201
         await redis_server.stop()
