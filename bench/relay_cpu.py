@@ -74,15 +74,30 @@ def latest_seq(redis_url: str, tenant: str) -> int:
         client.close()
 
 
-class Cluster:
-    """A redis-server and two feedserver nodes of `repo`, stopped by `stop`."""
+def pinned(argv: list[str], cpus: str | None) -> list[str]:
+    """`argv` run on `cpus` (a taskset list, such as "0" or "0,1"), or wherever the kernel
+    puts it. taskset sets the affinity before the program starts, so its threads inherit it."""
+    return argv if cpus is None else ["taskset", "-c", cpus, *argv]
 
-    def __init__(self, repo: Path, work: Path, tenants: list[str]) -> None:
+
+class Cluster:
+    """A redis-server and `nodes` feedserver nodes of `repo`, stopped by `stop`; the nodes
+    on `node_cpus` and Redis on `redis_cpus` when given."""
+
+    def __init__(
+        self,
+        repo: Path,
+        work: Path,
+        tenants: list[str],
+        nodes: int = 2,
+        node_cpus: str | None = None,
+        redis_cpus: str | None = None,
+    ) -> None:
         self.processes: list[subprocess.Popen[bytes]] = []
         redis_port = free_port()
         self.redis = self._start(
-            ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(work)],
+            pinned(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save",
+                    "", "--appendonly", "no", "--dir", str(work)], redis_cpus),
             cwd=work, env=dict(os.environ),
         )  # fmt: skip
         self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
@@ -94,9 +109,9 @@ class Cluster:
         }
         self.urls: list[str] = []
         self.nodes: list[subprocess.Popen[bytes]] = []
-        for _ in range(2):
+        for _ in range(nodes):
             port = free_port()
-            argv = [sys.executable, "-m", "feedserver", "serve"]
+            argv = pinned([sys.executable, "-m", "feedserver", "serve"], node_cpus)
             node = self._start(argv, cwd=repo, env={**env, "PORT": str(port)})
             self.urls.append(f"http://127.0.0.1:{port}")
             self.nodes.append(node)
