@@ -2,8 +2,8 @@
 """Cluster throughput: two tenants served by one node, then split over two nodes, on one
 redis-server, under the same load generators in the same run.
 
-    python -m bench.cluster_throughput --loadgen DIR [--repo PATH] [--clients 500]
-        [--rate 50] [--publish-rate 100] [--overload 250] [--duration 15]
+    python -m bench.cluster_throughput --loadgen DIR [--repo PATH] [--connect-clients 2000]
+        [--clients 500] [--rate 50] [--publish-rate 100] [--overload 250] [--duration 15]
 
 DIR holds the shared load generator with its packages (`loadgen.js`; copy the shared
 bench folder and `npm ci` there). Two loadgen processes, one per tenant (`tenant_a0` and
@@ -11,6 +11,9 @@ bench folder and `npm ci` there). Two loadgen processes, one per tenant (`tenant
 node both talk to node 1; with two nodes tenant A's talks to node 1 and tenant B's to node
 2, so each node follows one tenant. Every run starts a fresh redis-server and fresh nodes:
 
+- connect: `--connect-clients` subscribers per tenant and no events; measured from before
+  the first connect until the nodes' connection counts in Redis show them all, with the
+  nodes' RSS before and after;
 - publish: one subscriber per tenant, `--publish-rate` ev/s each: the cost of an event;
 - fan-out: `--clients` subscribers per tenant, `--rate` ev/s each, which both
   configurations keep up with; and, as a control, one node at half that rate (what each of
@@ -44,6 +47,7 @@ import redis
 
 from bench.relay_cpu import CLOCK_TICKS, Cluster, cpu_seconds, latest_seq, pinned
 from bench.run_benchmarks import REPO, load_average, log, raise_fd_limit
+from feedserver.cluster import connections_key
 from feedserver.store.redis import seq_key, stream_key
 
 TENANT_PREFIXES = ("tenant_a", "tenant_b")  # loadgen's --tenant-prefix; with --tenants 1: <prefix>0
@@ -187,6 +191,79 @@ def run(args: argparse.Namespace, config: str, phase: Phase) -> dict[str, Any]:
     return figures(config, phase, split, window, results)
 
 
+def run_connects(args: argparse.Namespace, config: str) -> dict[str, Any]:
+    """Connects: `--connect-clients` subscribers per tenant, no events; the window runs from
+    before the first connect until the nodes' counts in Redis show them all."""
+    split, clients = SPLITS[config], args.connect_clients
+    log(f"{config}, connect: {clients} subscribers per tenant (load {load_average()})")
+    with tempfile.TemporaryDirectory(prefix="cluster-throughput-") as work:
+        cluster = Cluster(Path(args.repo), Path(work), TENANTS, nodes=len(set(split)))
+        loadgens: list[Loadgen] = []
+        try:
+            rss_before = [rss_kb(node.pid) for node in cluster.nodes]
+            pids = {"nodes": [node.pid for node in cluster.nodes], "redis": [cluster.redis.pid]}
+            window = Window(cluster.redis_url, pids)
+            flags = ["--clients", str(clients), "--rate", "0", "--duration", "2", "--idle", "0",
+                     "--connect-concurrency", "50"]  # fmt: skip
+            for prefix, node in zip(TENANT_PREFIXES, split, strict=True):
+                loadgens.append(Loadgen(args.loadgen, cluster.urls[node], prefix, flags, None))
+            wait_counted(cluster.redis_url, clients, loadgens)
+            measured = window.close()
+            rss_after = [rss_kb(node.pid) for node in cluster.nodes]
+            results = [loadgen.result(timeout=600) for loadgen in loadgens]
+        finally:
+            for loadgen in loadgens:
+                loadgen.stop()
+            cluster.stop()
+    connected = sum(int(result["connect"]["ok"]) for result in results)
+    out = {
+        "config": config,
+        "phase": "connect",
+        "windowS": measured["windowS"],
+        "connected": connected,
+        "connectFailures": [result["connect"]["failures"] for result in results],
+        "connectWallS": [result["connect"]["wallS"] for result in results],
+        "nodeUsPerConnect": round(sum(measured["cpuS"]["nodes"]) * 1e6 / max(connected, 1)),
+        "redisUsPerConnect": round(measured["cpuS"]["redis"][0] * 1e6 / max(connected, 1)),
+        # With the window's own reads in: two INFOs, an MGET, and an HVALS per tenant and poll.
+        "redisCallsPerConnect": {
+            name: round(calls / max(connected, 1), 2)
+            for name, calls in sorted(measured["redisCalls"].items())
+        },
+        "rssPerConnKB": round((sum(rss_after) - sum(rss_before)) / max(connected, 1), 2),
+        "cpuBusyPct": [round(100 * c / measured["windowS"], 1) for c in measured["cpuBusyS"]],
+    }
+    log(
+        f"  {connected} connected, {out['nodeUsPerConnect']} us node CPU and "
+        f"{out['redisUsPerConnect']} us Redis per connect, {out['rssPerConnKB']} KB each"
+    )
+    return out
+
+
+def wait_counted(redis_url: str, clients: int, loadgens: list[Loadgen]) -> None:
+    """Until the nodes' connection counts in Redis hold `clients` per tenant, or a loadgen
+    ended (some connects failed; its JSON says which)."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        while all(loadgen.process.poll() is None for loadgen in loadgens):
+            counted = [
+                sum(int(entry.split()[0]) for entry in client.hvals(connections_key(t)))
+                for t in TENANTS
+            ]
+            if min(counted) >= clients:
+                return
+            time.sleep(0.05)
+    finally:
+        client.close()
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
 def measure(cluster: Cluster, loadgens: list[Loadgen], duration: int) -> dict[str, Any]:
     """The window: from a second after both tenants' first stored event, for the publishing
     time less the warm-up and cool-down."""
@@ -316,6 +393,7 @@ def main() -> None:
     parser.add_argument("--loadgen", required=True, help="folder of loadgen.js, after npm ci")
     parser.add_argument("--repo", default=str(REPO), help="the feedserver checkout to run")
     parser.add_argument("--clients", type=int, default=500, help="subscribers per tenant")
+    parser.add_argument("--connect-clients", type=int, default=2000, help="per tenant")
     parser.add_argument("--rate", type=int, default=50, help="fan-out ev/s per tenant")
     parser.add_argument(
         "--publish-rate", type=int, default=100, help="ev/s per tenant, 1 subscriber"
@@ -340,9 +418,10 @@ def main() -> None:
         ("one node", Phase(HALF_RATE, args.clients, args.rate // 2, pin=False)),
         *((config, Phase("saturated", args.clients, args.overload, pin=True)) for config in SPLITS),
     ]
+    connects = [run_connects(args, config) for config in SPLITS]
     runs = [run(args, config, phase) for config, phase in plan]
     print(json.dumps({
-        "loadStart": started, "loadEnd": load_average(), "runs": runs,
+        "loadStart": started, "loadEnd": load_average(), "connects": connects, "runs": runs,
         "twoOverOne": ratios(runs), "costs": fan_out_costs(runs),
     }))  # fmt: skip
 
