@@ -55,12 +55,14 @@ TENANTS = [f"{prefix}0" for prefix in TENANT_PREFIXES]
 # The node each tenant's loadgen talks to, by configuration.
 SPLITS = {"one node": (0, 0), "two nodes": (0, 1)}
 NODE_CPU, OTHERS_CPU = "0", "1"  # the saturated phase's pinning
-WARM_UP_S, COOL_DOWN_S = 1, 2
-HALF_RATE = "fan-out, half the rate"  # left out of the window at each end of the publishing
+WARM_UP_S, COOL_DOWN_S = 1, 2  # left out of the window at each end of the publishing
+CONTROL = "fan-out, half the rate"  # the phase of one node at what each of two nodes carries
 
 
 @dataclass(frozen=True)
 class Phase:
+    """What the loadgens offer in one run, and whether the processes are pinned."""
+
     name: str
     clients: int  # subscribers per tenant
     rate: int  # ev/s offered by each loadgen
@@ -358,7 +360,7 @@ def ratios(runs: list[dict[str, Any]]) -> dict[str, Any]:
         if (phase, "two nodes") in by
     } | {
         "two nodes over one node at half the rate": {
-            key: ratio(by[("fan-out", "two nodes")][key], by[(HALF_RATE, "one node")][key])
+            key: ratio(by[("fan-out", "two nodes")][key], by[(CONTROL, "one node")][key])
             for key in keys[1:]
         }
     }
@@ -415,7 +417,7 @@ def main() -> None:
         # The control: one node at the rate each of the two nodes had. A node's cost per
         # delivery falls as its rate grows (its relay reads and its writes carry more events
         # each), so this tells what splitting costs from what half the rate per node costs.
-        ("one node", Phase(HALF_RATE, args.clients, args.rate // 2, pin=False)),
+        ("one node", Phase(CONTROL, args.clients, args.rate // 2, pin=False)),
         *((config, Phase("saturated", args.clients, args.overload, pin=True)) for config in SPLITS),
     ]
     connects = [run_connects(args, config) for config in SPLITS]
