@@ -8,22 +8,33 @@ store raises that as `StoreUnavailable`. So an append is acknowledged, or refuse
 not stored: after a move or a graceful failover the tenant's events are exactly the
 acknowledged ones. A kill loses what the master acknowledged and had not replicated
 yet: `test_a_killed_master_is_replaced_and_appends_resume` checks only what holds then.
+
+A node follows a tenant through the hints its appends SPUBLISH at the master of its
+slot (`HintedFollow`): after each change the hint channel is subscribed at the new
+master and the stream read from the cursor, so a follow (`Follower`, driven as the
+relay drives `RedisStore.follow`) reads every event once, in order, and soon, not at
+the heal. `NoticeChannel` subscribes `feed:notices` the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
+import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from redis.crc import key_slot
 
+from feedserver.cluster import NOTICES_CHANNEL, NoticeChannel, relay_wake_key
+from feedserver.core import SystemNotice
 from feedserver.errors import StoreUnavailable
 from feedserver.events import Event
-from feedserver.store.redis import RedisStore, seq_key, stream_key
+from feedserver.store.redis import HEAL_S, RedisStore, seq_key, stream_key
+from feedserver.tasks import stop
 from tests.redis_cluster import RedisClusterServers
 from tests.waiting import eventually
 
@@ -34,6 +45,10 @@ HISTORY = 100_000  # keeps every event of a test
 WRITERS = 4  # appending at once, as several nodes would
 # Appends after a change, to show they go on (and the client has the new owner).
 AFTERWARDS = 20
+WAKE = relay_wake_key("this-node")
+# How soon after a change the follow returns an event appended after it: its hint channel
+# is subscribed at the new owner by then (the heal, HEAL_S, would take far longer).
+RESUMED_WITHIN_S = 2.0
 
 
 class Appender:
@@ -94,6 +109,58 @@ async def appended_after(appenders: list[Appender], moment: float) -> None:
         return sum(len(a.acked_since(moment)) for a in appenders) >= AFTERWARDS
 
     await eventually(enough, f"{AFTERWARDS} appends acknowledged afterwards")
+
+
+class Follower:
+    """Follows `TENANT` from seq 0 as the relay does (`RedisStore.follow` again and again,
+    the cursor moving to each event returned, a refused follow tried again shortly),
+    keeping what it read and when."""
+
+    def __init__(self, store: RedisStore) -> None:
+        self.store = store
+        self.cursors = {TENANT: 0}
+        self.read: list[Event] = []
+        self.read_at: dict[Event, float] = {}
+        self.refused = 0
+        self._subscribed = asyncio.Event()  # its first follow returned: hints come
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Follower:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.wait_for(self._subscribed.wait(), 10)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await stop(self._task)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                followed = await self.store.follow(
+                    self.cursors, count=500, wake_key=WAKE, woken="0-0"
+                )
+            except StoreUnavailable:
+                self.refused += 1
+                await asyncio.sleep(0.05)  # the relay's backoff, shorter
+                continue
+            self._subscribed.set()
+            for event in followed.events:
+                self.read.append(event)
+                self.read_at[event] = time.monotonic()
+                self.cursors[TENANT] = event.seq
+
+    async def read_up_to(self, seq: int) -> None:
+        await eventually(lambda: self.cursors[TENANT] >= seq, f"the follow read seq {seq}")
+
+    def delays(self, appenders: list[Appender], since: float) -> list[float]:
+        """For each event acknowledged after `since`, how long after it the follow read it
+        (infinite if never)."""
+        return [
+            self.read_at.get(event, math.inf) - at
+            for appender in appenders
+            for event, at in zip(appender.acked, appender.acked_at, strict=True)
+            if at >= since
+        ]
 
 
 def acked(appenders: list[Appender]) -> list[Event]:
@@ -234,3 +301,74 @@ async def test_a_killed_master_is_replaced_and_appends_resume(
     assert set(itertools.chain(*after)) <= set(events)
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert (await store.counts(TENANT)).latest_seq == len(events)
+
+
+async def follow_through(
+    store: RedisStore, change: Callable[[], object]
+) -> tuple[Follower, list[Appender], float]:
+    """Follows `TENANT` while `WRITERS` append and `change` (a cluster operation, run in a
+    thread) goes on; returns once the follow has read up to the latest seq, with the time
+    at which `change` was over."""
+    async with Follower(store) as follower:
+        async with appending(store) as appenders:
+            await asyncio.to_thread(change)
+            changed = time.monotonic()
+            await appended_after(appenders, changed)
+        await follower.read_up_to((await store.counts(TENANT)).latest_seq)
+    return follower, appenders, changed
+
+
+async def test_a_follow_reads_every_event_once_in_order_while_its_slot_moves(
+    replicated_cluster: RedisClusterServers, store: RedisStore
+) -> None:
+    """The old owner unsubscribes the hint channel (an unrequested SUNSUBSCRIBE) when the
+    slot leaves it; the follow subscribes it at the new owner and reads from its cursor,
+    so events go on coming by their hints, not at the heal."""
+    target = another_master(replicated_cluster, replicated_cluster.owner(SLOT))
+    move = functools.partial(replicated_cluster.move_slot, SLOT, target)
+    follower, appenders, moved = await follow_through(store, move)
+
+    assert replicated_cluster.owner(SLOT) == target
+    assert follower.read == acked(appenders)
+    assert max(follower.delays(appenders, moved)) < RESUMED_WITHIN_S < HEAL_S
+
+
+async def test_a_follow_reads_every_event_once_in_order_through_a_graceful_failover(
+    replicated_cluster: RedisClusterServers, store: RedisStore
+) -> None:
+    """The demoted master unsubscribes the hint channel too; the follow subscribes it at
+    the promoted replica and reads from its cursor."""
+    master = replicated_cluster.owner(SLOT)
+    fail_over = functools.partial(replicated_cluster.fail_over, master)
+    follower, appenders, promoted = await follow_through(store, fail_over)
+
+    assert replicated_cluster.owner(SLOT) != master
+    assert follower.read == acked(appenders)
+    assert max(follower.delays(appenders, promoted)) < RESUMED_WITHIN_S
+
+
+@pytest.mark.parametrize("failover", ["fail_over", "kill"])
+async def test_system_messages_cross_again_once_the_notice_channel_master_is_replaced(
+    replicated_cluster: RedisClusterServers, failover: str
+) -> None:
+    """`feed:notices` is SSUBSCRIBEd at its slot's master: after a failover of it each
+    NoticeChannel is subscribed at the promoted replica (`listening`), and a notice sent
+    by one reaches the other."""
+    channels = [NoticeChannel(replicated_cluster.url, node) for node in ("a", "b")]
+    received: asyncio.Queue[SystemNotice] = asyncio.Queue()
+    channels[1].add_listener(received.put)
+    try:
+        for channel in channels:
+            await channel.start()
+            await asyncio.wait_for(channel.listening.wait(), 10)
+        master = replicated_cluster.owner(key_slot(NOTICES_CHANNEL.encode()))
+        promoted = await asyncio.to_thread(getattr(replicated_cluster, failover), master)
+        for channel in channels:
+            await asyncio.wait_for(channel.listening.wait(), 10)
+        notice = {"message": f"after {failover}", "level": "info", "timestamp": TS}
+        await channels[0].send(notice)
+        assert await asyncio.wait_for(received.get(), 10) == notice
+        assert replicated_cluster.owner(key_slot(NOTICES_CHANNEL.encode())) == promoted
+    finally:
+        for channel in channels:
+            await channel.close()
