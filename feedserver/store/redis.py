@@ -289,10 +289,16 @@ class RedisStore:
         # longer than the block.
         self._follow_block_ms = follow_block_ms
         self._follower = store_client(url, read_timeout=follow_block_ms / 1000 + COMMAND_TIMEOUT_S)
-        # On a cluster XREAD cannot block on the streams of several slots: hints instead.
+        # On a cluster XREAD cannot block on the streams of several slots: hints instead,
+        # on the follower's client. When a command to a node fails, redis-py's cluster
+        # client closes that node's idle connections in tasks of their own, so also one
+        # that a pipeline takes meanwhile, which then fails with an AttributeError, not a
+        # RedisError: on the appends' client, the appends failing on a killed master broke
+        # the follow in 2 of 9 kills (and an error that is not `StoreUnavailable` ends the
+        # relay).
         self._hinted = (
-            HintedFollow(self._redis, block_s=follow_block_ms / 1000)
-            if isinstance(self._redis, RedisCluster)
+            HintedFollow(self._follower, block_s=follow_block_ms / 1000)
+            if isinstance(self._follower, RedisCluster)
             else None
         )
         self._append = self._redis.register_script(_APPEND_SCRIPT)

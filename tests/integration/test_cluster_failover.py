@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import functools
 import itertools
+import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable
@@ -33,8 +34,9 @@ from feedserver.cluster import NOTICES_CHANNEL, NoticeChannel, relay_wake_key
 from feedserver.core import SystemNotice
 from feedserver.errors import StoreUnavailable
 from feedserver.events import Event
+from feedserver.store import pubsub
 from feedserver.store.redis import HEAL_S, RedisStore, seq_key, stream_key
-from feedserver.tasks import stop
+from feedserver.tasks import Backoff, stop
 from tests.redis_cluster import RedisClusterServers
 from tests.waiting import eventually
 
@@ -152,14 +154,14 @@ class Follower:
     async def read_up_to(self, seq: int) -> None:
         await eventually(lambda: self.cursors[TENANT] >= seq, f"the follow read seq {seq}")
 
-    def delays(self, appenders: list[Appender], since: float) -> list[float]:
-        """For each event acknowledged after `since`, how long after it the follow read it
-        (infinite if never)."""
+    def delays(self, appenders: list[Appender], since: float, *, above: int = 0) -> list[float]:
+        """For each event acknowledged after `since` with a seq above `above`, how long
+        after it the follow read it (infinite if never)."""
         return [
             self.read_at.get(event, math.inf) - at
             for appender in appenders
             for event, at in zip(appender.acked, appender.acked_at, strict=True)
-            if at >= since
+            if at >= since and event.seq > above
         ]
 
 
@@ -345,6 +347,33 @@ async def test_a_follow_reads_every_event_once_in_order_through_a_graceful_failo
     assert replicated_cluster.owner(SLOT) != master
     assert follower.read == acked(appenders)
     assert max(follower.delays(appenders, promoted)) < RESUMED_WITHIN_S
+
+
+async def test_a_follow_goes_on_after_a_kill_with_the_events_acknowledged_since(
+    replicated_cluster: RedisClusterServers, store: RedisStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The subscription's connection to the killed master fails; the subscriber asks the
+    cluster again with a backoff (a few attempts until the replica takes over, not a spin)
+    and subscribes at the promoted replica. What the master acknowledged and had not
+    replicated is lost and its seqs are given again (docs/scaling.md): a follow that read
+    them is past the events that now have them, and reads every one after them."""
+    caplog.set_level(logging.WARNING, logger=pubsub.__name__)
+    master = replicated_cluster.owner(SLOT)
+    kill = functools.partial(replicated_cluster.kill, master)
+    follower, appenders, promoted = await follow_through(store, kill)
+
+    assert replicated_cluster.owner(SLOT) != master
+    seqs = [event.seq for event in follower.read]
+    assert seqs == sorted(set(seqs))  # each once, in order
+    everything = await stored(store)
+    lost = set(follower.read) - set(everything)
+    passed = max((event.seq for event in lost), default=0)
+    assert [e for e in follower.read if e.seq > passed] == [e for e in everything if e.seq > passed]
+    # Its backoff (0.2, 0.4, 0.8, 1.6, then 2 s) may have been waiting when the replica took over.
+    resumed_within = RESUMED_WITHIN_S + Backoff().cap
+    assert max(follower.delays(appenders, promoted, above=passed)) < resumed_within
+    # The connection lost, then each attempt while no replica had taken over (about 2.5 s).
+    assert len([r for r in caplog.records if r.name == pubsub.__name__]) <= 6
 
 
 @pytest.mark.parametrize("failover", ["fail_over", "kill"])
