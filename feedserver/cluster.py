@@ -35,7 +35,6 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 import orjson
-from redis.exceptions import RedisError
 
 from .config import TENANT_RE, Settings
 from .core import (
@@ -52,7 +51,7 @@ from .events import Event
 from .logs import ThrottledWarning
 from .store import EventStore, MemoryStore
 from .store.pubsub import Subscriber, publish
-from .store.redis import RedisStore, learn_slots, store_client, store_errors
+from .store.redis import REDIS_ERRORS, RedisStore, learn_slots, store_client, store_errors
 from .store.redis_tenants import RedisTenants
 from .store.tenant_file import HeldTenants, TenantFile
 from .tasks import Backoff, stop
@@ -509,7 +508,7 @@ class NoticeChannel:
                 NOTICES_CHANNEL,
                 orjson.dumps({"node": self.node_id, "notice": notice}),
             )
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             log.warning("a system message reached this node's clients only: %s", exc)
 
     async def start(self) -> None:

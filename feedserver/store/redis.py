@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 COMMAND_TIMEOUT_S = 2.0
 # Connections of one client (redis-py's default cap): a burst past them waits for one.
 MAX_CONNECTIONS = 100
+# What redis-py raises when Redis fails: a RedisError, or, from a cluster client whose
+# refresh of the slots found no node up, a RedisClusterException, which is not one.
+REDIS_ERRORS = (RedisError, RedisClusterException)
 
 # Drops the entries of stream KEYS[2] stamped before `cutoff` (an event timestamp: same-shape
 # timestamps compare as strings in time order); `latest` is the seq of its newest entry.
@@ -271,7 +274,7 @@ def store_errors() -> Iterator[None]:
     """
     try:
         yield
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         log.warning("redis store unavailable: %s", exc)
         raise StoreUnavailable() from exc
 
@@ -499,7 +502,7 @@ class RedisStore:
     async def ping(self) -> bool:
         try:
             return bool(await self._redis.ping())
-        except (RedisError, OSError):
+        except (*REDIS_ERRORS, OSError):
             return False
 
     def _hint_channel(self, tenant: str) -> str:

@@ -25,7 +25,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from redis.crc import key_slot
@@ -401,3 +401,38 @@ async def test_system_messages_cross_again_once_the_notice_channel_master_is_rep
     finally:
         for channel in channels:
             await channel.close()
+
+
+async def test_a_cluster_with_no_node_up_fails_every_call_as_one_redis_down_does(
+    replicated_cluster: RedisClusterServers, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`StoreUnavailable` (a 503, and a retry later for the relay) and a notice sent to
+    this node's clients only. Once no node answers, redis-py's cluster client raises
+    RedisClusterException, which is not a RedisError, from its refresh of the slots: at
+    the first command after a failed one."""
+    store = RedisStore(replicated_cluster.url, HISTORY, follow_block_ms=500)
+    notices = NoticeChannel(replicated_cluster.url, "a")
+    try:
+        cursors = {TENANT: 0}
+        await store.follow(cursors, count=10, wake_key=WAKE, woken="0-0")  # subscribed
+        await store.append(TENANT, "hinted", TS)  # to be read by the next follow
+        await asyncio.to_thread(replicated_cluster.stop)
+        calls: list[Callable[[], Awaitable[object]]] = [
+            lambda: store.append(TENANT, "down", TS),
+            lambda: store.append_once(TENANT, "k", "down", TS, ttl=60),
+            lambda: store.query(TENANT, limit=10),
+            lambda: store.counts(TENANT),
+            lambda: store.latest_seqs([TENANT]),
+            lambda: store.follow(cursors, count=10, wake_key=WAKE, woken="0-0"),
+        ]
+        for call in calls:
+            for _ in range(2):  # the first fails to connect, the next to refresh the slots
+                with pytest.raises(StoreUnavailable):
+                    await call()
+        assert not await store.ping()
+        for _ in range(2):
+            await notices.send({"message": "down", "level": "info", "timestamp": TS})
+        assert caplog.text.count("a system message reached this node's clients only") == 2
+    finally:
+        await notices.close()
+        await store.close()
