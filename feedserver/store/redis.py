@@ -262,7 +262,7 @@ async def learn_slots(client: Redis | RedisCluster) -> None:
     if isinstance(client, RedisCluster):
         try:
             await client.initialize()
-        except (RedisError, RedisClusterException, OSError) as exc:
+        except (*REDIS_ERRORS, OSError) as exc:
             log.warning("the Redis Cluster is not reachable yet: %s", exc)
 
 
