@@ -5,9 +5,10 @@ and the tenant registry's backend that belong together:
 
 - `FEED_STORE=memory`: `SingleNode` — ring buffers in memory, the publishing call delivers;
   the tenant registry in `FEED_DATA_DIR/tenants.json` (or in memory without it).
-- `FEED_STORE=redis://`: `RedisCluster` — events in Redis Streams (`store/redis.py`);
-  each node follows the streams of the tenants it has sockets of and delivers what it
-  reads (`StreamRelay`); system messages cross on a pub/sub channel (`NoticeChannel`);
+- `FEED_STORE=redis://` or `redis-cluster://`: `RedisCluster` — events in Redis Streams
+  (`store/redis.py`); each node follows the streams of the tenants it has sockets of and
+  delivers what it reads (`StreamRelay`); system messages cross on a pub/sub channel
+  (`NoticeChannel`; sharded on a cluster, as every channel here: `store/pubsub.py`);
   connection counts are shared (`RedisConnections`); the tenant registry is a Redis hash
   that every node follows (`store/redis_tenants.py`, `TenantChannel`). Socket.IO itself
   stays on each node: every emit is to this node's sockets.
@@ -17,8 +18,8 @@ delivers in publish order, which is not seq order when two nodes (or two request
 node) publish at once, and pub/sub drops what was published while a subscriber was away.
 Reading the stream gives every node that serves a tenant its events exactly once, in seq
 order, through the gateway's one delivery call; after a Redis outage or a lost connection
-the node continues from the last seq it delivered. A system message has no seq and no
-history: pub/sub fits.
+the node continues from the last seq it delivered. Pub/sub only says when to read (each
+append publishes a hint). A system message has no seq and no history: pub/sub fits.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ class RedisCluster:
     def __init__(self, settings: Settings, url: str, directory: TenantDirectory) -> None:
         self.node_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.store = RedisStore(url, settings.history_size)
-        relay = StreamRelay(self.store, directory, self.node_id, grace_s=settings.follow_grace_s)
+        relay = StreamRelay(self.store, directory, grace_s=settings.follow_grace_s)
         self.bus = RedisBus(relay, NoticeChannel(url, self.node_id))
         self.connections = RedisConnections(url, self.node_id)
         self.tenants = RedisTenants(url)
@@ -237,18 +238,15 @@ def _succeeded(task: asyncio.Task[None]) -> bool:
     return not task.cancelled() and task.exception() is None
 
 
-def relay_wake_key(node_id: str) -> str:
-    return f"feed:relay:{node_id}:wake"
-
-
 class StreamRelay:
     """The event bus of several nodes: each node reads the streams of the tenants it serves.
 
     The entry the store wrote is what travels: every node that follows the tenant, the
-    publishing one too if it does, reads it back with XREAD, in stream (= seq) order, by
-    one task. A node follows a tenant while it has at least one local subscriber of it,
-    and `grace_s` seconds more (`Interest`); one XREAD names only those tenants' streams,
-    plus this node's wake-up key, so a node reads and decodes nothing of the others.
+    publishing one too if it does, reads it back (`RedisStore.follow`: the streams that a
+    hint says have something new), in stream (= seq) order, by one task. A node follows a
+    tenant while it has at least one local subscriber of it, and `grace_s` seconds more
+    (`Interest`); it subscribes to the hints of those tenants only, so it reads and
+    decodes nothing of the others.
 
     Exactly once, in order, for a joining socket (`join`, then `Feed.catch_up`): the
     gateway parks the socket first (every event the relay delivers from then on is parked
@@ -256,13 +254,13 @@ class StreamRelay:
     seq counter L (the append script writes the entry and the counter together, so every
     event with seq <= L is in the stream, or trimmed, and every later one is appended after
     this read) and sets the cursor to L before it returns; the relay delivers every event
-    after the cursor, in order, from its next XREAD on, and this node's wake-up ends the
-    XREAD that blocks meanwhile without the tenant. For a followed tenant, the cursor is
-    already there. Either way, when `join` returns, `delivered_up_to` is the cursor C, the
-    catch-up reads the store up to C, and the events after C reach the socket live (parked,
-    then in its room): each event once, none missed. The cursor only moves forward, by
-    delivery; an event at or below it (a read that was under way when the tenant was
-    followed again from a later seq) is skipped.
+    after the cursor, in order, once the store watches the tenant (`RedisStore.watch`: its
+    stream is read from the cursor as soon as that holds, and at each append after). For
+    a followed tenant, the cursor is already there. Either way, when `join` returns,
+    `delivered_up_to` is the cursor C, the catch-up reads the store up to C, and the events
+    after C reach the socket live (parked, then in its room): each event once, none missed.
+    The cursor only moves forward, by delivery; an event at or below it (a read that was
+    under way when the tenant was followed again from a later seq) is skipped.
 
     After the grace the cursor goes; a later join starts afresh from the counter. After a
     Redis outage the followed tenants are checked (`_resync`): a stream whose seq went
@@ -273,7 +271,6 @@ class StreamRelay:
         self,
         store: RedisStore,
         directory: TenantDirectory,
-        node_id: str,
         *,
         grace_s: float = 30.0,
         batch: int = 500,
@@ -281,7 +278,6 @@ class StreamRelay:
     ) -> None:
         self._store = store
         self._directory = directory
-        self._wake_key = relay_wake_key(node_id)
         self._batch = batch
         self._publish_wait_s = publish_wait_s
         self._listeners: list[Listener] = []
@@ -292,7 +288,6 @@ class StreamRelay:
         # Events read per followed tenant (a tenant's count goes with its cursor): what a
         # test or a benchmark checks to see which streams this node reads.
         self.events_read: collections.Counter[str] = collections.Counter()
-        self._woken = "0-0"  # the last wake-up read (the key is this process's own)
         self._progress = asyncio.Event()  # set, and replaced, after each delivered batch
         self._task: asyncio.Task[None] | None = None
 
@@ -338,8 +333,8 @@ class StreamRelay:
         """`Interest`'s start: the cursor at the tenant's latest seq (see the class).
 
         The follows started in one turn of the event loop share one read of the counters
-        and one wake-up (`_start_following`): a reconnect storm after a node restart is a
-        few round trips, not two per tenant, and does not exhaust the connection pool."""
+        (`_start_following`): a reconnect storm after a node restart is a few round
+        trips, not one per tenant, and does not exhaust the connection pool."""
         self._joining.append(tenant)
         if self._starting is None:
             self._starting = asyncio.create_task(self._start_following())
@@ -354,27 +349,33 @@ class StreamRelay:
             # Stopped meanwhile (the grace ran out), or not a tenant: no cursor. A tenant
             # created later while wanted gets one (`_tenant_changed`).
             if self.interest.wants(tenant) and tenant in self._directory:
-                self._cursors.setdefault(tenant, latest[tenant])
-        # After the cursors: the XREAD this ends is followed by one that names them.
-        with contextlib.suppress(StoreUnavailable):  # else the next XREAD includes them
-            await self._store.wake(self._wake_key)
+                self._set_cursor(tenant, latest[tenant])
+
+    def _set_cursor(self, tenant: str, seq: int) -> None:
+        """Follow `tenant` from `seq` on: its stream is read once the store says it
+        watches it (the cursor first, so that nothing it hears of is skipped)."""
+        if tenant not in self._cursors:
+            self._cursors[tenant] = seq
+            self._store.watch(tenant)
+
+    def _drop_cursor(self, tenant: str) -> None:
+        if self._cursors.pop(tenant, None) is not None:
+            self._store.unwatch(tenant)
 
     def _unfollow(self, tenant: str) -> None:
-        self._cursors.pop(tenant, None)
+        self._drop_cursor(tenant)
         self.events_read.pop(tenant, None)
 
     async def _tenant_changed(self, tenant_id: str, tenant: Tenant | None) -> None:
         if tenant is None:
-            self._cursors.pop(tenant_id, None)
+            self._drop_cursor(tenant_id)
             return
         if tenant_id in self._cursors or not self.interest.wants(tenant_id):
             return
         # A tenant new to this node has a new stream (a deleted tenant's was purged), so
         # all of it is delivered: also what another node published before this one heard of
         # the tenant, which no socket here can have missed (none could subscribe yet).
-        self._cursors[tenant_id] = 0
-        with contextlib.suppress(StoreUnavailable):  # else the next XREAD includes it
-            await self._store.wake(self._wake_key)
+        self._set_cursor(tenant_id, 0)
 
     async def _run(self) -> None:
         backoff = Backoff()
@@ -384,17 +385,14 @@ class StreamRelay:
                 if resync:
                     await self._resync()
                     resync = False
-                followed = await self._store.follow(
-                    self._cursors, count=self._batch, wake_key=self._wake_key, woken=self._woken
-                )
+                events = await self._store.follow(self._cursors, count=self._batch)
             except StoreUnavailable:
                 resync = True
                 await backoff.sleep()
                 continue
             backoff.reset()
-            self._woken = followed.woken
-            self.events_read.update(event.tenant_id for event in followed.events)
-            for event in followed.events:
+            self.events_read.update(event.tenant_id for event in events)
+            for event in events:
                 await self._deliver(event)
             self._progress.set()
             self._progress = asyncio.Event()

@@ -11,17 +11,15 @@ one slot, which the append script needs):
                            its first publish created; expires after the key's TTL
     feed:epoch             names this Redis's seq numbering (see `EventStore.epoch`); made
                            on first use, so a flushed Redis gets a new one
-    feed:relay:N:wake      node N's wake-up: a stream of one entry, added when N starts
-                           to follow a tenant, so that N's blocking `follow` returns at
-                           once and reads that tenant's stream too (`cluster.StreamRelay`);
-                           expires an hour after the last wake-up (a node that died)
+
+and one pub/sub channel per tenant, `feed:{tenant}:appended`: each append publishes its
+seq there (`HintedFollow`: how a node learns what to read).
 
 Every key of a tenant has its `{tenant}` hash tag: `purge` finds them all with one SCAN
 (on a Redis Cluster, of the one master that holds the tenant's slot).
 
 Because the entry id is the seq, every history window is one XRANGE/XREVRANGE with
-exclusive bounds, and a node follows new events with one XREAD over the tenants it
-serves.
+exclusive bounds, and a node follows new events with one XREAD per hinted stream.
 """
 
 from __future__ import annotations
@@ -32,7 +30,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
@@ -96,16 +94,17 @@ local id = string.format('%d-0', seq)
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], id, 'message', ARGV[2], 'timestamp', ARGV[3])
 redis.call('SET', KEYS[1], string.format('%d', seq))
 if ARGV[4] ~= '' then expire(ARGV[4], seq) end
-if hint ~= '' then redis.call('SPUBLISH', hint, string.format('%d', seq)) end
+redis.call(publish, hint, string.format('%d', seq))
 """
 )
-# ARGV[5]: the tenant's hint channel on a Redis Cluster (`HintedFollow`), '' on one Redis.
-_APPEND_SCRIPT = "local hint = ARGV[5]\n" + _APPEND_LUA + "return seq\n"
+# ARGV[5], ARGV[6]: the tenant's hint channel (`HintedFollow`) and the command that
+# publishes on it: PUBLISH on one Redis, SPUBLISH (in the tenant's slot) on a cluster.
+_APPEND_SCRIPT = "local hint, publish = ARGV[5], ARGV[6]\n" + _APPEND_LUA + "return seq\n"
 # The same append, unless the claim key exists: then its first event, and nothing written.
 # One script, so 100 concurrent publishes with one key, on any nodes, create one event.
 _APPEND_ONCE_SCRIPT = (
     """
-local hint = ARGV[6]
+local hint, publish = ARGV[6], ARGV[7]
 local first = redis.call('GET', KEYS[3])
 if first then return {0, first} end
 """
@@ -129,12 +128,11 @@ redis.call('SET', KEYS[1], ARGV[1])
 return ARGV[1]
 """
 EPOCH_KEY = "feed:epoch"
-# A dead node's wake-up key goes after this long; a live one wakes itself at every follow.
-WAKE_TTL_S = 3600
-# How often a node on a cluster reads every stream it follows although no hint came
-# (`HintedFollow`): hints are re-read at each confirmed subscription, so this only heals
-# what pub/sub itself might drop.
-HEAL_S = 10.0
+# How often a node compares the latest seqs of the tenants it follows with its cursors
+# although no hint came (`HintedFollow`): a confirmed subscription already reads what came
+# unhinted, so this only heals what pub/sub itself might drop; one MGET (on a cluster, one
+# GET per tenant, grouped by master) of every followed tenant each time.
+HEAL_S = 30.0
 # Keys removed per UNLINK while purging a tenant.
 PURGE_BATCH = 500
 
@@ -154,13 +152,6 @@ def claim_key(tenant: str, key: str) -> str:
 def tenant_keys(tenant: str) -> str:
     """The SCAN pattern of every key of `tenant` (ids have no glob characters)."""
     return f"feed:{{{tenant}}}:*"
-
-
-class Followed(NamedTuple):
-    """What one `RedisStore.follow` read."""
-
-    events: list[Event]
-    woken: str  # the last wake-up entry read: where the next follow starts
 
 
 def redis_client(
@@ -288,22 +279,15 @@ class RedisStore:
         self.failures = 0
         self._history_size = history_size
         self._redis = store_client(url)
-        # XREAD BLOCK holds its connection: a client of its own, whose read timeout is
-        # longer than the block.
-        self._follow_block_ms = follow_block_ms
-        self._follower = store_client(url, read_timeout=follow_block_ms / 1000 + COMMAND_TIMEOUT_S)
-        # On a cluster XREAD cannot block on the streams of several slots: hints instead,
-        # on the follower's client. When a command to a node fails, redis-py's cluster
-        # client closes that node's idle connections in tasks of their own, so also one
-        # that a pipeline takes meanwhile, which then fails with an AttributeError, not a
-        # RedisError: on the appends' client, the appends failing on a killed master broke
-        # the follow in 2 of 9 kills (and an error that is not `StoreUnavailable` ends the
-        # relay).
-        self._hinted = (
-            HintedFollow(self._follower, block_s=follow_block_ms / 1000)
-            if isinstance(self._follower, RedisCluster)
-            else None
-        )
+        # How a node learns of new events: `HintedFollow`, on a client of its own. When a
+        # command to a node fails, redis-py's cluster client closes that node's idle
+        # connections in tasks of their own, so also one that a pipeline takes meanwhile,
+        # which then fails with an AttributeError, not a RedisError: on the appends' client,
+        # the appends failing on a killed master broke the follow in 2 of 9 kills (and an
+        # error that is not `StoreUnavailable` ends the relay).
+        self._follower = store_client(url)
+        self._hinted = HintedFollow(self._follower, block_s=follow_block_ms / 1000)
+        self._publish = "SPUBLISH" if isinstance(self._redis, RedisCluster) else "PUBLISH"
         self._append = self._redis.register_script(_APPEND_SCRIPT)
         self._append_once = self._redis.register_script(_APPEND_ONCE_SCRIPT)
         self._epoch = self._redis.register_script(_EPOCH_SCRIPT)
@@ -326,7 +310,8 @@ class RedisStore:
                     message,
                     timestamp,
                     expire_before or "",
-                    self._hint_channel(tenant),
+                    hint_channel(tenant),
+                    self._publish,
                 ],
             )
         return Event(int(seq), tenant, message, timestamp)
@@ -352,7 +337,8 @@ class RedisStore:
                     timestamp,
                     expire_before or "",
                     ttl,
-                    self._hint_channel(tenant),
+                    hint_channel(tenant),
+                    self._publish,
                 ],
             )
         seq, first_timestamp, first_message = claim.split("\n", 2)
@@ -420,50 +406,25 @@ class RedisStore:
     async def latest_seqs(self, tenants: Sequence[str]) -> dict[str, int]:
         """The latest seq of each tenant, in one round trip (one per master on a cluster:
         the tenants' keys are in different slots)."""
-        if not tenants:
-            return {}
-        keys = [seq_key(t) for t in tenants]
         with self._store_errors():
-            if isinstance(self._redis, RedisCluster):
-                values = await self._redis.mget_nonatomic(keys)
-            else:
-                values = await self._redis.mget(keys)
-        return {tenant: int(value or 0) for tenant, value in zip(tenants, values, strict=True)}
+            return await read_latest_seqs(self._redis, tenants)
 
-    async def follow(
-        self, cursors: Mapping[str, int], *, count: int, wake_key: str, woken: str
-    ) -> Followed:
+    def watch(self, tenant: str) -> None:
+        """Hear of `tenant`'s new events from now on (`HintedFollow`); a `follow` whose
+        cursors name it reads its stream once that holds (and whenever an append says)."""
+        self._hinted.watch(tenant)
+
+    def unwatch(self, tenant: str) -> None:
+        self._hinted.unwatch(tenant)
+
+    async def follow(self, cursors: Mapping[str, int], *, count: int) -> list[Event]:
         """Events with seq > cursors[tenant], oldest first per tenant, at most `count` per
-        tenant; waits up to the follow block time for the first one, or for a wake-up of
-        `wake_key` after `woken` (`wake`), then returns what it read. Only the tenants of
-        `cursors` are read: none, and only the wake-up is waited for."""
-        if self._hinted is not None:
-            with self._store_errors():
-                return Followed(await self._hinted.follow(cursors, count), woken)
-        streams: Any = {stream_key(t): f"{seq}-0" for t, seq in cursors.items()}
-        streams[wake_key] = woken
-        reply: Any
+        tenant, of the watched tenants that have something new; waits up to the follow
+        block time for the first one, then returns what it read. `StoreUnavailable` also
+        when a subscription to the news was lost meanwhile: the caller checks its cursors
+        (a Redis that restarted without its data numbers from 1 again)."""
         with self._store_errors():
-            reply = await self._follower.xread(streams, count=count, block=self._follow_block_ms)
-        events: list[Event] = []
-        for key, entries in reply or []:
-            if key == wake_key:
-                woken = entries[-1][0]
-                continue
-            tenant = key[len("feed:{") : -len("}:events")]
-            events.extend(_event(tenant, entry) for entry in entries)
-        return Followed(events, woken)
-
-    async def wake(self, wake_key: str) -> None:
-        """End the blocking `follow` that waits on `wake_key` now (its tenants changed)."""
-        if self._hinted is not None:  # that `follow` is this process's own
-            self._hinted.wake()
-            return
-        with self._store_errors():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.xadd(wake_key, {"wake": "1"}, maxlen=1)
-                pipe.expire(wake_key, WAKE_TTL_S)
-                await pipe.execute()
+            return await self._hinted.follow(cursors, count)
 
     async def purge(self, tenant: str) -> None:
         with self._store_errors():
@@ -505,105 +466,144 @@ class RedisStore:
         except (*REDIS_ERRORS, OSError):
             return False
 
-    def _hint_channel(self, tenant: str) -> str:
-        return "" if self._hinted is None else hint_channel(tenant)
-
     async def close(self) -> None:
-        if self._hinted is not None:
-            await self._hinted.close()
+        await self._hinted.close()
         await self._follower.aclose()
         await self._redis.aclose()
 
 
+async def read_latest_seqs(client: Redis | RedisCluster, tenants: Sequence[str]) -> dict[str, int]:
+    """`RedisStore.latest_seqs` through `client`, errors unconverted."""
+    if not tenants:
+        return {}
+    keys = [seq_key(t) for t in tenants]
+    if isinstance(client, RedisCluster):
+        values = await client.mget_nonatomic(keys)
+    else:
+        values = await client.mget(keys)
+    return {tenant: int(value or 0) for tenant, value in zip(tenants, values, strict=True)}
+
+
 def hint_channel(tenant: str) -> str:
-    """Where the append scripts SPUBLISH the seq of each new event of `tenant`, on a
-    cluster: in the tenant's slot, so on the shard that holds its stream."""
+    """Where the append scripts publish the seq of each new event of `tenant`: PUBLISH on
+    one Redis; SPUBLISH on a cluster, in the tenant's slot (the shard of its stream)."""
     return f"feed:{{{tenant}}}:appended"
 
 
 class HintedFollow:
-    """`RedisStore.follow` on a Redis Cluster.
+    """`RedisStore.follow`: a node reads only the streams that have something new.
 
-    XREAD blocks on several streams only when their keys share a slot, and a cluster
-    spreads the tenants over 16384 slots. So on a cluster each append also SPUBLISHes its
-    seq on the tenant's hint channel (same slot: the shard that holds the stream, and only
-    it, carries the message), a node SSUBSCRIBEs the hint channels of the tenants it
-    follows (`Subscriber`), and `follow` reads, without blocking, the streams that were
-    hinted: one XREAD each, in one pipeline (a round trip per master).
+    Each append also publishes its seq on the tenant's hint channel, in the same script
+    (on a cluster with SPUBLISH: only the shard that holds the stream carries it), a node
+    subscribes to the hint channels of the tenants it follows (`Subscriber`), and `follow`
+    reads, without blocking, the streams that were hinted: one XREAD each, in one pipeline
+    (on a cluster a round trip per master). An event thus costs a node one read of one
+    stream, however many tenants it follows. The XREAD BLOCK over every followed stream
+    that this replaces cost a pass over all of them per event, and cannot block on the
+    streams of several slots of a cluster at all.
 
-    Nothing is missed for want of a hint: a tenant's stream is read from its cursor when
-    the subscription of its channel is confirmed (at first, and after a reconnection, a
-    failover or a move of its slot: what was appended before had no hint for this node),
-    and every followed stream is read every `heal_s` seconds whatever came. The cursors
-    keep delivery exactly once and in order, as with XREAD BLOCK; a hint only says when.
+    Nothing is missed for want of a hint. A tenant's stream is read from its cursor when
+    its subscription is confirmed: at first, and after a reconnection, a failover or a
+    move of its slot (what was appended meanwhile had no hint for this node). Redis drops
+    a subscriber's messages only by closing its connection (past its output buffer
+    limit), which ends in such a confirmation too; still, every `heal_s` the followed
+    tenants' latest seqs are compared with the cursors and those behind are read. When a
+    subscription was lost, the next `follow` raises `StoreUnavailable` once, so that the
+    caller checks its cursors against a Redis that may have restarted without its data;
+    so does a heal that finds a tenant's seq behind its cursor. The cursors keep delivery
+    exactly once and in order; a hint only says when to read.
     """
 
-    def __init__(self, cluster: RedisCluster, *, block_s: float, heal_s: float = HEAL_S) -> None:
-        self._cluster = cluster
-        self._subscriber = Subscriber(cluster, self._hinted, self._hint, what="stream hints")
+    def __init__(
+        self, client: Redis | RedisCluster, *, block_s: float, heal_s: float = HEAL_S
+    ) -> None:
+        self._client = client
+        self._subscriber = Subscriber(
+            client, self._hinted, self._hint, self._lost, what="stream hints"
+        )
         self._block_s = block_s
         self._heal_s = heal_s
-        self._tracked: set[str] = set()  # the tenants whose hint channels are subscribed
-        self._pending: set[str] = set()  # tenants whose streams to read at the next follow
-        self._signal = asyncio.Event()  # set when there is something to read
+        self._watched: set[str] = set()  # the tenants whose hint channels are subscribed
+        # Watched tenants whose streams to read, in the order their hints came.
+        self._pending: dict[str, None] = {}
+        self._signal = asyncio.Event()  # set when there is something to read, or to say
+        self._broken = False  # a subscription was lost since the last follow
         self._next_heal: float | None = None
 
-    def wake(self) -> None:
-        self._signal.set()
+    def watch(self, tenant: str) -> None:
+        self._watched.add(tenant)
+        self._subscriber.subscribe(hint_channel(tenant))
+        self._subscriber.start()
+
+    def unwatch(self, tenant: str) -> None:
+        self._watched.discard(tenant)
+        self._pending.pop(tenant, None)
+        self._subscriber.unsubscribe(hint_channel(tenant))
 
     async def follow(self, cursors: Mapping[str, int], count: int) -> list[Event]:
+        """What the class says, for the watched tenants of `cursors`. A pending tenant
+        without a cursor yet (its hint came before its cursor was set) stays pending."""
         loop = asyncio.get_running_loop()
-        self._subscriber.start()
-        self._track(cursors)
         if self._next_heal is None:
             self._next_heal = loop.time() + self._heal_s
-        if self._pending.isdisjoint(cursors):
+        if self._pending.keys().isdisjoint(cursors) and not self._broken:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min(self._block_s, self._next_heal - loop.time())):
                     await self._signal.wait()
         self._signal.clear()
+        if self._broken:
+            self._broken = False
+            raise StoreUnavailable("the subscription to new events was lost")
         if loop.time() >= self._next_heal:
-            self._pending.update(cursors)
             self._next_heal = loop.time() + self._heal_s
+            await self._heal(cursors)
         tenants = [tenant for tenant in self._pending if tenant in cursors]
-        self._pending.clear()  # the others are no longer followed
+        for tenant in tenants:
+            del self._pending[tenant]
         if not tenants:
             return []
         try:
-            async with self._cluster.pipeline(transaction=False) as pipe:
+            async with self._client.pipeline(transaction=False) as pipe:
                 for tenant in tenants:
                     pipe.xread({stream_key(tenant): f"{cursors[tenant]}-0"}, count=count)
                 replies = await pipe.execute()
         except BaseException:
-            self._pending.update(tenants)  # read again next time
+            self._pending.update(dict.fromkeys(tenants))  # read again next time
             raise
         events: list[Event] = []
         for tenant, reply in zip(tenants, replies, strict=True):
             for _key, entries in reply or []:
                 events.extend(_event(tenant, entry) for entry in entries)
                 if len(entries) >= count:  # more behind these
-                    self._pending.add(tenant)
+                    self._pending[tenant] = None
         if self._pending:
             self._signal.set()
         return events
 
-    def _track(self, cursors: Mapping[str, int]) -> None:
-        """Subscribe the hint channels of the tenants followed since the last call;
-        unsubscribe those of the tenants no longer followed."""
-        if cursors.keys() == self._tracked:
-            return
-        if new := cursors.keys() - self._tracked:
-            self._subscriber.subscribe(*map(hint_channel, new))
-        if gone := self._tracked - cursors.keys():
-            self._subscriber.unsubscribe(*map(hint_channel, gone))
-        self._tracked = set(cursors)
+    async def _heal(self, cursors: Mapping[str, int]) -> None:
+        followed = [tenant for tenant in cursors if tenant in self._watched]
+        latest = await read_latest_seqs(self._client, followed)
+        for tenant, seq in latest.items():
+            cursor = cursors.get(tenant)
+            if cursor is None or tenant not in self._watched:  # no longer followed
+                continue
+            if seq < cursor:
+                raise StoreUnavailable(f"the {tenant} stream is behind this node's cursor")
+            if seq > cursor:
+                self._pending[tenant] = None
 
     def _hint(self, channel: str) -> None:
-        self._pending.add(channel[len("feed:{") : -len("}:appended")])
-        self._signal.set()
+        tenant = channel[len("feed:{") : -len("}:appended")]
+        if tenant in self._watched:  # else a hint that came before its unsubscription
+            self._pending[tenant] = None
+            self._signal.set()
 
     async def _hinted(self, channel: str, data: bytes) -> None:
         self._hint(channel)
+
+    def _lost(self, channel: str) -> None:
+        self._broken = True
+        self._signal.set()
 
     async def close(self) -> None:
         await self._subscriber.close()

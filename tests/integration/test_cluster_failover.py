@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from redis.crc import key_slot
 
-from feedserver.cluster import NOTICES_CHANNEL, NoticeChannel, relay_wake_key
+from feedserver.cluster import NOTICES_CHANNEL, NoticeChannel
 from feedserver.core import SystemNotice
 from feedserver.errors import StoreUnavailable
 from feedserver.events import Event
@@ -47,7 +47,6 @@ HISTORY = 100_000  # keeps every event of a test
 WRITERS = 4  # appending at once, as several nodes would
 # Appends after a change, to show they go on (and the client has the new owner).
 AFTERWARDS = 20
-WAKE = relay_wake_key("this-node")
 # How soon after a change the follow returns an event appended after it: its hint channel
 # is subscribed at the new owner by then (the heal, HEAL_S, would take far longer).
 RESUMED_WITHIN_S = 2.0
@@ -128,6 +127,7 @@ class Follower:
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Follower:
+        self.store.watch(TENANT)
         self._task = asyncio.create_task(self._run())
         await asyncio.wait_for(self._subscribed.wait(), 10)
         return self
@@ -138,15 +138,13 @@ class Follower:
     async def _run(self) -> None:
         while True:
             try:
-                followed = await self.store.follow(
-                    self.cursors, count=500, wake_key=WAKE, woken="0-0"
-                )
+                events = await self.store.follow(self.cursors, count=500)
             except StoreUnavailable:
                 self.refused += 1
                 await asyncio.sleep(0.05)  # the relay's backoff, shorter
                 continue
             self._subscribed.set()
-            for event in followed.events:
+            for event in events:
                 self.read.append(event)
                 self.read_at[event] = time.monotonic()
                 self.cursors[TENANT] = event.seq
@@ -414,7 +412,8 @@ async def test_a_cluster_with_no_node_up_fails_every_call_as_one_redis_down_does
     notices = NoticeChannel(replicated_cluster.url, "a")
     try:
         cursors = {TENANT: 0}
-        await store.follow(cursors, count=10, wake_key=WAKE, woken="0-0")  # subscribed
+        store.watch(TENANT)
+        await store.follow(cursors, count=10)  # subscribed
         await store.append(TENANT, "hinted", TS)  # to be read by the next follow
         await asyncio.to_thread(replicated_cluster.stop)
         calls: list[Callable[[], Awaitable[object]]] = [
@@ -423,7 +422,7 @@ async def test_a_cluster_with_no_node_up_fails_every_call_as_one_redis_down_does
             lambda: store.query(TENANT, limit=10),
             lambda: store.counts(TENANT),
             lambda: store.latest_seqs([TENANT]),
-            lambda: store.follow(cursors, count=10, wake_key=WAKE, woken="0-0"),
+            lambda: store.follow(cursors, count=10),
         ]
         for call in calls:
             for _ in range(2):  # the first fails to connect, the next to refresh the slots

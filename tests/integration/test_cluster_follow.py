@@ -1,9 +1,10 @@
-"""Following streams on a real 3-master Redis Cluster: `RedisStore.follow` through hints.
+"""`RedisStore.follow` through hints, on one real redis-server and on a real 3-master
+Redis Cluster.
 
-XREAD cannot block on streams of several slots, so on a cluster an append SPUBLISHes a
-hint in its tenant's slot and `HintedFollow` reads the hinted streams: these tests check
-that what the relay relies on still holds there (every event after the cursors, once, in
-order; a blocked follow ends at an append or a wake-up; nothing missed for want of a hint).
+An append publishes a hint (SPUBLISH in its tenant's slot on a cluster) and `HintedFollow`
+reads the hinted streams: these tests check what the relay relies on (every event after
+the cursors, once, in order, also across masters; a waiting follow ends at an append or a
+newly watched tenant; nothing missed for want of a hint; a lost subscription is said).
 """
 
 from __future__ import annotations
@@ -12,25 +13,34 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from redis.asyncio import RedisCluster
 
-from feedserver.cluster import NoticeChannel, relay_wake_key
+from feedserver.cluster import NoticeChannel
 from feedserver.core import SystemNotice
+from feedserver.errors import StoreUnavailable
 from feedserver.store.redis import HintedFollow, RedisStore, seq_key, store_client, stream_key
 from tests.redis_cluster import RedisClusterServers
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 
 TS = "2026-01-20T10:30:00.000Z"
-WAKE = relay_wake_key("this-node")
 # Tenants whose keys are in slots of all three masters (checked in the first test).
 TENANTS = [f"t{n}" for n in range(12)]
 
 
 @pytest.fixture
-async def store(redis_cluster: RedisClusterServers) -> AsyncIterator[RedisStore]:
-    store = RedisStore(redis_cluster.url, 100, follow_block_ms=60_000)
+async def store(redis_url: str) -> AsyncIterator[RedisStore]:
+    store = RedisStore(redis_url, 100, follow_block_ms=60_000)
     yield store
     await store.close()
+
+
+def watched(store: RedisStore, cursors: dict[str, int]) -> dict[str, int]:
+    """`cursors`, each of its tenants watched (as the relay does when it sets a cursor)."""
+    for tenant in cursors:
+        store.watch(tenant)
+    return cursors
 
 
 async def follow_until(
@@ -40,27 +50,25 @@ async def follow_until(
     moving as the relay moves them."""
     read: list[tuple[str, int]] = []
     while len(read) < count:
-        followed = await asyncio.wait_for(
-            store.follow(cursors, count=batch, wake_key=WAKE, woken="0-0"), 10
-        )
-        for event in followed.events:
+        for event in await asyncio.wait_for(store.follow(cursors, count=batch), 10):
             read.append((event.tenant_id, event.seq))
             cursors[event.tenant_id] = event.seq
     return read
 
 
-async def test_follow_returns_every_event_after_the_cursors_once_in_order_across_masters(
-    store: RedisStore, redis_cluster: RedisClusterServers
+async def test_follow_returns_every_event_after_the_cursors_once_in_order(
+    store: RedisStore, redis_url: str
 ) -> None:
-    client = store_client(redis_cluster.url)
-    await client.initialize()
-    masters = {client.get_node_from_key(stream_key(t)).name for t in TENANTS}  # type: ignore[union-attr]
+    client = store_client(redis_url)
+    if isinstance(client, RedisCluster):
+        await client.initialize()
+        masters = {client.get_node_from_key(stream_key(t)).name for t in TENANTS}  # type: ignore[union-attr]
+        assert len(masters) == 3
     await client.aclose()
-    assert len(masters) == 3
     for tenant in TENANTS:
         for n in range(3):
             await store.append(tenant, f"before {n}", TS)
-    cursors = {tenant: 1 for tenant in TENANTS}  # the first event of each is delivered
+    cursors = watched(store, {tenant: 1 for tenant in TENANTS})  # the first ones delivered
     read = await follow_until(store, cursors, 2 * len(TENANTS), batch=1)
     assert sorted(read) == sorted((t, s) for t in TENANTS for s in (2, 3))
     for tenant in TENANTS:
@@ -71,10 +79,8 @@ async def test_follow_returns_every_event_after_the_cursors_once_in_order_across
 async def test_a_blocked_follow_returns_at_an_append_not_at_its_block_time(
     store: RedisStore,
 ) -> None:
-    cursors = {tenant: 0 for tenant in TENANTS}
-    assert await follow_until(store, cursors, 0) == []
-    first = await store.follow(cursors, count=10, wake_key=WAKE, woken="0-0")  # subscribed
-    assert first.events == []
+    cursors = watched(store, {tenant: 0 for tenant in TENANTS})
+    assert await store.follow(cursors, count=10) == []  # read once subscribed: nothing
     for round_ in range(3):  # each wait ends at its append: no hint lost, none stale
         blocked = asyncio.create_task(follow_until(store, cursors, 1))
         await asyncio.sleep(0)  # let it block first
@@ -82,33 +88,39 @@ async def test_a_blocked_follow_returns_at_an_append_not_at_its_block_time(
         assert await asyncio.wait_for(blocked, 10) == [(TENANTS[round_ * 5], 1)]
 
 
-async def test_a_wake_up_ends_a_blocked_follow(store: RedisStore) -> None:
-    blocked = asyncio.create_task(store.follow({}, count=10, wake_key=WAKE, woken="0-0"))
-    await asyncio.sleep(0)
-    await store.wake(WAKE)
-    assert (await asyncio.wait_for(blocked, 10)).events == []
+async def test_a_tenant_watched_while_a_follow_waits_is_read_from_its_cursor_at_once(
+    store: RedisStore,
+) -> None:
+    await store.append("t0", "before", TS)  # no hint reaches this node for it
+    cursors: dict[str, int] = {}
+    waiting = asyncio.create_task(store.follow(cursors, count=10))
+    await asyncio.sleep(0)  # let it wait first
+    cursors["t0"] = 0
+    store.watch("t0")
+    events = await asyncio.wait_for(waiting, 10)  # not the minute of its block time
+    assert [(e.tenant_id, e.seq) for e in events] == [("t0", 1)]
 
 
 async def test_a_tenant_followed_later_is_read_from_its_cursor_without_a_hint(
     store: RedisStore,
 ) -> None:
-    cursors = {"t0": 0}
+    cursors = watched(store, {"t0": 0})
     await store.append("t0", "one", TS)
     assert await follow_until(store, cursors, 1) == [("t0", 1)]
     # Appended before t1 is followed: no hint reaches this node for these two.
     await store.append("t1", "a", TS)
     await store.append("t1", "b", TS)
     cursors["t1"] = 1
+    store.watch("t1")
     assert await follow_until(store, cursors, 1) == [("t1", 2)]
 
 
-async def test_an_event_whose_hint_was_lost_is_read_at_the_next_heal(
-    redis_cluster: RedisClusterServers,
-) -> None:
-    client = store_client(redis_cluster.url)
-    follow = HintedFollow(client, block_s=60, heal_s=0.3)  # type: ignore[arg-type]
+async def test_an_event_whose_hint_was_lost_is_read_at_the_next_heal(redis_url: str) -> None:
+    client = store_client(redis_url)
+    follow = HintedFollow(client, block_s=60, heal_s=0.3)
     try:
         cursors = {"t0": 0}
+        follow.watch("t0")
         assert await follow.follow(cursors, 10) == []
         # Written as the append script does, without its hint.
         await client.xadd(stream_key("t0"), {"message": "quiet", "timestamp": TS}, id="1-0")
@@ -144,3 +156,21 @@ async def test_a_system_message_crosses_nodes_on_sharded_pub_sub(
     finally:
         await one.close()
         await two.close()
+
+
+async def test_a_lost_subscription_is_said_once_and_the_follow_goes_on(
+    redis_server: RedisServer,
+) -> None:
+    store = RedisStore(redis_server.url, 100, follow_block_ms=60_000)
+    try:
+        cursors = watched(store, {"t0": 0})
+        await store.append("t0", "before", TS)
+        assert await follow_until(store, cursors, 1) == [("t0", 1)]
+        waiting = asyncio.create_task(store.follow(cursors, count=10))
+        await redis_server.restart()  # AOF: the data stays, the connections go
+        with pytest.raises(StoreUnavailable):
+            await asyncio.wait_for(waiting, 10)
+        await store.append("t0", "after", TS)  # restart() returns once Redis answers
+        assert await follow_until(store, cursors, 1) == [("t0", 2)]
+    finally:
+        await store.close()

@@ -13,8 +13,7 @@ from aiohttp import ClientSession, TCPConnector
 from aiohttp.test_utils import TestServer
 
 from feedserver.app import FEED
-from feedserver.cluster import RedisBus, StreamRelay, relay_wake_key
-from feedserver.store.redis import RedisStore
+from feedserver.cluster import RedisBus, StreamRelay
 from tests.conftest import ServerFactory
 from tests.feed_subscriber import Subscriber, subscribed
 from tests.integration.test_tenants_two_nodes import call
@@ -138,23 +137,6 @@ async def test_a_followed_tenant_is_delivered_once_in_order_through_a_redis_rest
                 await sub.wait_for_seq(2 * BURST)
                 assert_once_in_order(sub, 2 * BURST)
             assert on_b.seqs[0] == 1
-
-
-async def test_a_wake_up_ends_the_blocking_follow_that_waits_on_its_key(
-    redis_server: RedisServer,
-) -> None:
-    store = RedisStore(redis_server.url, 100, follow_block_ms=60_000)
-    key = relay_wake_key("this-node")
-    try:
-        await store.wake(key)
-        first = await store.follow({}, count=10, wake_key=key, woken="0-0")
-        assert first.events == [] and first.woken != "0-0"  # read at once, not after a block
-        blocked = asyncio.create_task(store.follow({}, count=10, wake_key=key, woken=first.woken))
-        await store.wake(key)
-        woken = await asyncio.wait_for(blocked, 10)  # well within the minute it would block
-        assert woken.events == [] and woken.woken > first.woken
-    finally:
-        await store.close()
 
 
 async def test_a_socket_refused_for_a_suspended_tenant_makes_its_node_follow_nothing(

@@ -177,7 +177,8 @@ async def test_events_of_a_tenant_deleted_while_its_batch_is_delivered_are_dropp
             await node.app[FEED].join(tenant)
         await store.append("tenant_a", "a1", "2026-01-20T10:30:00.000Z")
         assert await stalled.get() == 1
-        # Read together by the relay's next XREAD, once it is done with a1.
+        # Read together by the relay's next follow, once it is done with a1, in the order
+        # their hints came.
         await store.append("tenant_a", "a2", "2026-01-20T10:30:00.000Z")
         for n in (1, 2):
             await store.append("acme", f"acme {n}", "2026-01-20T10:30:00.000Z")
