@@ -282,6 +282,7 @@ class StreamRelay:
         self._publish_wait_s = publish_wait_s
         self._listeners: list[Listener] = []
         self._cursors: dict[str, int] = {}  # followed tenant -> last seq delivered here
+        self._epoch: str | None = None  # the store's, when last read (`_resync`)
         self.interest = Interest(self._follow, self._unfollow, grace_s)
         self._joining: list[str] = []  # follows waiting for the next `_start_following`
         self._starting: asyncio.Task[None] | None = None  # the one that will read them
@@ -380,6 +381,8 @@ class StreamRelay:
     async def _run(self) -> None:
         backoff = Backoff()
         resync = False
+        with contextlib.suppress(StoreUnavailable):  # else the first resync takes it
+            self._epoch = await self._store.epoch()
         while True:
             try:
                 if resync:
@@ -387,6 +390,11 @@ class StreamRelay:
                     resync = False
                 events = await self._store.follow(self._cursors, count=self._batch)
             except StoreUnavailable:
+                resync = True
+                await backoff.sleep()
+                continue
+            except Exception:  # a client's own failure: the relay must outlive it
+                log.exception("following the streams failed; trying again")
                 resync = True
                 await backoff.sleep()
                 continue
@@ -398,14 +406,25 @@ class StreamRelay:
             self._progress = asyncio.Event()
 
     async def _resync(self) -> None:
-        """After an outage: a followed stream whose seq went back was recreated (a Redis
-        without persistence restarted), so deliver it from the start."""
+        """After an outage, the followed streams whose seq went back. In a Redis that lost
+        its data (restarted without persistence: a new epoch) the stream was recreated,
+        so it is delivered from its start. In the same epoch the stream lost its newest
+        events (a Redis Cluster failover: what the replica had not received), which this
+        node delivered already: it goes on from the seq the stream has, and the seqs lost
+        are given again to new events (docs/scaling.md)."""
+        epoch = await self._store.epoch()
+        emptied, self._epoch = epoch != self._epoch, epoch
         latest = await self._store.latest_seqs(list(self._cursors))
         for tenant, seq in latest.items():
             cursor = self._cursors.get(tenant)
-            if cursor is not None and seq < cursor:  # None: no longer followed
+            if cursor is None or seq >= cursor:  # None: no longer followed
+                continue
+            if emptied:
                 log.warning("the %s stream restarted at seq %d (was %d)", tenant, seq, cursor)
                 self._cursors[tenant] = 0
+            else:
+                log.warning("the %s stream lost its events %d..%d", tenant, seq + 1, cursor)
+                self._cursors[tenant] = seq
 
     async def _deliver(self, event: Event) -> None:
         cursor = self._cursors.get(event.tenant_id)

@@ -139,8 +139,14 @@ class Subscriber:
                     server, make(), self.sharded, self._received, self._lost
                 )
                 await link.open()
-            await link.subscribe(channel)
+            # Placed first: its confirmation may be read while the command is written.
             self._placed[channel] = link
+            try:
+                await link.subscribe(channel)
+            except BaseException:
+                if self._placed.get(channel) is link:
+                    del self._placed[channel]
+                raise
         for server, link in list(self._links.items()):
             if not link.channels:
                 del self._links[server]
