@@ -674,8 +674,11 @@ class RedisConnections:
     """Connection counts of every live node: this node's own, plus what the others published.
 
     Each node writes its count of each tenant into that tenant's hash (`connections_key`),
-    with an expiry; a refresh follows each change within `debounce_s` and happens at least
-    every `refresh_s`, so a node that dies stops counting after `3 * refresh_s`. One hash
+    with an expiry. Within `debounce_s` of a change it writes the counts of the tenants
+    that changed, and every `refresh_s` all of them (their expiries), so a node that dies
+    stops counting after `3 * refresh_s`: connects and disconnects cost writes of the
+    tenants they change, not a pass over every tenant the node has sockets of (which ran
+    back to back while connections came and went: docs/scaling.md, the sizing). One hash
     per tenant, not one per node: every script touches one slot (Redis Cluster).
     """
 
@@ -689,16 +692,19 @@ class RedisConnections:
         self._debounce_s = debounce_s
         self._ttl = max(1, round(3 * refresh_s))
         self._changed = asyncio.Event()
+        self._dirty: set[str] = set()  # tenants whose count changed since it was written
         self._published: set[str] = set()  # tenants whose hash holds this node's count
         self._count = self._redis.register_script(_COUNT_SCRIPT)
         self._task: asyncio.Task[None] | None = None
 
     def opened(self, tenant: str) -> None:
         self._local.opened(tenant)
+        self._dirty.add(tenant)
         self._changed.set()
 
     def closed(self, tenant: str) -> None:
         self._local.closed(tenant)
+        self._dirty.add(tenant)
         self._changed.set()
 
     async def count(self, tenant: str) -> int:
@@ -722,37 +728,49 @@ class RedisConnections:
         await self._redis.aclose()
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_refresh = loop.time()
         while True:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
             # that arrives as the event is set, and `close` would then wait forever.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._refresh_s):
+                async with asyncio.timeout(max(0.0, next_refresh - loop.time())):
                     await self._changed.wait()
                     await asyncio.sleep(self._debounce_s)  # one write for a burst of connects
             self._changed.clear()
+            everything = loop.time() >= next_refresh
+            if everything:
+                next_refresh = loop.time() + self._refresh_s
             try:
-                await self._publish_counts()
+                await self._publish_counts(everything)
             except Exception as exc:
                 log.warning("could not publish connection counts: %s", exc)
 
-    async def _publish_counts(self) -> None:
-        """This node's count of every tenant it has sockets of, with when it expires, and
-        its entry removed where it has none left since the last refresh: one pipelined
-        round trip of plain commands (a cluster pipeline takes no scripts).
+    async def _publish_counts(self, everything: bool) -> None:
+        """This node's count of every tenant it has sockets of (`everything`), or of those
+        whose count changed, with when it expires, and its entry removed where it has none
+        left: one pipelined round trip of plain commands (a cluster pipeline takes no
+        scripts). What fails is written again at the next refresh of everything.
 
         The expiry is this node's clock, compared with Redis's by the readers: clocks kept
         by NTP agree to well within the TTL's whole seconds."""
         counts = self._local.snapshot()
         expires = int(time.time()) + self._ttl
+        if everything:
+            self._dirty.clear()
+            written, gone = counts, self._published - counts.keys()
+        else:
+            dirty, self._dirty = self._dirty, set()
+            written = {tenant: counts[tenant] for tenant in dirty if tenant in counts}
+            gone = {tenant for tenant in dirty if tenant not in counts} & self._published
         # Before the round trip: a close that cancels it may leave the entries written,
         # and must remove them.
-        gone = self._published - counts.keys()
-        self._published |= counts.keys()
+        self._published |= written.keys()
         async with self._redis.pipeline(transaction=False) as pipe:
-            for tenant, count in counts.items():
+            for tenant, count in written.items():
                 pipe.hset(connections_key(tenant), self.node_id, f"{count} {expires}")
                 pipe.expire(connections_key(tenant), self._ttl)
             for tenant in gone:
                 pipe.hdel(connections_key(tenant), self.node_id)
             await pipe.execute()
-        self._published = set(counts)
+        self._published -= gone

@@ -4,37 +4,44 @@ and on a real 3-master Redis Cluster: each script touches only its tenant's slot
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from feedserver.cluster import RedisConnections
+from feedserver.cluster import RedisConnections, connections_key
+from feedserver.store.redis import store_client
 from tests.redis_server import running_redis
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.redis
 
-Opener = Callable[..., RedisConnections]
+
+class Opener:
+    """Opens nodes' counters over one Redis (or one cluster), at `url`."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.opened: list[RedisConnections] = []
+
+    def __call__(self, node_id: str, **options: float) -> RedisConnections:
+        node = RedisConnections(self.url, node_id, **options)
+        self.opened.append(node)
+        return node
 
 
 @pytest.fixture(params=["redis", "redis-cluster"])
 async def open_node(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Opener]:
     """Opens nodes' counters over one Redis (or one cluster); closes those still open."""
-    opened: list[RedisConnections] = []
     async with contextlib.AsyncExitStack() as stack:
         if request.param == "redis":
             url = (await stack.enter_async_context(running_redis(tmp_path))).url
         else:
             url = request.getfixturevalue("redis_cluster").url
 
-        def open_one(node_id: str, **options: float) -> RedisConnections:
-            node = RedisConnections(url, node_id, **options)
-            opened.append(node)
-            return node
-
-        yield open_one
-        for node in opened:
+        opener = Opener(url)
+        yield opener
+        for node in opener.opened:
             await node.close()
 
 
@@ -80,3 +87,28 @@ async def test_a_closed_node_leaves_the_totals_at_once(open_node: Opener) -> Non
     await counted(watcher, "t1", 1)
     await leaving.close()
     assert await watcher.count("t1") == 0
+
+
+async def test_a_change_writes_the_counts_of_the_tenants_it_changed_only(
+    open_node: Opener,
+) -> None:
+    """Between two refreshes of everything, a connect or a disconnect writes its tenant's
+    count, not every tenant's: with many tenants a node would otherwise rewrite all of them
+    back to back while connections come and go."""
+    a, b = open_node("a", debounce_s=0, refresh_s=3600), open_node("b", debounce_s=0)
+    await a.start()
+    await b.start()
+    for tenant in ("t1", "t2"):
+        a.opened(tenant)
+    await counted(b, "t1", 1)
+    await counted(b, "t2", 1)
+    client = store_client(open_node.url)  # remove a's entry of t2 behind its back
+    await client.hdel(connections_key("t2"), "a")
+    await client.aclose()
+    a.opened("t1")
+    await counted(b, "t1", 2)
+    assert await b.count("t2") == 0  # not written again: t2 did not change
+    a.closed("t2")  # t2's last socket: its entry (gone already) is removed, nothing else
+    a.opened("t3")
+    await counted(b, "t3", 1)
+    assert (await b.count("t1"), await b.count("t2")) == (2, 0)
