@@ -85,14 +85,14 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
     )
     engine_stats = EngineStats()
     # Before anything else listens to the directory: see FeedMetrics.tenant_changed.
+    limit_counters = open_window_counters(settings.redis_url or "memory://")
     metrics = FeedMetrics(
         directory,
         max_tenants=settings.metrics_max_tenants,
-        store=backend.store,
+        failing=(backend.store, limit_counters),
         engine=engine_stats,
     )
     shutting_down = asyncio.Event()
-    limit_counters = open_window_counters(settings.redis_url or "memory://")
     requests = RequestLimiter(
         FixedWindow(
             limit_counters,

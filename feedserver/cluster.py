@@ -140,6 +140,7 @@ class RedisCluster:
         self.tenant_changes = TenantChannel(url, self.tenants)
 
     async def start(self) -> None:
+        await self.store.start()
         await self.bus.start()
         await self.connections.start()
 
@@ -575,8 +576,8 @@ class TenantChannel:
     tenant is reloaded at once. Pub/sub keeps nothing for a subscriber that was away, so at
     each (re)subscription the whole registry is reloaded, and every `resync_s` the version
     counter is compared with the one loaded: when it moved (a notification this node
-    missed) the whole registry is reloaded too. One lock orders the reloads: a full reload
-    read before a change never lands after that change's own reload.
+    missed) the whole registry is reloaded too. The registry's own lock orders the
+    reloads: a full reload read before a change never lands after that change's reload.
     """
 
     def __init__(
@@ -593,7 +594,6 @@ class TenantChannel:
             what="tenant registry",
         )
         self._subscribed = asyncio.Event()  # confirmed, not yet reloaded in full
-        self._reloading = asyncio.Lock()
         self._reload: Reload | None = None
         self._warn_malformed = ThrottledWarning(log)
         self.listening = asyncio.Event()  # subscribed, and the registry reloaded since
@@ -618,8 +618,7 @@ class TenantChannel:
             return
         assert self._reload is not None
         try:
-            async with self._reloading:
-                await self._reload(tenant_id)
+            await self._reload(tenant_id)
         except StoreUnavailable as exc:
             log.warning("could not reload tenant %s: %s", tenant_id, exc)
             self._subscribed.set()  # a full reload makes up for it
@@ -637,13 +636,13 @@ class TenantChannel:
                 self._subscribed.clear()
                 owed = True
             try:
-                async with self._reloading:
-                    if owed:  # nothing is missed from here on
-                        loaded = await reload_all()
-                        owed = False
+                if owed:  # nothing is missed from here on
+                    loaded = await reload_all()
+                    owed = False
+                    if not self._subscribed.is_set():  # else another reload is owed
                         self.listening.set()
-                    elif loaded is not None and await self._registry.version() != loaded:
-                        loaded = await reload_all()
+                elif loaded is not None and await self._registry.version() != loaded:
+                    loaded = await reload_all()
             except StoreUnavailable as exc:
                 log.warning("could not reload the tenant registry: %s", exc)
                 await backoff.sleep()

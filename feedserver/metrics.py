@@ -10,7 +10,7 @@ path records once per event, never once per socket.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import NamedTuple, Protocol
 
 from aiohttp import web
@@ -53,9 +53,12 @@ class FeedMetrics:
         tenants: TenantDirectory,
         *,
         max_tenants: int = 1000,
-        store: CountsFailures | None = None,
+        failing: Sequence[CountsFailures] = (),
         engine: CountsDrops | None = None,
     ) -> None:
+        """`failing`: what `feed_store_errors` counts the failures of: the event store and
+        the rate-limit counters, which share its Redis (a request refused by the counters
+        during an outage never reaches the store)."""
         self.registry = CollectorRegistry()
         registry = self.registry
         ProcessCollector(registry=registry)
@@ -106,7 +109,7 @@ class FeedMetrics:
         )
         # Totals their owners keep as plain ints (nothing to pay on their paths), read
         # when scraped.
-        registry.register(_OwnedTotals(store, engine))
+        registry.register(_OwnedTotals(failing, engine))
         # Children made once per tenant: cheap on the hot path, bounded labels.
         self.max_tenants = max_tenants
         self._series: dict[str, _TenantSeries] = {}  # tenant -> its own, or _other's
@@ -261,7 +264,7 @@ class _Tallies:
 
 
 class CountsFailures(Protocol):
-    failures: int  # the store's failed operations (`EventStore.failures`)
+    failures: int  # failed operations (`EventStore.failures`, `WindowCounters.failures`)
 
 
 class CountsDrops(Protocol):
@@ -269,15 +272,15 @@ class CountsDrops(Protocol):
 
 
 class _OwnedTotals(Collector):
-    def __init__(self, store: CountsFailures | None, engine: CountsDrops | None) -> None:
-        self._store = store
+    def __init__(self, failing: Sequence[CountsFailures], engine: CountsDrops | None) -> None:
+        self._failing = failing
         self._engine = engine
 
     def collect(self) -> Iterator[Metric]:
         yield CounterMetricFamily(
             "feed_store_errors",
             "Store operations that failed",
-            value=self._store.failures if self._store is not None else 0,
+            value=sum(part.failures for part in self._failing),
         )
         yield CounterMetricFamily(
             "feed_slow_consumer_disconnects",

@@ -21,7 +21,7 @@ from multidict import istr
 
 from .core import ConnectionCounter
 from .errors import RateLimited, StoreUnavailable, TooManyConnections
-from .store.redis import CLUSTER_SCHEME, COMMAND_TIMEOUT_S
+from .store.redis import CLUSTER_SCHEME, COMMAND_TIMEOUT_S, REDIS_ERRORS
 
 LIMITS_KEY_PREFIX = "feed:limits"
 # Header names as `istr`: multidict sets them without folding their case on every response.
@@ -34,9 +34,15 @@ SWEEP_INTERVAL_S = 10.0
 
 log = logging.getLogger(__name__)
 
+# What a shared counter raises when Redis fails: `limits` wraps redis-py's RedisError, not
+# the RedisClusterException of a cluster whose slot refresh found no node up.
+STORAGE_ERRORS = (StorageError, *REDIS_ERRORS)
+
 
 class WindowCounters(Protocol):
     """Hit counts per key that start again `seconds` after a window's first hit."""
+
+    failures: int  # operations that failed since start (read by the metrics)
 
     async def start(self) -> None:
         """Connect now, at start-up (on a Redis Cluster: learn its slots), not at the
@@ -82,6 +88,8 @@ class LocalWindows:
         self._windows: dict[str, _Window] = {}
         self._next_sweep = clock() + SWEEP_INTERVAL_S
 
+    failures = 0  # a dict does not fail
+
     async def start(self) -> None:
         pass
 
@@ -120,23 +128,28 @@ class SharedWindows:
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
+        self.failures = 0
 
     async def start(self) -> None:
         # A failed check is no failure: the first hit asks again (and answers 503 then).
-        if not await self.storage.check():
+        try:
+            reachable = await self.storage.check()
+        except STORAGE_ERRORS:
+            reachable = False
+        if not reachable:
             log.warning("the rate-limit storage is not reachable yet")
 
     async def incr(self, key: str, seconds: int) -> int:
         try:
             return await self.storage.incr(key, seconds)
-        except StorageError as exc:
-            raise _unavailable() from exc
+        except STORAGE_ERRORS as exc:
+            raise self._unavailable() from exc
 
     async def seconds_left(self, key: str) -> float:
         try:
             expiry = await self.storage.get_expiry(key)
-        except StorageError as exc:
-            raise _unavailable() from exc
+        except STORAGE_ERRORS as exc:
+            raise self._unavailable() from exc
         return expiry - time.time()
 
     async def hit(self, key: str, seconds: int) -> tuple[int, float]:
@@ -145,13 +158,13 @@ class SharedWindows:
     async def clear(self, key: str) -> None:
         try:
             await self.storage.clear(key)
-        except StorageError as exc:
-            raise _unavailable() from exc
+        except STORAGE_ERRORS as exc:
+            raise self._unavailable() from exc
 
-
-def _unavailable() -> StoreUnavailable:
-    """A limit that cannot be counted (Redis down) is a 503, like the event store."""
-    return StoreUnavailable("Rate-limit storage unavailable")
+    def _unavailable(self) -> StoreUnavailable:
+        """A limit that cannot be counted (Redis down) is a 503, like the event store."""
+        self.failures += 1
+        return StoreUnavailable("Rate-limit storage unavailable")
 
 
 def open_window_counters(uri: str) -> WindowCounters:

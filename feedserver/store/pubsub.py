@@ -19,12 +19,14 @@ failover or a move of the channel's slot; a caller reads then what it may have m
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.connection import Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from ..tasks import Backoff, stop
@@ -81,6 +83,7 @@ class Subscriber:
         self._refresh = False  # the slot map is stale: ask the cluster again first
         self._backoff = Backoff(first=0.2)
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
 
     @property
     def channels(self) -> frozenset[str]:
@@ -96,10 +99,11 @@ class Subscriber:
         self._changed.set()
 
     def start(self) -> None:
-        if self._task is None:
+        if self._task is None and not self._closed:
             self._task = asyncio.create_task(self._run(), name=f"feed-pubsub-{self._what}")
 
     async def close(self) -> None:
+        self._closed = True
         await stop(self._task)
         self._task = None
         for link in list(self._links.values()):
@@ -111,7 +115,7 @@ class Subscriber:
         while True:
             await self._changed.wait()
             self._changed.clear()
-            if self._refresh:  # after a failure; reset by the next confirmation
+            if self._refresh:  # after a failure (the backoff resets at a confirmation)
                 await self._backoff.sleep()
             try:
                 await self._place()
@@ -123,22 +127,22 @@ class Subscriber:
     async def _place(self) -> None:
         """Subscribe what is wanted and not placed, unsubscribe what is placed and not
         wanted; close the connections left without channels."""
+        # Taken before the await: a loss heard meanwhile asks for a refresh of its own.
+        refresh, self._refresh = self._refresh, False
         if isinstance(self._client, RedisCluster):
-            if self._refresh:
+            if refresh:
                 await self._client.nodes_manager.initialize()
             else:
                 await self._client.initialize()  # at once once it knows the slots
-        self._refresh = False
         for channel in [c for c in self._placed if c not in self._wanted]:
             await self._placed.pop(channel).unsubscribe(channel)
         for channel in [c for c in self._wanted if c not in self._placed]:
             server, make = self._server_of(channel)
             link = self._links.get(server)
             if link is None:
-                link = self._links[server] = _Link(
-                    server, make(), self.sharded, self._received, self._lost
-                )
-                await link.open()
+                link = _Link(server, make(), self.sharded, self._received, self._lost)
+                await link.open()  # kept only once it reads: a link that never connected
+                self._links[server] = link  # would take subscriptions nothing reads
             # Placed first: its confirmation may be read while the command is written.
             self._placed[channel] = link
             try:
@@ -176,6 +180,8 @@ class Subscriber:
                 self._on_subscribed(channel)
         elif kind in ("unsubscribe", "sunsubscribe"):
             channel = reply[1].decode()
+            if link.unsubscribed(channel):  # the reply to an UNSUBSCRIBE of ours
+                return
             if channel in link.channels:  # not asked for: its slot moved to another master
                 link.channels.discard(channel)
                 if self._placed.get(channel) is link:
@@ -215,6 +221,9 @@ class _Link:
     ) -> None:
         self.server = server
         self.channels: set[str] = set()  # subscribed here, or being
+        # UNSUBSCRIBEs sent and not yet answered, per channel: an answer is ours, not a
+        # move of the slot, also when the channel was subscribed again meanwhile.
+        self._leaving: collections.Counter[str] = collections.Counter()
         self._connection = connection
         self._on_reply = on_reply
         self._on_lost = on_lost
@@ -228,14 +237,34 @@ class _Link:
 
     async def subscribe(self, channel: str) -> None:
         # One channel per command: on a cluster, channels of one command share a slot.
+        self._reading()
         self.channels.add(channel)
         await self._connection.send_command(self._subscribe, channel, check_health=False)
 
     async def unsubscribe(self, channel: str) -> None:
+        self._reading()
         self.channels.discard(channel)
+        self._leaving[channel] += 1
         await self._connection.send_command(self._unsubscribe, channel, check_health=False)
 
+    def unsubscribed(self, channel: str) -> bool:
+        """Whether an UNSUBSCRIBE reply for `channel` answers one of ours (counted off)."""
+        if self._leaving[channel] <= 0:
+            del self._leaving[channel]
+            return False
+        self._leaving[channel] -= 1
+        if not self._leaving[channel]:
+            del self._leaving[channel]
+        return True
+
+    def _reading(self) -> None:
+        """A command goes only on a connection that is read: redis-py would otherwise
+        connect a closed one again, subscribed, with nothing reading it."""
+        if self._task is None or self._task.done():
+            raise RedisConnectionError(f"the connection to {self.server} is closed")
+
     async def close(self) -> None:
+        self._closed = True
         await stop(self._task)
         await self._connection.disconnect()
 

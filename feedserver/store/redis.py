@@ -409,6 +409,10 @@ class RedisStore:
         with self._store_errors():
             return await read_latest_seqs(self._redis, tenants)
 
+    async def start(self) -> None:
+        """Learn the cluster's slots now, for the follower's client too (`learn_slots`)."""
+        await learn_slots(self._follower)
+
     def watch(self, tenant: str) -> None:
         """Hear of `tenant`'s new events from now on (`HintedFollow`); a `follow` whose
         cursors name it reads its stream once that holds (and whenever an append says)."""
@@ -486,7 +490,9 @@ async def read_latest_seqs(client: Redis | RedisCluster, tenants: Sequence[str])
 
 def hint_channel(tenant: str) -> str:
     """Where the append scripts publish the seq of each new event of `tenant`: PUBLISH on
-    one Redis; SPUBLISH on a cluster, in the tenant's slot (the shard of its stream)."""
+    one Redis; SPUBLISH on a cluster, in the tenant's slot (the shard of its stream). The
+    seq is for whoever watches the channel (`redis-cli`); a node reads from its cursor,
+    whatever a hint says."""
     return f"feed:{{{tenant}}}:appended"
 
 
@@ -546,7 +552,8 @@ class HintedFollow:
         loop = asyncio.get_running_loop()
         if self._next_heal is None:
             self._next_heal = loop.time() + self._heal_s
-        if self._pending.keys().isdisjoint(cursors) and not self._broken:
+        # `cursors.keys()`: a view is tested in constant time, a dict would be iterated.
+        if self._pending.keys().isdisjoint(cursors.keys()) and not self._broken:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min(self._block_s, self._next_heal - loop.time())):
                     await self._signal.wait()
@@ -562,10 +569,12 @@ class HintedFollow:
             del self._pending[tenant]
         if not tenants:
             return []
+        # The cursors now: the relay's dict may lose a tenant while the pipeline starts.
+        reads = {tenant: cursors[tenant] for tenant in tenants}
         try:
             async with self._client.pipeline(transaction=False) as pipe:
-                for tenant in tenants:
-                    pipe.xread({stream_key(tenant): f"{cursors[tenant]}-0"}, count=count)
+                for tenant, cursor in reads.items():
+                    pipe.xread({stream_key(tenant): f"{cursor}-0"}, count=count)
                 replies = await pipe.execute()
         except BaseException:
             self._pending.update(dict.fromkeys(tenants))  # read again next time

@@ -10,6 +10,7 @@ newly watched tenant; nothing missed for want of a hint; a lost subscription is 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -21,6 +22,7 @@ from feedserver.errors import StoreUnavailable
 from feedserver.store.redis import HintedFollow, RedisStore, seq_key, store_client, stream_key
 from tests.redis_cluster import RedisClusterServers
 from tests.redis_server import RedisServer
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.redis
 
@@ -172,5 +174,28 @@ async def test_a_lost_subscription_is_said_once_and_the_follow_goes_on(
             await asyncio.wait_for(waiting, 10)
         await store.append("t0", "after", TS)  # restart() returns once Redis answers
         assert await follow_until(store, cursors, 1) == [("t0", 2)]
+    finally:
+        await store.close()
+
+
+async def test_hints_come_again_after_an_outage_of_several_failed_reconnects(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    store = RedisStore(redis_server.url, 100, follow_block_ms=60_000)
+    try:
+        cursors = watched(store, {"t0": 0})
+        assert await store.follow(cursors, count=10) == []  # subscribed, read: nothing
+        await redis_server.stop()
+        await eventually(
+            lambda: caplog.text.count("stream hints channel lost") >= 3,
+            "three reconnects of the hints failed",
+        )
+        await redis_server.start()
+        with pytest.raises(StoreUnavailable):  # the loss is said once
+            await asyncio.wait_for(store.follow(cursors, count=10), 10)
+        await store.append("t0", "after", TS)
+        # Hinted, not healed (the heal is 30 s away): each follow waits 10 s at most.
+        assert await follow_until(store, cursors, 1) == [("t0", 1)]
     finally:
         await store.close()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from redis.crc import key_slot
 
+from feedserver.errors import StoreUnavailable
 from feedserver.quotas import (
     LIMITS_KEY_PREFIX,
     FixedWindow,
@@ -86,3 +87,14 @@ async def test_hits_sent_to_the_old_master_of_a_moved_counter_are_counted_once(
     # All sent to the source at once: each answered MOVED, followed to the target.
     counts = await asyncio.gather(*(counters.incr("k", 600) for _ in range(20)))
     assert sorted(counts) == list(range(2, 22))
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:1/0", "redis-cluster://127.0.0.1:1"])
+async def test_counters_that_cannot_reach_redis_are_unavailable_not_a_crash(url: str) -> None:
+    """A 503 (`StoreUnavailable`), as the event store: `limits` wraps redis-py's RedisError,
+    not the RedisClusterException of a cluster client that reaches no node."""
+    counters = open_window_counters(url)
+    await counters.start()  # logged, not raised: the first hit asks again
+    for _ in range(2):  # the first fails to connect, the next to learn the slots
+        with pytest.raises(StoreUnavailable):
+            await counters.incr("k", 1)
