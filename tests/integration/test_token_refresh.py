@@ -5,6 +5,7 @@ python-socketio."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jwt
@@ -93,19 +94,24 @@ async def test_a_refused_refresh_leaves_the_socket_to_go_at_its_first_expiry(
 
 
 @pytest.mark.parametrize("kind", CLIENT_KINDS)
+# Payloads made when the test runs: a token minted at collection could expire before a
+# long run reaches the test (`later()` is 10 minutes), and be refused for that instead.
 @pytest.mark.parametrize(
     ("payload", "code"),
     [
-        ({"token": "garbage"}, "unauthorized"),
-        ({"token": ""}, "unauthorized"),
-        ({"token": make_token("tenant_a", int(time.time()) - 5)}, "unauthorized"),
-        ({"token": make_token("tenant_a", later(), secret="z" * 32)}, "unauthorized"),
-        ({"token": jwt.encode({"tenant": "tenant_a"}, SECRET, "HS256")}, "unauthorized"),
-        ({"token": make_token("tenant_x", later())}, "forbidden_tenant"),
-        ({}, "validation_error"),
-        ({"token": 42}, "validation_error"),
-        ({"token": make_token("tenant_a", later()), "tenant": "tenant_a"}, "validation_error"),
-        (make_token("tenant_a", later()), "validation_error"),
+        (lambda: {"token": "garbage"}, "unauthorized"),
+        (lambda: {"token": ""}, "unauthorized"),
+        (lambda: {"token": make_token("tenant_a", int(time.time()) - 5)}, "unauthorized"),
+        (lambda: {"token": make_token("tenant_a", later(), secret="z" * 32)}, "unauthorized"),
+        (lambda: {"token": jwt.encode({"tenant": "tenant_a"}, SECRET, "HS256")}, "unauthorized"),
+        (lambda: {"token": make_token("tenant_x", later())}, "forbidden_tenant"),
+        (lambda: {}, "validation_error"),
+        (lambda: {"token": 42}, "validation_error"),
+        (
+            lambda: {"token": make_token("tenant_a", later()), "tenant": "tenant_a"},
+            "validation_error",
+        ),
+        (lambda: make_token("tenant_a", later()), "validation_error"),
     ],
     ids=[
         "garbage",
@@ -121,7 +127,7 @@ async def test_a_refused_refresh_leaves_the_socket_to_go_at_its_first_expiry(
     ],
 )
 async def test_a_bad_refresh_is_refused_and_the_socket_keeps_its_token(
-    token_server: TestServer, kind: str, payload: object, code: str
+    token_server: TestServer, kind: str, payload: Callable[[], object], code: str
 ) -> None:
     gateway = token_server.app[GATEWAY]
     auth = {"token": make_token("tenant_a", later())}
@@ -129,7 +135,7 @@ async def test_a_bad_refresh_is_refused_and_the_socket_keeps_its_token(
         info, _ = await client.expect_established()
         session = gateway._sessions[info["socketId"]]
         expiry, principal = session.expiry, session.principal
-        ack = await client.emit("refresh_token", payload)
+        ack = await client.emit("refresh_token", payload())
         assert ack["ok"] is False
         assert ack["error"]["code"] == code and ack["error"]["message"]
         assert session.expiry is expiry and expiry is not None and not expiry.cancelled()
