@@ -85,11 +85,6 @@ class Subscriber:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
-    @property
-    def channels(self) -> frozenset[str]:
-        """The channels wanted (subscribed, or being)."""
-        return frozenset(self._wanted)
-
     def subscribe(self, *channels: str) -> None:
         self._wanted.update(channels)
         self._changed.set()

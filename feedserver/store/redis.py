@@ -488,12 +488,20 @@ async def read_latest_seqs(client: Redis | RedisCluster, tenants: Sequence[str])
     return {tenant: int(value or 0) for tenant, value in zip(tenants, values, strict=True)}
 
 
+_HINT_PREFIX, _HINT_SUFFIX = "feed:{", "}:appended"
+
+
 def hint_channel(tenant: str) -> str:
     """Where the append scripts publish the seq of each new event of `tenant`: PUBLISH on
     one Redis; SPUBLISH on a cluster, in the tenant's slot (the shard of its stream). The
     seq is for whoever watches the channel (`redis-cli`); a node reads from its cursor,
     whatever a hint says."""
-    return f"feed:{{{tenant}}}:appended"
+    return f"{_HINT_PREFIX}{tenant}{_HINT_SUFFIX}"
+
+
+def hinted_tenant(channel: str) -> str:
+    """The tenant whose `hint_channel` is `channel`."""
+    return channel.removeprefix(_HINT_PREFIX).removesuffix(_HINT_SUFFIX)
 
 
 class HintedFollow:
@@ -602,7 +610,7 @@ class HintedFollow:
                 self._pending[tenant] = None
 
     def _hint(self, channel: str) -> None:
-        tenant = channel[len("feed:{") : -len("}:appended")]
+        tenant = hinted_tenant(channel)
         if tenant in self._watched:  # else a hint that came before its unsubscription
             self._pending[tenant] = None
             self._signal.set()
