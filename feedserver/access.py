@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from . import logs
+from .engineio.server import CLIENT_CLOSED_REQUEST
 from .metrics import FeedMetrics
 
 log = logging.getLogger("feedserver.access")
@@ -21,8 +22,6 @@ REQUEST_ID = web.RequestKey("request_id", str)
 # A caller's id is kept when it cannot break a log line or a header; otherwise we make one.
 SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._~:/+=@-]{1,128}")
 UNMATCHED_ROUTE = "unmatched"
-# nginx's code for "the client closed the connection before the response was sent".
-CLIENT_CLOSED_REQUEST = 499
 
 
 # New ids are cut from one batch of random bytes: one system call per this many ids.
@@ -63,7 +62,35 @@ def route_template(request: web.Request) -> str:
     return resource.canonical if resource is not None else UNMATCHED_ROUTE
 
 
-def access_middleware(metrics: FeedMetrics) -> Middleware:
+class AccessLog:
+    """Each answered request's access log line and metrics: the middleware's, and those of
+    the WebSocket handshakes answered before aiohttp (`upgrades.DirectUpgrades`)."""
+
+    __slots__ = ("_metrics",)
+
+    def __init__(self, metrics: FeedMetrics) -> None:
+        self._metrics = metrics
+
+    def record(self, method: str, route: str, status: int, seconds: float) -> None:
+        """`route` must be a route template, never a raw path."""
+        self._metrics.http_request(method, route, status, seconds)
+        if log.isEnabledFor(logging.INFO):  # the line's fields are not free to build
+            log.info(
+                "%s %s %d %.1fms",
+                method,
+                route,
+                status,
+                seconds * 1000,
+                extra={
+                    "method": method,
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 3),
+                },
+            )
+
+
+def access_middleware(access: AccessLog) -> Middleware:
     request_ids = RequestIds()
 
     @web.middleware
@@ -85,22 +112,7 @@ def access_middleware(metrics: FeedMetrics) -> Middleware:
             raise
         finally:
             seconds = time.perf_counter() - started
-            route = route_template(request)
-            metrics.http_request(request.method, route, status, seconds)
-            if log.isEnabledFor(logging.INFO):  # the line's fields are not free to build
-                log.info(
-                    "%s %s %d %.1fms",
-                    request.method,
-                    route,
-                    status,
-                    seconds * 1000,
-                    extra={
-                        "method": request.method,
-                        "route": route,
-                        "status": status,
-                        "duration_ms": round(seconds * 1000, 3),
-                    },
-                )
+            access.record(request.method, route_template(request), status, seconds)
             logs.tenant.reset(tenant_token)
             logs.request_id.reset(rid_token)
 

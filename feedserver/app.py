@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp_cors
 from aiohttp import hdrs, web
 
-from .access import access_middleware, stamp_request_id
+from .access import AccessLog, access_middleware, stamp_request_id
 from .addresses import ClientAddresses
 from .api import RestApi, error_middleware, rate_limit_middleware
 from .auth import (
@@ -40,9 +40,10 @@ from .quotas import (
     window_seconds,
 )
 from .realtime import MAX_PACKET_BYTES, SOCKETIO_PATH, RealtimeGateway, refuse_new_sessions
-from .security import ResponseStamp, polling_body_limit, security_stamp
+from .security import ResponseStamp, page_headers, polling_body_limit, security_stamp
 from .tasks import stop
 from .tenants import Tenant, TenantDirectory, TenantRegistry
+from .upgrades import DirectUpgrades
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ METRICS = web.AppKey("metrics", FeedMetrics)
 TENANTS = web.AppKey("tenants", TenantRegistry)
 # Set on SIGTERM: /api/ready answers 503 and new socket.io sessions are refused from then on.
 SHUTTING_DOWN = web.AppKey("shutting_down", asyncio.Event)
+# The listener's shortcut for new sessions' WebSocket handshakes.
+DIRECT_UPGRADES = web.AppKey("direct_upgrades", DirectUpgrades)
 ResponseHook = Callable[[web.Request, web.StreamResponse], Awaitable[object]]
 
 
@@ -102,9 +105,10 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
         )
     )
     addresses = ClientAddresses(settings.trust_proxy)
+    access = AccessLog(metrics)
     app = web.Application(
         middlewares=[
-            access_middleware(metrics),
+            access_middleware(access),
             rate_limit_middleware(requests, addresses),
             error_middleware(
                 guards=(
@@ -158,6 +162,10 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
     app[METRICS] = metrics
     app[TENANTS] = registry
     app[SHUTTING_DOWN] = shutting_down
+    engine_route = f"/{SOCKETIO_PATH}/"
+    app[DIRECT_UPGRADES] = DirectUpgrades(
+        gateway.engine, access, page_headers(settings.production), shutting_down, engine_route
+    )
 
     rest = RestApi(settings, feed, authenticator, catalogue, registry, addresses, shutting_down)
     api_routes = app.router.add_routes(rest.routes())

@@ -19,7 +19,7 @@ import signal
 from aiohttp import web
 
 from . import __version__
-from .app import FEED, GATEWAY, METRICS, SHUTTING_DOWN, create_app
+from .app import DIRECT_UPGRADES, FEED, GATEWAY, METRICS, SHUTTING_DOWN, create_app
 from .config import Settings
 from .listener import HttpListener
 from .metrics import metrics_app
@@ -114,7 +114,14 @@ async def _start(
                 )
             )
         listeners.append(
-            HttpListener(runner, settings.host, settings.port, header_timeout=timeout, backlog=4096)
+            HttpListener(
+                runner,
+                settings.host,
+                settings.port,
+                header_timeout=timeout,
+                backlog=4096,
+                shortcut=app[DIRECT_UPGRADES],
+            )
         )
         for listener in listeners:
             await listener.start()

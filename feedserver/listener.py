@@ -1,25 +1,30 @@
-"""The HTTP listener: aiohttp's server, with a deadline for a new connection's first headers.
+"""The HTTP listener: aiohttp's server, with a deadline for a new connection's first
+headers, and the first request offered to a shortcut before aiohttp sees it.
 
 Two timers cut slow or idle plain-HTTP connections (a WebSocket is detached from aiohttp
 after its handshake, and a request being answered is never timed, so neither applies to
 a long-poll waiting for its ping nor to a WebSocket):
 
 - `FEED_HTTP_KEEPALIVE_TIMEOUT` is aiohttp's own `keepalive_timeout`. In aiohttp 3.14 its
-  timer runs from a connection's start and from each response until the next request's
-  headers are complete, and bytes arriving do not reset it: it closes an idle kept-alive
-  connection and one that trickles its headers alike.
+  timer runs from the start of aiohttp's part of a connection and from each response
+  until the next request's headers are complete, and bytes arriving do not reset it: it
+  closes an idle kept-alive connection and one that trickles its headers alike.
 - `FEED_HTTP_HEADER_TIMEOUT`: a new connection must have sent the end of its first
   request's headers within this many seconds of its start. aiohttp has no such setting,
-  so this module adds it. `FirstRequestDeadline` stands between the transport and
-  aiohttp's protocol for that first request only: it passes every call through, looks for
-  the blank line that ends the headers, then hands the transport to aiohttp's protocol
-  (`Transport.set_protocol`) and is gone; nothing of it stays with the connection.
+  so this module adds it.
 
-What differs from serving with `web.TCPSite`: each connection starts with this wrapper,
+`FirstRequest` is a connection's protocol until its first request's head is complete (or
+too long to be one a shortcut takes): it keeps the bytes, and then offers them to the
+listener's `Shortcut` (a new session's WebSocket handshake, `upgrades.DirectUpgrades`),
+which may serve the connection itself; otherwise it makes aiohttp's protocol for the
+connection, hands it the transport (`Transport.set_protocol`) and the bytes, and is gone;
+nothing of it stays with the connection. aiohttp's protocol is made only then: a
+connection the shortcut takes never has one (about a tenth of a WebSocket connect's CPU).
+
+What differs from serving with `web.TCPSite`: each connection starts with this protocol,
 and the listener is closed by `HttpListener.close()` before `runner.cleanup()` (which is
 all `TCPSite.stop()` does). No aiohttp code is copied and no internal is used:
-`runner.server` is aiohttp's low-level server, a protocol factory, and `force_close()` is a
-public method of the protocol it makes.
+`runner.server` is aiohttp's low-level server, a protocol factory.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import asyncio
 import logging
 import re
 import socket
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from aiohttp import web
 
@@ -36,73 +41,85 @@ log = logging.getLogger("feedserver")
 
 # The blank line after the header lines; a line may end in LF alone.
 _HEADERS_END = re.compile(rb"\n\r?\n")
+# Past this many bytes without the blank line, a head is aiohttp's to refuse (its limit
+# is 8190 bytes a line), and the bytes kept are bounded.
+MAX_HEAD_BYTES = 65536
 
 
-class FirstRequestDeadline(asyncio.Protocol):
-    """aiohttp's protocol for one connection, closed unless its first request's headers
-    are complete within `timeout` seconds of the connection's start."""
+class Shortcut(Protocol):
+    def take(self, head: bytes, tail: bytes, transport: asyncio.Transport) -> bool:
+        """Serve the connection whose first request's head is `head` (through its blank
+        line; `tail` came after it), or leave it to aiohttp (False)."""
+        ...
 
-    __slots__ = ("_inner", "_started", "_tail", "_timeout", "_timer", "_transport")
 
-    def __init__(self, inner: web.RequestHandler, timeout: float) -> None:
-        self._inner = inner
+class FirstRequest(asyncio.Protocol):
+    """A new connection until its first request's head is complete: closed unless that
+    happens within `timeout` seconds of its start, then offered to `shortcut`, else
+    handed to aiohttp's protocol from `factory`."""
+
+    __slots__ = ("_buffer", "_factory", "_shortcut", "_timeout", "_timer", "_transport")
+
+    def __init__(self, factory: web.Server, shortcut: Shortcut | None, timeout: float) -> None:
+        self._factory = factory
+        self._shortcut = shortcut
         self._timeout = timeout
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._started = False  # a byte other than CR or LF has arrived
-        self._tail = b""  # the last bytes read, for a blank line split across reads
+        self._buffer = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self._timer = asyncio.get_running_loop().call_later(self._timeout, self._expire)
-        self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
-        if self._headers_end_in(data):
-            self._step_out()
-        self._inner.data_received(data)
+        seen = len(self._buffer)
+        buffer = self._buffer = self._buffer + data if seen else data
+        # Empty lines before a request line are allowed (RFC 9112, section 2.2).
+        begins = len(buffer) - len(buffer.lstrip(b"\r\n"))
+        end = _HEADERS_END.search(buffer, max(begins, seen - 3))
+        if end is not None:
+            at = end.end()
+            if self._shortcut is not None and self._shortcut.take(
+                buffer[begins:at], buffer[at:], self._transport_now()
+            ):
+                self._done()
+                return
+            self._to_aiohttp()
+        elif len(buffer) > MAX_HEAD_BYTES:
+            self._to_aiohttp()
 
-    def eof_received(self) -> None:
-        self._inner.eof_received()  # aiohttp's returns None: the transport closes itself
+    def eof_received(self) -> bool:
+        return False  # nothing to answer yet: close
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self._cancel()
-        self._inner.connection_lost(exc)
+        self._done()
 
-    def pause_writing(self) -> None:
-        self._inner.pause_writing()
+    def _to_aiohttp(self) -> None:
+        transport = self._transport_now()
+        handler = self._factory()
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+        buffer = self._buffer
+        self._done()
+        handler.data_received(buffer)
 
-    def resume_writing(self) -> None:
-        self._inner.resume_writing()
-
-    def _headers_end_in(self, data: bytes) -> bool:
-        if not self._started:
-            # Empty lines before a request line are allowed (RFC 9112, section 2.2).
-            data = data.lstrip(b"\r\n")
-            if not data:
-                return False
-            self._started = True
-        window = self._tail + data
-        if _HEADERS_END.search(window):
-            return True
-        self._tail = window[-2:]
-        return False
-
-    def _step_out(self) -> None:
-        self._cancel()
-        assert self._transport is not None
-        self._transport.set_protocol(self._inner)
-        self._transport = None
+    def _transport_now(self) -> asyncio.Transport:
+        assert self._transport is not None  # after connection_made, before _done
+        return self._transport
 
     def _expire(self) -> None:
         self._timer = None
-        log.debug("closing a connection that sent no complete request within %ss", self._timeout)
-        self._inner.force_close()
+        log.debug("closing a connection that sent no complete request in time")
+        if self._transport is not None:
+            self._transport.close()
 
-    def _cancel(self) -> None:
+    def _done(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._transport = None
+        self._buffer = b""
 
 
 class HttpListener:
@@ -117,11 +134,13 @@ class HttpListener:
         *,
         header_timeout: float,
         backlog: int = 128,
+        shortcut: Shortcut | None = None,
     ) -> None:
         self._runner = runner
         self._host = host
         self._port = port
         self._header_timeout = header_timeout
+        self._shortcut = shortcut
         self._backlog = backlog
         self._server: asyncio.Server | None = None
 
@@ -141,7 +160,7 @@ class HttpListener:
         if self._server is not None:
             self._server.close()
 
-    def _connection(self) -> FirstRequestDeadline:
+    def _connection(self) -> FirstRequest:
         server = self._runner.server
         assert server is not None, "runner.setup() comes first"
-        return FirstRequestDeadline(server(), self._header_timeout)
+        return FirstRequest(server, self._shortcut, self._header_timeout)

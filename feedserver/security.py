@@ -51,6 +51,13 @@ def security_headers(production: bool) -> dict[str, str]:
     return headers
 
 
+def page_headers(production: bool) -> dict[str, str]:
+    """The headers of an answer outside `/api/` that sets no `Cache-Control` of its own
+    (the page, its files, WebSocket upgrades)."""
+    # The page's files may be kept, but are revalidated so an upgrade shows at the next load.
+    return {**security_headers(production), "Cache-Control": "no-cache"}
+
+
 def security_stamp(production: bool) -> ResponseStamp:
     """Adds the headers to a response about to be sent (API, static, errors, upgrades).
 
@@ -58,10 +65,9 @@ def security_stamp(production: bool) -> ResponseStamp:
     """
     # As multidicts: update() takes another multidict in about half the time of a dict.
     headers = CIMultiDict(security_headers(production))
-    # API answers carry tenant data: never kept by a browser or a proxy. The page's files
-    # may be kept, but are revalidated so an upgrade shows at the next load.
+    # API answers carry tenant data: never kept by a browser or a proxy.
     api_headers = CIMultiDict(headers, **{"Cache-Control": "no-store"})
-    page_headers = CIMultiDict(headers, **{"Cache-Control": "no-cache"})
+    others = CIMultiDict(page_headers(production))
     hide_server_version()
 
     def stamp(request: web.Request, response: web.StreamResponse) -> None:
@@ -72,7 +78,7 @@ def security_stamp(production: bool) -> ResponseStamp:
         elif request.path.startswith("/api/"):
             response.headers.update(api_headers)
         else:
-            response.headers.update(page_headers)
+            response.headers.update(others)
         if own_policy is not None:
             response.headers[RESOURCE_POLICY] = own_policy
 

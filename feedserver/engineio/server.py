@@ -27,6 +27,7 @@ from aiohttp import hdrs, web
 from . import handover
 from .frames import CLOSE_OK
 from .handover import DetachableWebSocketResponse, FrameParsers, take_over
+from .handshake import Answers, RequestHead
 from .heartbeat import Heartbeat
 from .packets import MESSAGE, OPEN, BadPacket, decode_payload
 from .socket import EngineSocket, PollRefused
@@ -42,6 +43,9 @@ ID_BYTES = 15
 # Engine.IO's error codes (engine.io's `Server.errors`).
 UNKNOWN_TRANSPORT, UNKNOWN_SID, BAD_HANDSHAKE_METHOD, BAD_REQUEST, FORBIDDEN = range(5)
 UNSUPPORTED_PROTOCOL_VERSION = 5
+SWITCHING_PROTOCOLS = 101
+# nginx's code for "the client closed the connection before the response was sent".
+CLIENT_CLOSED_REQUEST = 499
 
 Handler = Callable[..., Awaitable[Any]]
 OriginCheck = Callable[[str | None, Mapping[str, Any]], bool]
@@ -57,12 +61,22 @@ class Reason:
     TRANSPORT_ERROR = "transport error"
 
 
+@dataclass(slots=True, frozen=True)
+class DirectHandshake:
+    """A new session's WebSocket handshake that the engine answers itself
+    (`EngineServer.direct_handshake`)."""
+
+    key: str  # Sec-WebSocket-Key
+    environ: dict[str, Any]
+
+
 @dataclass(slots=True)
 class EngineStats:
     """Running totals, for metrics and tests."""
 
     sends: int = 0  # send()s of WebSocket frames (fewer than frames when coalesced)
     slow_readers_dropped: int = 0
+    opened_directly: int = 0  # sessions opened by `open_directly`, without aiohttp
 
 
 class EngineError(Exception):
@@ -118,6 +132,8 @@ class EngineServer:
         self.stats = stats if stats is not None else EngineStats()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._parsers: FrameParsers | None = None
+        self._path: str | None = None  # where it is attached
+        self._answers = Answers()
         self._random = b""  # for generate_id
         # The OPEN packet's fields after the sid, the same for every session.
         timing = (
@@ -146,8 +162,8 @@ class EngineServer:
         return None
 
     def attach(self, app: web.Application, engineio_path: str = "engine.io") -> None:
-        path = f"/{engineio_path.strip('/')}/"
-        app.router.add_route("*", path, self.handle_request)
+        self._path = f"/{engineio_path.strip('/')}/"
+        app.router.add_route("*", self._path, self.handle_request)
 
     async def send(self, sid: str, data: str | bytes) -> None:
         sock = self.sockets.get(sid)
@@ -293,21 +309,36 @@ class EngineServer:
         raise EngineError(BAD_HANDSHAKE_METHOD, "Bad request method")
 
     async def _open(self, request: web.Request, transport: str) -> web.StreamResponse:
-        environ = _environ(request)  # only a new session's: python-socketio keeps it
+        sock = await self._new_session(_environ(request), transport)
+        if transport == "polling":
+            return _payload_response(await sock.poll())
+        return await self._accept_websocket(request, sock)
+
+    async def _new_session(self, environ: dict[str, Any], transport: str) -> EngineSocket:
+        """A session, accepted by the connect handler, its OPEN queued. `environ` is only
+        a new session's: python-socketio keeps it."""
         sid = self.generate_id()
         sock = EngineSocket(self, sid)
         self.sockets[sid] = sock
         connect = self.handlers.get("connect")
-        if connect is not None and await connect(sid, environ) is False:
+        try:
+            accepted = connect is None or await connect(sid, environ) is not False
+        except BaseException:  # a failing handler, or the client left
+            self.forget(sock)
+            raise
+        if not accepted:
             self.forget(sock)
             raise EngineError(FORBIDDEN, "Forbidden", status=403)
         # {"sid", "upgrades", "pingInterval", "pingTimeout", "maxPayload"}; the sid is
         # URL-safe base64, which needs no JSON escaping
         sock.send_text(f'{OPEN}{{"sid":"{sid}{self._open_tail[transport]}')
         self.heartbeat.schedule(sock)
-        if transport == "polling":
-            return _payload_response(await sock.poll())
-        return await self._accept_websocket(request, sock)
+        return sock
+
+    def _frame_parsers(self) -> FrameParsers:
+        if self._parsers is None:  # needs the running loop
+            self._parsers = FrameParsers()
+        return self._parsers
 
     async def _accept_websocket(
         self, request: web.Request, sock: EngineSocket, *, upgrade: bool = False
@@ -315,9 +346,7 @@ class EngineServer:
         """aiohttp answers the handshake (compress=False: no per-message deflate, whatever
         the client offers, which also lets every recipient share one frame); then the
         connection is ours (`handover.take_over`)."""
-        if self._parsers is None:  # needs the running loop
-            self._parsers = FrameParsers()
-        conn = WebSocketConnection(sock, self._parsers, self.max_http_buffer_size)
+        conn = WebSocketConnection(sock, self._frame_parsers(), self.max_http_buffer_size)
         # A second WebSocket for a session that has one (or is getting one) is accepted,
         # then closed at once, as the Node server does: it has no part in the session.
         spare = upgrade and not sock.start_upgrade(conn)
@@ -347,6 +376,68 @@ class EngineServer:
             conn.data_received(tail)
         return response
 
+    # -- a new WebSocket session, before aiohttp -------------------------------------------
+
+    def direct_handshake(
+        self, head: RequestHead, transport: asyncio.Transport
+    ) -> DirectHandshake | None:
+        """What `open_directly` needs if `head` opens a new session on a WebSocket, as
+        `handle_request` would accept it; else None, and the request goes to aiohttp and
+        `handle_request`, which also gives every refusal its answer."""
+        query = head.query
+        if (
+            head.path != self._path
+            or query.get("transport") != "websocket"
+            or query.get("EIO") != "4"
+            or "sid" in query
+        ):
+            return None
+        key = head.websocket_key()
+        host = head.headers.get("host")
+        if key is None or host is None:
+            return None
+        scheme = "https" if transport.get_extra_info("sslcontext") else "http"
+        peer = transport.get_extra_info("peername")
+        remote = str(peer[0]) if isinstance(peer, list | tuple) else ""
+        environ = _environ_of(
+            head.method, head.path, head.query_string, remote, scheme, head.headers
+        )
+        origin = head.headers.get("origin")
+        if (
+            origin is not None
+            and self.cors_allowed_origins != []
+            and not self._origin_allowed(origin, environ, f"{scheme}://{host}")
+        ):
+            return None
+        return DirectHandshake(key, environ)
+
+    async def open_directly(
+        self, handshake: DirectHandshake, transport: asyncio.Transport, tail: bytes, headers: str
+    ) -> int:
+        """Open the session of `handshake` on `transport` (reading paused; `tail` is what
+        came after the handshake) and answer it, with `headers` (complete lines) in the
+        answer; returns the answer's status. The same steps as `handle_request`'s for such
+        a request, without aiohttp's request, middlewares and WebSocket response."""
+        try:
+            sock = await self._new_session(handshake.environ, "websocket")
+        except EngineError as exc:
+            body = json.dumps({"code": exc.code, "message": exc.message}).encode()
+            transport.write(self._answers.refused(exc.status, body, headers))
+            transport.close()
+            return exc.status
+        if transport.is_closing():  # the client left meanwhile
+            sock.abandon()
+            return CLIENT_CLOSED_REQUEST
+        conn = WebSocketConnection(sock, self._frame_parsers(), self.max_http_buffer_size)
+        conn.transport = transport
+        transport.set_protocol(conn)
+        transport.resume_reading()
+        sock.use_websocket(conn, self._answers.switching_protocols(handshake.key, headers))
+        self.stats.opened_directly += 1
+        if tail:
+            conn.data_received(tail)
+        return SWITCHING_PROTOCOLS
+
     async def _post(self, request: web.Request, sock: EngineSocket) -> web.StreamResponse:
         if (request.content_length or 0) > self.max_http_buffer_size:
             sock.protocol_error()
@@ -374,7 +465,8 @@ class EngineServer:
         origin = request.headers.get(hdrs.ORIGIN)
         headers: list[tuple[str, str]] = []
         if origin is not None:
-            if not self._origin_allowed(origin, request):
+            own = f"{request.scheme}://{request.host}"
+            if not self._origin_allowed(origin, _environ(request), own):
                 raise EngineError(BAD_REQUEST, "Not an accepted origin")
             headers.append((hdrs.ACCESS_CONTROL_ALLOW_ORIGIN, origin))
         if request.method == hdrs.METH_OPTIONS:
@@ -386,12 +478,14 @@ class EngineServer:
             headers.append((hdrs.ACCESS_CONTROL_ALLOW_CREDENTIALS, "true"))
         return headers
 
-    def _origin_allowed(self, origin: str, request: web.Request) -> bool:
+    def _origin_allowed(self, origin: str, environ: dict[str, Any], own: str) -> bool:
+        """Whether `origin` may open or use a session; `own` is the server's origin as
+        the request names it."""
         allowed = self.cors_allowed_origins
         if allowed is None:  # the page's own origin only
-            return origin == f"{request.scheme}://{request.host}"
+            return origin == own
         if callable(allowed):
-            return bool(allowed(origin, _environ(request)))
+            return bool(allowed(origin, environ))
         if isinstance(allowed, str):
             return allowed == "*" or origin == allowed
         return "*" in allowed or origin in allowed
@@ -421,19 +515,30 @@ ENVIRON_HEADERS = {
 
 
 def _environ(request: web.Request) -> dict[str, Any]:
+    """`_environ_of` an aiohttp request (a repeated header's values joined by commas)."""
+    fields = request.headers
+    headers = {name: ",".join(fields.getall(name)) for name in ENVIRON_HEADERS if name in fields}
+    remote = request.remote or ""
+    return _environ_of(
+        request.method, request.path, request.query_string, remote, request.scheme, headers
+    )
+
+
+def _environ_of(
+    method: str, path: str, query: str, remote: str, scheme: str, headers: Mapping[str, str]
+) -> dict[str, Any]:
     """The WSGI-style environ python-socketio hands to connect handlers, with the peer's
-    address in REMOTE_ADDR and the headers of `ENVIRON_HEADERS`. It outlives the request,
-    so it holds none of aiohttp's objects."""
+    address in REMOTE_ADDR and the headers of `ENVIRON_HEADERS` (`headers` has lower-case
+    names). It outlives the request, so it holds none of aiohttp's objects."""
     environ: dict[str, Any] = {
-        "REQUEST_METHOD": request.method,
-        "PATH_INFO": request.path,
-        "QUERY_STRING": request.query_string,
-        "REMOTE_ADDR": request.remote or "",
-        "wsgi.url_scheme": request.scheme,
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "QUERY_STRING": query,
+        "REMOTE_ADDR": remote,
+        "wsgi.url_scheme": scheme,
     }
-    headers = request.headers
     for name, key in ENVIRON_HEADERS.items():
-        values = headers.getall(name, ())
-        if values:
-            environ[key] = ",".join(values)
+        value = headers.get(name)
+        if value is not None:
+            environ[key] = value
     return environ

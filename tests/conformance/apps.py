@@ -32,6 +32,7 @@ from feedserver.engineio import EngineServer
 from feedserver.jsoncodec import SocketJson
 from feedserver.realtime import GatewayServer
 from feedserver.socketio_internals import IndexedManager
+from feedserver.upgrades import DirectUpgrades
 
 # The suites' expected configuration (their READMEs' reference servers).
 PING_INTERVAL = 0.3
@@ -45,6 +46,9 @@ SUITE_OPTIONS: dict[str, Any] = {
     "cors_allowed_origins": "*",
 }
 SOCKETIO_NAMESPACES = ("/", "/custom")
+# The listener's shortcut of an app on feedserver's engine: new sessions' WebSocket
+# handshakes are answered as `feedserver serve` answers them, before aiohttp.
+SHORTCUT = web.AppKey("shortcut", DirectUpgrades)
 
 
 def gateway_server() -> GatewayServer:
@@ -89,6 +93,7 @@ def engineio_app(engine: Any) -> web.Application:
     engine.on("disconnect", disconnect)
     app = web.Application()
     engine.attach(app, engineio_path="engine.io")
+    _answer_upgrades_directly(app, engine, "/engine.io/")
     app.on_shutdown.append(lambda _app: engine.shutdown())
     return app
 
@@ -127,9 +132,22 @@ def socketio_app(server: socketio.AsyncServer) -> web.Application:
     server.on("message-with-ack", message_with_ack)
     app = web.Application()
     server.attach(app, socketio_path="socket.io")
+    _answer_upgrades_directly(app, server.eio, "/socket.io/")
     app.on_shutdown.append(emits.cancel)
     app.on_shutdown.append(lambda _app: server.shutdown())
     return app
+
+
+def _answer_upgrades_directly(app: web.Application, engine: Any, route: str) -> None:
+    if isinstance(engine, EngineServer):  # python-engineio's has no such path
+        app[SHORTCUT] = DirectUpgrades(engine, _Unrecorded(), {}, asyncio.Event(), route)
+
+
+class _Unrecorded:
+    """No access log: the suites' output is what matters."""
+
+    def record(self, method: str, route: str, status: int, seconds: float) -> None:
+        pass
 
 
 def _greeter(

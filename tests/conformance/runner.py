@@ -24,14 +24,15 @@ import json
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 
-from tests.conformance.apps import Stack
+from tests.conformance.apps import SHORTCUT, Stack
 from tests.conformance.echo import ECHO_ENDPOINTS
+from tests.listening import listening
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache" / "conformance"
@@ -130,19 +131,10 @@ def _case_key(case: str) -> tuple[int, ...]:
 # -- serving an app ----------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def serving(app: web.Application) -> AsyncIterator[int]:
-    """Serve `app` on 127.0.0.1 and a free port; yield the port."""
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        server = site._server
-        assert isinstance(server, asyncio.base_events.Server)
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        await runner.cleanup()
+def serving(app: web.Application) -> contextlib.AbstractAsyncContextManager[int]:
+    """Serve `app` as `feedserver serve` does (with the app's `SHORTCUT` if it has one);
+    yields the port."""
+    return listening(app, app.get(SHORTCUT))
 
 
 async def _run(

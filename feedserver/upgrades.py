@@ -1,0 +1,93 @@
+"""New sessions' WebSocket handshakes, answered before aiohttp sees the connection.
+
+The listener offers each connection's first request to `DirectUpgrades.take`
+(`listener.Shortcut`). A request that opens a new Engine.IO session on a WebSocket, in a
+way the engine accepts (`EngineServer.direct_handshake`), is answered by the engine itself
+(`EngineServer.open_directly`); everything else, every refusal included, goes through
+aiohttp and the middlewares. What the middlewares do for a request is done here for these,
+by the same owners: its request id (`access.RequestIds`, echoed in the 101), its access
+log line and metrics (`access.AccessLog`) and the security headers
+(`security.page_headers`). While the server shuts down, new sessions are left to aiohttp's
+path, whose guard refuses them (`realtime.refuse_new_sessions`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from . import logs
+from .access import REQUEST_ID_HEADER, RequestIds
+from .engineio import EngineServer
+from .engineio.handshake import RequestHead
+from .engineio.server import CLIENT_CLOSED_REQUEST, DirectHandshake
+
+log = logging.getLogger("feedserver")
+
+
+class Answered(Protocol):
+    def record(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One answered request (`access.AccessLog`)."""
+        ...
+
+
+class DirectUpgrades:
+    def __init__(
+        self,
+        engine: EngineServer,
+        access: Answered,
+        headers: Mapping[str, str],
+        shutting_down: asyncio.Event,
+        route: str,
+    ) -> None:
+        self._engine = engine
+        self._access = access
+        self._ids = RequestIds()
+        self._headers = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        self._shutting_down = shutting_down
+        self._route = route  # the engine's route, as the access log names it
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def take(self, head: bytes, tail: bytes, transport: asyncio.Transport) -> bool:
+        if self._shutting_down.is_set():
+            return False
+        parsed = RequestHead.parse(head)
+        if parsed is None:
+            return False
+        handshake = self._engine.direct_handshake(parsed, transport)
+        if handshake is None:
+            return False
+        # Nothing more is read until the session's WebSocket reads it.
+        transport.pause_reading()
+        rid = self._ids.for_header(parsed.headers.get(REQUEST_ID_HEADER.lower()))
+        opening = self._open(handshake, transport, tail, rid, time.perf_counter())
+        task = asyncio.get_running_loop().create_task(opening)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _open(
+        self,
+        handshake: DirectHandshake,
+        transport: asyncio.Transport,
+        tail: bytes,
+        rid: str,
+        started: float,
+    ) -> None:
+        logs.request_id.set(rid)  # in this task's own context, as the middleware does
+        headers = f"{self._headers}{REQUEST_ID_HEADER}: {rid}\r\n"
+        status = 500
+        try:
+            status = await self._engine.open_directly(handshake, transport, tail, headers)
+        except asyncio.CancelledError:
+            status = CLIENT_CLOSED_REQUEST
+            transport.abort()
+            raise
+        except Exception:
+            log.exception("opening a WebSocket session failed")
+            transport.abort()
+        finally:
+            self._access.record("GET", self._route, status, time.perf_counter() - started)
