@@ -5,7 +5,9 @@ aiohttp keeps a WebSocket inside the request that opened it: the request handler
 with every middleware's frame, the request, a WebSocketResponse with reader and writer,
 for the connection's lifetime (about 29 KB per idle client). `take_over` lets aiohttp do
 what it does well (middlewares, the 101 and its headers), then moves the transport to our
-own protocol and lets aiohttp's request end and forget the connection.
+own protocol and lets aiohttp's request end and forget the connection. (A new session's
+plain handshake never reaches aiohttp: `handshake.py`. Upgrades from polling and
+handshakes that are not plain come this way.)
 
 `check_internals()` (called when the engine is built) names whatever of this a new aiohttp
 no longer has, instead of failing on the first connection.
