@@ -428,11 +428,15 @@ class EngineServer:
         if transport.is_closing():  # the client left meanwhile
             sock.abandon()
             return CLIENT_CLOSED_REQUEST
-        conn = WebSocketConnection(sock, self._frame_parsers(), self.max_http_buffer_size)
-        conn.transport = transport
-        transport.set_protocol(conn)
-        transport.resume_reading()
-        sock.use_websocket(conn, self._answers.switching_protocols(handshake.key, headers))
+        try:
+            conn = WebSocketConnection(sock, self._frame_parsers(), self.max_http_buffer_size)
+            conn.transport = transport
+            transport.set_protocol(conn)
+            transport.resume_reading()
+            sock.use_websocket(conn, self._answers.switching_protocols(handshake.key, headers))
+        except BaseException:
+            sock.abandon()  # no session without its connection
+            raise
         self.stats.opened_directly += 1
         if tail:
             conn.data_received(tail)
