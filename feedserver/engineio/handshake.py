@@ -62,6 +62,11 @@ class RequestHead:
         target, _, version = rest.partition(" ")
         if version != "HTTP/1.1" or not target.startswith("/") or not _TOKEN.fullmatch(method):
             return None
+        # The path as aiohttp's router matches it, byte for byte: no escapes, and no `//`
+        # (which yarl reads as a host), so a path the router would answer 404 is not ours.
+        raw_path = target.partition("?")[0]
+        if "%" in raw_path or raw_path.startswith("//"):
+            return None
         headers: dict[str, str] = {}
         for line in lines[1:]:
             name, colon, value = line.partition(":")

@@ -38,6 +38,8 @@ def test_a_plain_handshake_is_read() -> None:
         PLAIN.replace(b"HTTP/1.1", b"HTTP/1.0"),
         PLAIN.replace(b"GET /", b"GET  /"),
         PLAIN.replace(b"GET /socket.io/", b"GET http://x/socket.io/"),
+        PLAIN.replace(b"GET /socket.io/", b"GET //evil.example/socket.io/"),
+        PLAIN.replace(b"GET /socket.io/", b"GET /socket.io%2F"),
         PLAIN.replace(b"\r\nUpgrade", b"\r\n Upgrade"),  # a folded line
         PLAIN.replace(b"\r\nUpgrade", b"\nUpgrade"),  # a bare LF
         PLAIN.replace(b"Host:", b"Ho st:"),
@@ -54,6 +56,8 @@ def test_a_plain_handshake_is_read() -> None:
         "HTTP/1.0",
         "two spaces",
         "absolute form",
+        "host-like path",
+        "escaped path",
         "folded",
         "bare LF",
         "space in a name",
