@@ -12,7 +12,6 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from . import logs
-from .engineio.server import CLIENT_CLOSED_REQUEST
 from .metrics import FeedMetrics
 
 log = logging.getLogger("feedserver.access")
@@ -22,6 +21,8 @@ REQUEST_ID = web.RequestKey("request_id", str)
 # A caller's id is kept when it cannot break a log line or a header; otherwise we make one.
 SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._~:/+=@-]{1,128}")
 UNMATCHED_ROUTE = "unmatched"
+# nginx's code for "the client closed the connection before the response was sent".
+CLIENT_CLOSED_REQUEST = 499
 
 
 # New ids are cut from one batch of random bytes: one system call per this many ids.

@@ -162,9 +162,8 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
     app[METRICS] = metrics
     app[TENANTS] = registry
     app[SHUTTING_DOWN] = shutting_down
-    engine_route = f"/{SOCKETIO_PATH}/"
     app[DIRECT_UPGRADES] = DirectUpgrades(
-        gateway.engine, access, page_headers(settings.production), shutting_down, engine_route
+        gateway.engine, access, page_headers(settings.production), shutting_down
     )
 
     rest = RestApi(settings, feed, authenticator, catalogue, registry, addresses, shutting_down)

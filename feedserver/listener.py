@@ -47,6 +47,8 @@ MAX_HEAD_BYTES = 65536
 
 
 class Shortcut(Protocol):
+    """Serves some connections without aiohttp (`upgrades.DirectUpgrades`)."""
+
     def take(self, head: bytes, tail: bytes, transport: asyncio.Transport) -> bool:
         """Serve the connection whose first request's head is `head` (through its blank
         line; `tail` came after it), or leave it to aiohttp (False)."""

@@ -3,12 +3,13 @@
 The listener offers each connection's first request to `DirectUpgrades.take`
 (`listener.Shortcut`). A request that opens a new Engine.IO session on a WebSocket, in a
 way the engine accepts (`EngineServer.direct_handshake`), is answered by the engine itself
-(`EngineServer.open_directly`); everything else, every refusal included, goes through
-aiohttp and the middlewares. What the middlewares do for a request is done here for these,
-by the same owners: its request id (`access.RequestIds`, echoed in the 101), its access
-log line and metrics (`access.AccessLog`) and the security headers
-(`security.page_headers`). While the server shuts down, new sessions are left to aiohttp's
-path, whose guard refuses them (`realtime.refuse_new_sessions`).
+(`EngineServer.open_directly`); everything else goes through aiohttp and the middlewares,
+every refusal included but the connect handler's (a 403 the engine writes). What the
+middlewares do for a request is done here for these, by the same owners: its request id
+(`access.RequestIds`, echoed in the 101), its access log line and metrics
+(`access.AccessLog`) and the security headers (`security.page_headers`). While the server
+shuts down, new sessions are left to aiohttp's path, whose guard refuses them
+(`realtime.refuse_new_sessions`).
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from . import logs
-from .access import REQUEST_ID_HEADER, RequestIds
+from .access import CLIENT_CLOSED_REQUEST, REQUEST_ID_HEADER, RequestIds
 from .engineio import EngineServer
 from .engineio.handshake import RequestHead
-from .engineio.server import CLIENT_CLOSED_REQUEST, DirectHandshake
+from .engineio.server import DirectHandshake
 
 log = logging.getLogger("feedserver")
 
@@ -35,20 +36,22 @@ class Answered(Protocol):
 
 
 class DirectUpgrades:
+    """The listener's `Shortcut`: `take` a plain new-session WebSocket handshake, have the
+    engine open the session in a task of its own, and record the answer; `headers` go in
+    every answer (the application's security headers)."""
+
     def __init__(
         self,
         engine: EngineServer,
         access: Answered,
         headers: Mapping[str, str],
         shutting_down: asyncio.Event,
-        route: str,
     ) -> None:
         self._engine = engine
         self._access = access
         self._ids = RequestIds()
         self._headers = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         self._shutting_down = shutting_down
-        self._route = route  # the engine's route, as the access log names it
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def take(self, head: bytes, tail: bytes, transport: asyncio.Transport) -> bool:
@@ -90,4 +93,5 @@ class DirectUpgrades:
             log.exception("opening a WebSocket session failed")
             transport.abort()
         finally:
-            self._access.record("GET", self._route, status, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            self._access.record("GET", self._engine.path, status, seconds)

@@ -28,3 +28,10 @@ async def listening(app: web.Application, shortcut: Shortcut | None = None) -> A
     finally:
         listener.close()
         await runner.cleanup()
+
+
+class Unrecorded:
+    """A `DirectUpgrades` access log that keeps nothing."""
+
+    def record(self, method: str, route: str, status: int, seconds: float) -> None:
+        pass

@@ -44,8 +44,6 @@ ID_BYTES = 15
 UNKNOWN_TRANSPORT, UNKNOWN_SID, BAD_HANDSHAKE_METHOD, BAD_REQUEST, FORBIDDEN = range(5)
 UNSUPPORTED_PROTOCOL_VERSION = 5
 SWITCHING_PROTOCOLS = 101
-# nginx's code for "the client closed the connection before the response was sent".
-CLIENT_CLOSED_REQUEST = 499
 
 Handler = Callable[..., Awaitable[Any]]
 OriginCheck = Callable[[str | None, Mapping[str, Any]], bool]
@@ -160,6 +158,13 @@ class EngineServer:
             return register
         self.handlers[event] = handler
         return None
+
+    @property
+    def path(self) -> str:
+        """Where it is attached (`/socket.io/`): its route, as the access log names it."""
+        if self._path is None:
+            raise RuntimeError("the engine is not attached to an app")
+        return self._path
 
     def attach(self, app: web.Application, engineio_path: str = "engine.io") -> None:
         self._path = f"/{engineio_path.strip('/')}/"
@@ -425,9 +430,6 @@ class EngineServer:
             transport.write(self._answers.refused(exc.status, body, headers))
             transport.close()
             return exc.status
-        if transport.is_closing():  # the client left meanwhile
-            sock.abandon()
-            return CLIENT_CLOSED_REQUEST
         try:
             conn = WebSocketConnection(sock, self._frame_parsers(), self.max_http_buffer_size)
             conn.transport = transport

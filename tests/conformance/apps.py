@@ -33,6 +33,7 @@ from feedserver.jsoncodec import SocketJson
 from feedserver.realtime import GatewayServer
 from feedserver.socketio_internals import IndexedManager
 from feedserver.upgrades import DirectUpgrades
+from tests.listening import Unrecorded
 
 # The suites' expected configuration (their READMEs' reference servers).
 PING_INTERVAL = 0.3
@@ -93,7 +94,7 @@ def engineio_app(engine: Any) -> web.Application:
     engine.on("disconnect", disconnect)
     app = web.Application()
     engine.attach(app, engineio_path="engine.io")
-    _answer_upgrades_directly(app, engine, "/engine.io/")
+    _answer_upgrades_directly(app, engine)
     app.on_shutdown.append(lambda _app: engine.shutdown())
     return app
 
@@ -132,22 +133,15 @@ def socketio_app(server: socketio.AsyncServer) -> web.Application:
     server.on("message-with-ack", message_with_ack)
     app = web.Application()
     server.attach(app, socketio_path="socket.io")
-    _answer_upgrades_directly(app, server.eio, "/socket.io/")
+    _answer_upgrades_directly(app, server.eio)
     app.on_shutdown.append(emits.cancel)
     app.on_shutdown.append(lambda _app: server.shutdown())
     return app
 
 
-def _answer_upgrades_directly(app: web.Application, engine: Any, route: str) -> None:
+def _answer_upgrades_directly(app: web.Application, engine: Any) -> None:
     if isinstance(engine, EngineServer):  # python-engineio's has no such path
-        app[SHORTCUT] = DirectUpgrades(engine, _Unrecorded(), {}, asyncio.Event(), route)
-
-
-class _Unrecorded:
-    """No access log: the suites' output is what matters."""
-
-    def record(self, method: str, route: str, status: int, seconds: float) -> None:
-        pass
+        app[SHORTCUT] = DirectUpgrades(engine, Unrecorded(), {}, asyncio.Event())
 
 
 def _greeter(

@@ -21,7 +21,7 @@ from feedserver.app import DIRECT_UPGRADES, GATEWAY, SHUTTING_DOWN, create_app
 from feedserver.engineio import EngineServer
 from feedserver.upgrades import DirectUpgrades
 from tests.conftest import make_settings
-from tests.listening import listening
+from tests.listening import Unrecorded, listening
 from tests.metrics_scrape import scrape, value
 from tests.raw_socket import client_frame
 from tests.waiting import eventually
@@ -208,7 +208,7 @@ async def test_a_session_the_connect_handler_refuses_gets_403_and_the_connection
     engine.on("connect", connect)
     app = web.Application()
     engine.attach(app, engineio_path="engine.io")
-    shortcut = DirectUpgrades(engine, Unrecorded(), {"X-Extra": "yes"}, asyncio.Event(), "/e/")
+    shortcut = DirectUpgrades(engine, Unrecorded(), {"X-Extra": "yes"}, asyncio.Event())
     async with listening(app, shortcut) as port:
         request = handshake(port, "EIO=4&transport=websocket", path="/engine.io/")
         status, headers, reader, writer = await answer(port, request)
@@ -221,8 +221,3 @@ async def test_a_session_the_connect_handler_refuses_gets_403_and_the_connection
     assert headers["X-Extra"] == "yes" and headers["Connection"] == "close"
     assert refused[0]["REMOTE_ADDR"] == "127.0.0.1" and refused[0]["HTTP_HOST"].startswith("127.")
     assert not engine.sockets
-
-
-class Unrecorded:
-    def record(self, method: str, route: str, status: int, seconds: float) -> None:
-        pass
