@@ -73,6 +73,12 @@ class PayloadTooLarge(FeedError):
     code, status, default_message = "payload_too_large", 413, "Request body too large"
 
 
+class HeadersTooLarge(FeedError):
+    """A first request whose head does not end within the listener's bound (`listener`)."""
+
+    code, status, default_message = "headers_too_large", 431, "Request headers too large"
+
+
 class UnsupportedMediaType(FeedError):
     code, status = "unsupported_media_type", 415
     default_message = "Content-Type must be application/json"

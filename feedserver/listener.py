@@ -13,8 +13,9 @@ a long-poll waiting for its ping nor to a WebSocket):
   request's headers within this many seconds of its start. aiohttp has no such setting,
   so this module adds it.
 
-`FirstRequest` is a connection's protocol until its first request's head is complete (or
-too long to be one a shortcut takes): it keeps the bytes, and then offers them to the
+`FirstRequest` is a connection's protocol until its first request's head is complete
+(a head past `MAX_HEAD_BYTES` is answered 431 and the connection closed): it keeps the
+bytes, and then offers them to the
 listener's `Shortcut` (a new session's WebSocket handshake, `upgrades.DirectUpgrades`),
 which may serve the connection itself; otherwise it makes aiohttp's protocol for the
 connection, hands it the transport (`Transport.set_protocol`) and the bytes, and is gone;
@@ -35,15 +36,26 @@ import re
 import socket
 from typing import Any, Protocol, cast
 
+import orjson
 from aiohttp import web
+
+from .errors import HeadersTooLarge
 
 log = logging.getLogger("feedserver")
 
 # The blank line after the header lines; a line may end in LF alone.
 _HEADERS_END = re.compile(rb"\n\r?\n")
-# Past this many bytes without the blank line, a head is aiohttp's to refuse (its limit
-# is 8190 bytes a line), and the bytes kept are bounded.
+# Past this many bytes without the blank line, a head is refused with 431 and the
+# connection closed: the bytes kept are bounded, and so is the time to send a head (the
+# header deadline ends with the head). aiohttp would take up to 128 lines of 8190 bytes.
 MAX_HEAD_BYTES = 65536
+_TOO_LARGE = HeadersTooLarge()
+_TOO_LARGE_BODY = orjson.dumps({"error": _TOO_LARGE.to_json()})
+_HEADERS_TOO_LARGE = (
+    f"HTTP/1.1 {_TOO_LARGE.status} Request Header Fields Too Large\r\n"
+    f"Content-Type: application/json\r\nContent-Length: {len(_TOO_LARGE_BODY)}\r\n"
+    "Connection: close\r\n\r\n"
+).encode() + _TOO_LARGE_BODY
 
 
 class Shortcut(Protocol):
@@ -68,28 +80,33 @@ class FirstRequest(asyncio.Protocol):
         self._timeout = timeout
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._buffer = b""
+        self._buffer = bytearray()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self._timer = asyncio.get_running_loop().call_later(self._timeout, self._expire)
 
     def data_received(self, data: bytes) -> None:
-        seen = len(self._buffer)
-        buffer = self._buffer = self._buffer + data if seen else data
-        # Empty lines before a request line are allowed (RFC 9112, section 2.2).
-        begins = len(buffer) - len(buffer.lstrip(b"\r\n"))
-        end = _HEADERS_END.search(buffer, max(begins, seen - 3))
+        buffer = self._buffer
+        if not buffer:
+            # Empty lines before a request line are allowed (RFC 9112, section 2.2): dropped
+            # as they come, so they are neither kept nor searched again.
+            data = data.lstrip(b"\r\n")
+            if not data:
+                return
+        seen = len(buffer)
+        buffer += data  # a bytearray: a head sent byte by byte is not copied per byte
+        end = _HEADERS_END.search(buffer, max(0, seen - 2))
         if end is not None:
             at = end.end()
             if self._shortcut is not None and self._shortcut.take(
-                buffer[begins:at], buffer[at:], self._transport_now()
+                bytes(buffer[:at]), bytes(buffer[at:]), self._transport_now()
             ):
                 self._done()
                 return
             self._to_aiohttp()
         elif len(buffer) > MAX_HEAD_BYTES:
-            self._to_aiohttp()
+            self._refuse(_HEADERS_TOO_LARGE)
 
     def eof_received(self) -> bool:
         return False  # nothing to answer yet: close
@@ -102,9 +119,15 @@ class FirstRequest(asyncio.Protocol):
         handler = self._factory()
         transport.set_protocol(handler)
         handler.connection_made(transport)
-        buffer = self._buffer
+        buffer = bytes(self._buffer)
         self._done()
         handler.data_received(buffer)
+
+    def _refuse(self, answer: bytes) -> None:
+        transport = self._transport_now()
+        self._done()
+        transport.write(answer)
+        transport.close()
 
     def _transport_now(self) -> asyncio.Transport:
         assert self._transport is not None  # after connection_made, before _done
@@ -121,7 +144,7 @@ class FirstRequest(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         self._transport = None
-        self._buffer = b""
+        self._buffer = bytearray()
 
 
 class HttpListener:

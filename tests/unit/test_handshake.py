@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -116,12 +117,16 @@ class Transport:
     def __init__(self) -> None:
         self.protocol: Any = None
         self.closed = False
+        self.written = b""
 
     def set_protocol(self, protocol: Any) -> None:
         self.protocol = protocol
 
     def close(self) -> None:
         self.closed = True
+
+    def write(self, data: bytes) -> None:
+        self.written += data
 
 
 class Handler:
@@ -181,15 +186,28 @@ async def test_a_head_the_shortcut_leaves_goes_to_aiohttp_with_every_byte() -> N
     protocol.data_received(PLAIN[20:] + b"next")
     (handler,) = factory.made
     assert transport.protocol is handler and handler.transport is transport
-    assert handler.received == b"\r\n" + PLAIN + b"next"
+    assert handler.received == PLAIN + b"next"  # the empty line before it dropped
     assert len(shortcut.offered) == 1
 
 
-async def test_a_head_without_an_end_goes_to_aiohttp_once_too_long() -> None:
+async def test_a_head_without_an_end_is_refused_once_too_long() -> None:
     protocol, transport, factory, shortcut = first_request(takes=True)
     protocol.data_received(b"GET / HTTP/1.1\r\nX: " + b"x" * LISTENER_MAX_HEAD_BYTES)
-    assert shortcut.offered == []
-    assert transport.protocol is factory.made[0]
+    assert shortcut.offered == [] and factory.made == []
+    head, body = transport.written.split(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 ")
+    assert json.loads(body) == {
+        "error": {"code": "headers_too_large", "message": "Request headers too large"}
+    }
+    assert transport.closed
+
+
+async def test_empty_lines_before_a_head_are_not_kept() -> None:
+    protocol, _, _, shortcut = first_request(takes=True)
+    for _ in range(LISTENER_MAX_HEAD_BYTES):  # twice the bound, two bytes a read
+        protocol.data_received(b"\r\n")
+    protocol.data_received(PLAIN)
+    assert shortcut.offered == [(PLAIN, b"")]
 
 
 async def test_a_connection_without_a_head_in_time_is_closed() -> None:
