@@ -35,6 +35,10 @@ WEBSOCKET_VERSION = "13"
 # The head of one request: larger ones are aiohttp's to refuse (its limit is 8190 bytes a
 # line; a browser's handshake with its cookies is 0.5-4 KB).
 MAX_HEAD_BYTES = 16384
+# aiohttp's limits (`RequestHandler`'s max_line_size, max_headers): a head past them is
+# never answered 101 here, as it is not there.
+MAX_LINE = 8190
+MAX_FIELDS = 128
 
 
 @dataclass(slots=True, frozen=True)
@@ -58,6 +62,8 @@ class RequestHead:
         if not text.endswith("\r\n\r\n") or not text.replace("\r\n", "").isprintable():
             return None
         lines = text[:-4].split("\r\n")
+        if len(lines) > 1 + MAX_FIELDS or max(map(len, lines)) > MAX_LINE:
+            return None  # aiohttp refuses it (400)
         method, _, rest = lines[0].partition(" ")
         target, _, version = rest.partition(" ")
         if version != "HTTP/1.1" or not target.startswith("/") or not _TOKEN.fullmatch(method):

@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from feedserver.engineio.handshake import MAX_HEAD_BYTES, Answers, RequestHead
+from feedserver.engineio.handshake import (
+    MAX_FIELDS,
+    MAX_HEAD_BYTES,
+    MAX_LINE,
+    Answers,
+    RequestHead,
+)
 from feedserver.listener import MAX_HEAD_BYTES as LISTENER_MAX_HEAD_BYTES
 from feedserver.listener import FirstRequest
 from tests.waiting import eventually
@@ -51,6 +57,10 @@ def test_a_plain_handshake_is_read() -> None:
         PLAIN.replace(b"\r\n\r\n", b"\r\nContent-Length: 0\r\n\r\n"),
         PLAIN.replace(b"\r\n\r\n", b"\r\nTransfer-Encoding: chunked\r\n\r\n"),
         PLAIN[:-2],  # no blank line
+        PLAIN.replace(b"\r\n\r\n", b"\r\nX-Long: " + b"x" * MAX_LINE + b"\r\n\r\n"),
+        PLAIN.replace(
+            b"\r\n\r\n", b"\r\n" + b"".join(b"X-%d: 1\r\n" % n for n in range(MAX_FIELDS)) + b"\r\n"
+        ),
         PLAIN.replace(b"\r\n\r\n", b"\r\nX-Big: " + b"x" * MAX_HEAD_BYTES + b"\r\n\r\n"),
     ],
     ids=[
@@ -69,6 +79,8 @@ def test_a_plain_handshake_is_read() -> None:
         "content-length",
         "chunked",
         "unfinished",
+        "a line too long",
+        "too many fields",
         "too long",
     ],
 )
