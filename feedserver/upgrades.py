@@ -60,7 +60,11 @@ class DirectUpgrades:
         parsed = RequestHead.parse(head)
         if parsed is None:
             return False
-        handshake = self._engine.direct_handshake(parsed, transport)
+        try:
+            handshake = self._engine.direct_handshake(parsed, transport)
+        except Exception:  # an origin check that fails: aiohttp's path answers it (500)
+            log.exception("checking a WebSocket handshake failed")
+            return False
         if handshake is None:
             return False
         # Nothing more is read until the session's WebSocket reads it.

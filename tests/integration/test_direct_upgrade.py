@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -195,6 +195,23 @@ async def test_a_client_that_leaves_at_once_leaves_no_session(feedserver: Served
     assert status == 101
     assert (await next_message(reader)).startswith("0{")
     await close(writer)
+
+
+async def test_an_origin_check_that_fails_is_answered_by_aiohttps_path() -> None:
+    def broken(origin: str | None, environ: Mapping[str, Any]) -> bool:
+        raise RuntimeError("the origin check is broken")
+
+    engine = EngineServer(cors_allowed_origins=broken)
+    app = web.Application()
+    engine.attach(app, engineio_path="engine.io")
+    shortcut = DirectUpgrades(engine, Unrecorded(), {}, asyncio.Event())
+    async with listening(app, shortcut) as port:
+        request = handshake(
+            port, "EIO=4&transport=websocket", "Origin: http://a.example\r\n", "/engine.io/"
+        )
+        status, _, _, writer = await answer(port, request)
+        await close(writer)
+    assert status == 500  # the connection was dropped
 
 
 async def test_a_session_the_connect_handler_refuses_gets_403_and_the_connection_closes() -> None:
