@@ -33,11 +33,12 @@ from contextlib import contextmanager
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
-from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import StoreUnavailable
 from ..events import Event
@@ -202,6 +203,12 @@ class _Cluster(RedisCluster):
         super().__init__(max_connections=2 * MAX_CONNECTIONS, **kwargs)
         self._running = asyncio.Semaphore(MAX_CONNECTIONS)
 
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
+        if transaction or shard_hint:  # as redis-py's: a cluster pipeline has neither
+            return super().pipeline(transaction, shard_hint)
+        # redis-py's own `ClusterPipeline(self)` is as abstract to mypy (8.1's annotations).
+        return _ClusterPipeline(self)  # type: ignore[abstract]
+
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         await self.initialize()
         try:
@@ -213,6 +220,29 @@ class _Cluster(RedisCluster):
             return await super().execute_command(*args, **kwargs)
         finally:
             self._running.release()
+
+
+class _ClusterPipeline(ClusterPipeline):
+    """A pipeline that, when it cannot reach a node, has the client learn the slots again.
+
+    A single command that fails so marks the client for a refresh of its slot map before
+    the next command; a pipeline, with no retries allowed (`store_client`), only raises.
+    A client that sends only pipelines (a node that reads the latest seqs and appends
+    nothing) then kept asking a killed master after its replica had taken over."""
+
+    def __init__(self, client: RedisCluster) -> None:
+        super().__init__(client)
+        self._cluster = client
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        try:
+            return await super().execute(raise_on_error, allow_redirections)
+        except (RedisConnectionError, RedisTimeoutError):
+            # One refresh for the failures of a moment (redis-py's own lock and epoch);
+            # with no node up it fails, and the next failure asks again.
+            with contextlib.suppress(*REDIS_ERRORS, OSError):
+                await self._cluster.nodes_manager.initialize()
+            raise
 
 
 def store_client(url: str, *, read_timeout: float = COMMAND_TIMEOUT_S) -> Redis | RedisCluster:

@@ -303,6 +303,21 @@ async def test_a_killed_master_is_replaced_and_appends_resume(
     assert (await store.counts(TENANT)).latest_seq == len(events)
 
 
+async def test_the_latest_seqs_are_read_from_the_promoted_replica_after_a_kill(
+    replicated_cluster: RedisClusterServers, store: RedisStore
+) -> None:
+    """The latest seqs are read in a pipeline (one round trip per master). A pipeline that
+    finds its master dead makes the client learn the slots again, as a single command
+    does: before, a client that only read seqs (a relay checking its cursors after an
+    outage, on a node that appends nothing) asked the dead master again and again."""
+    await store.append(TENANT, "m1", TS)
+    assert (await store.latest_seqs([TENANT])).keys() == {TENANT}  # it knows the master
+    await asyncio.to_thread(replicated_cluster.kill, replicated_cluster.owner(SLOT))
+    with contextlib.suppress(StoreUnavailable):  # the dead master, once
+        await store.latest_seqs([TENANT])
+    assert (await store.latest_seqs([TENANT])).keys() == {TENANT}
+
+
 async def follow_through(
     store: RedisStore, change: Callable[[], object]
 ) -> tuple[Follower, list[Appender], float]:
