@@ -70,14 +70,29 @@ class Shortcut(Protocol):
 class FirstRequest(asyncio.Protocol):
     """A new connection until its first request's head is complete: closed unless that
     happens within `timeout` seconds of its start, then offered to `shortcut`, else
-    handed to aiohttp's protocol from `factory`."""
+    handed to aiohttp's protocol from `factory`. It is in `waiting` until then."""
 
-    __slots__ = ("_buffer", "_factory", "_shortcut", "_timeout", "_timer", "_transport")
+    __slots__ = (
+        "_buffer",
+        "_factory",
+        "_shortcut",
+        "_timeout",
+        "_timer",
+        "_transport",
+        "_waiting",
+    )
 
-    def __init__(self, factory: web.Server, shortcut: Shortcut | None, timeout: float) -> None:
+    def __init__(
+        self,
+        factory: web.Server,
+        shortcut: Shortcut | None,
+        timeout: float,
+        waiting: set[FirstRequest],
+    ) -> None:
         self._factory = factory
         self._shortcut = shortcut
         self._timeout = timeout
+        self._waiting = waiting
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._buffer = bytearray()
@@ -85,6 +100,7 @@ class FirstRequest(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self._timer = asyncio.get_running_loop().call_later(self._timeout, self._expire)
+        self._waiting.add(self)
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
@@ -136,6 +152,9 @@ class FirstRequest(asyncio.Protocol):
     def _expire(self) -> None:
         self._timer = None
         log.debug("closing a connection that sent no complete request in time")
+        self.close()
+
+    def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
 
@@ -145,6 +164,7 @@ class FirstRequest(asyncio.Protocol):
             self._timer = None
         self._transport = None
         self._buffer = bytearray()
+        self._waiting.discard(self)
 
 
 class HttpListener:
@@ -168,6 +188,8 @@ class HttpListener:
         self._shortcut = shortcut
         self._backlog = backlog
         self._server: asyncio.Server | None = None
+        # Connections whose first request is not complete: aiohttp does not know them yet.
+        self._waiting: set[FirstRequest] = set()
 
     async def start(self) -> None:
         self._server = await asyncio.get_running_loop().create_server(
@@ -181,11 +203,15 @@ class HttpListener:
         return [sock.getsockname() for sock in sockets]
 
     def close(self) -> None:
-        """Stop accepting; open connections are left to `runner.cleanup()`."""
+        """Stop accepting, and close the connections that have sent no complete request
+        yet (nothing of theirs is under way); the others are aiohttp's, left to
+        `runner.cleanup()`, or the engine's."""
         if self._server is not None:
             self._server.close()
+        for waiting in list(self._waiting):
+            waiting.close()
 
     def _connection(self) -> FirstRequest:
         server = self._runner.server
         assert server is not None, "runner.setup() comes first"
-        return FirstRequest(server, self._shortcut, self._header_timeout)
+        return FirstRequest(server, self._shortcut, self._header_timeout, self._waiting)

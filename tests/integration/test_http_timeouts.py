@@ -12,9 +12,10 @@ import json
 import time
 from collections.abc import AsyncIterator
 
-from aiohttp import ClientSession
+from aiohttp import ClientSession, web
 from yarl import URL
 
+from feedserver.listener import HttpListener
 from tests.server_process import ServerProcess, server_process
 from tests.socket_client import socket_client
 
@@ -145,3 +146,33 @@ async def test_a_websocket_outlives_both_timeouts_and_still_receives_events() ->
         ):
             assert resp.status == 201
         assert (await client.expect_live_event())["message"] == "late"
+
+
+async def test_closing_the_listener_closes_connections_still_sending_their_first_request() -> None:
+    """aiohttp's cleanup closes the connections it serves; one that has not completed its
+    first request is not aiohttp's yet, and was left open until its header deadline."""
+
+    async def ok(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", ok)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    listener = HttpListener(runner, "127.0.0.1", 0, header_timeout=60)
+    await listener.start()
+    port = listener.addresses[0][1]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        await writer.drain()
+        # A request answered on a later connection: the first one was accepted before it.
+        async with ClientSession() as http, http.get(f"http://127.0.0.1:{port}/") as resp:
+            assert resp.status == 200
+        listener.close()
+        async with asyncio.timeout(5):  # not the 60 s of its header deadline
+            assert await reader.read() == b""
+        writer.close()
+    finally:
+        listener.close()
+        await runner.cleanup()

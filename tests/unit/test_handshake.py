@@ -176,7 +176,7 @@ class Shortcut:
 
 def first_request(takes: bool) -> tuple[FirstRequest, Transport, Factory, Shortcut]:
     factory, shortcut, transport = Factory(), Shortcut(takes), Transport()
-    protocol = FirstRequest(factory, shortcut, 10)  # type: ignore[arg-type]
+    protocol = FirstRequest(factory, shortcut, 10, set())  # type: ignore[arg-type]
     protocol.connection_made(transport)  # type: ignore[arg-type]
     return protocol, transport, factory, shortcut
 
@@ -224,7 +224,7 @@ async def test_empty_lines_before_a_head_are_not_kept() -> None:
 
 async def test_a_connection_without_a_head_in_time_is_closed() -> None:
     transport = Transport()
-    protocol = FirstRequest(Factory(), None, 0.01)  # type: ignore[arg-type]
+    protocol = FirstRequest(Factory(), None, 0.01, set())  # type: ignore[arg-type]
     protocol.connection_made(transport)  # type: ignore[arg-type]
     protocol.data_received(b"GET / HTTP/1.1\r\n")
     await eventually(lambda: transport.closed, "closed at the deadline")
