@@ -141,6 +141,9 @@ async def _drain(settings: Settings, app: web.Application) -> None:
     """Not ready, then the goodbye while aiohttp still accepts and reads connections."""
     log.info("shutting down: telling clients, closing connections")
     app[SHUTTING_DOWN].set()
+    # The sessions whose handshakes were taken just before are opened, or cancelled,
+    # before the gateway closes every connection: none is left open past it.
+    await app[DIRECT_UPGRADES].close(within=settings.shutdown_timeout / 2)
     # Before runner.cleanup(), which closes the listener and then stops reading open
     # connections: a long-polling client needs a new request to get its notice, and every
     # client must be able to close its side. The gateway refuses new sessions meanwhile.

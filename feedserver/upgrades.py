@@ -76,6 +76,17 @@ class DirectUpgrades:
         task.add_done_callback(self._tasks.discard)
         return True
 
+    async def close(self, within: float) -> None:
+        """Let the sessions being opened open (at most `within` seconds), then cancel the
+        rest. Called once `shutting_down` is set (no new ones are taken) and before the
+        engine closes its connections: a session opened after that would stay open."""
+        if not self._tasks:
+            return
+        _, opening = await asyncio.wait(set(self._tasks), timeout=within)
+        for task in opening:
+            task.cancel()
+        await asyncio.gather(*opening, return_exceptions=True)
+
     async def _open(
         self,
         handshake: DirectHandshake,
