@@ -63,7 +63,7 @@ SHUTDOWN_NOTICE = "server shutting down"
 class GatewayServer(SocketServer):
     """The Socket.IO server, on feedserver's engine (`socketio_internals`)."""
 
-    async def emit_to(self, sid: str, event: str, data: Any) -> None:
+    def emit_to(self, sid: str, event: str, data: Any) -> None:
         """`emit(event, data, to=sid)` in the default namespace, without the task that
         socketio's manager starts per recipient: the packet is queued when this returns, so
         a socket's connect sequence (CONNECT reply, `connection_established`, its catch-up)
@@ -73,7 +73,7 @@ class GatewayServer(SocketServer):
         if eio_sid is None:  # it has left
             return
         args = data if isinstance(data, tuple) else (data,)
-        await self.eio.send(eio_sid, encode_event_text(event, SocketJson.dumps(args[0]), *args[1:]))
+        self.eio.send_now(eio_sid, encode_event_text(event, SocketJson.dumps(args[0]), *args[1:]))
 
 
 @dataclass(slots=True, eq=False)
@@ -225,8 +225,10 @@ class RealtimeGateway:
         replay = resume is not None and catch_up.recovered
         pid = resume.pid if resume is not None and replay else reconnect.new_pid
         self._arm_expiry(sid, session)
-        # The CONNECT reply is sent after this handler returns; the catch-up must follow it.
-        self._spawn(self._sync(sid, session, catch_up, replay))
+        # The CONNECT reply is queued after this handler returns, before the loop runs
+        # anything else (nothing in between awaits); the catch-up must follow it. A call,
+        # not a task: every send is queued at once, so nothing can come in between.
+        asyncio.get_running_loop().call_soon(self._sync, sid, session, catch_up, replay)
         if session.recovery.enabled:
             self.sio.grant_pid(sid, pid)
 
@@ -248,26 +250,24 @@ class RealtimeGateway:
             self._stop_syncing(session)
             raise
 
-    async def _sync(self, sid: str, session: Session, catch_up: CatchUp, replay: bool) -> None:
-        await self._send_catch_up(sid, session, catch_up, replay)
+    def _sync(self, sid: str, session: Session, catch_up: CatchUp, replay: bool) -> None:
+        self._send_catch_up(sid, session, catch_up, replay)
         sent_up_to = max([catch_up.latest_seq] + [e.seq for e in catch_up.events[-1:]])
         while session.pending:
             batch, session.pending = session.pending, []
             for event in batch:
                 if event.seq > sent_up_to:
-                    await self._send_event(sid, session, event)
+                    self._send_event(sid, session, event)
                     sent_up_to = event.seq
         self._stop_syncing(session)
         if self._sessions.get(sid) is session:
-            await self.sio.enter_room(sid, session.room)
+            self.sio.manager.basic_enter_room(sid, "/", session.room)
 
-    async def _send_catch_up(
-        self, sid: str, session: Session, catch_up: CatchUp, replay: bool
-    ) -> None:
+    def _send_catch_up(self, sid: str, session: Session, catch_up: CatchUp, replay: bool) -> None:
         """`connection_established`, then the missed events: replayed one by one as
         `event_created` to a natively recovered socket (an `initial_events` would make a
         client that resets its list on it drop what it holds), else `initial_events`."""
-        await self.sio.emit_to(
+        self.sio.emit_to(
             sid,
             "connection_established",
             {
@@ -280,13 +280,13 @@ class RealtimeGateway:
         )
         if not replay:
             initial = session.recovery.initial_args(catch_up)
-            await self.sio.emit_to(sid, "initial_events", initial)
+            self.sio.emit_to(sid, "initial_events", initial)
             return
         for event in catch_up.events:
-            await self._send_event(sid, session, event)
+            self._send_event(sid, session, event)
 
-    async def _send_event(self, sid: str, session: Session, event: Event) -> None:
-        await self.sio.emit_to(sid, "event_created", session.recovery.event_args(event))
+    def _send_event(self, sid: str, session: Session, event: Event) -> None:
+        self.sio.emit_to(sid, "event_created", session.recovery.event_args(event))
 
     def _stop_syncing(self, session: Session) -> None:
         session.pending = None
@@ -460,7 +460,7 @@ class RealtimeGateway:
         """The notice, then a Socket.IO DISCONNECT, so that clients do not reconnect. Each
         socket by its sid, not by room: one still syncing is in no room yet."""
         for sid in sids:
-            await self.sio.emit_to(sid, "system_message", notice)
+            self.sio.emit_to(sid, "system_message", notice)
         for sid in sids:
             await self.sio.disconnect(sid)
         return len(sids)

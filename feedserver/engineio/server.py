@@ -171,6 +171,10 @@ class EngineServer:
         app.router.add_route("*", self._path, self.handle_request)
 
     async def send(self, sid: str, data: str | bytes) -> None:
+        self.send_now(sid, data)
+
+    def send_now(self, sid: str, data: str | bytes) -> None:
+        """`send`, queued when this returns, for a caller that is not a coroutine."""
         sock = self.sockets.get(sid)
         if sock is not None:
             sock.send_message(data)
