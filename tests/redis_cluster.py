@@ -8,6 +8,7 @@ one replica each, and the operations that change who serves a slot.
         cluster.fail_over(cluster.owner(slot))   # its replica takes over, gracefully
         cluster.kill(cluster.owner(slot))        # the master dies; its replica is promoted
         cluster.move_slot(slot, to_port)         # the slot and its keys, to another master
+        cluster.pause(port) ... cluster.resume(port)   # a hung node (SIGSTOP, SIGCONT)
 
 Each node's cluster bus listens on its port + 10000, so ports are picked below 55536 with
 that one free too. `redis-cli --cluster create` assigns the 16384 slots and waits until
@@ -22,8 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -165,6 +168,21 @@ class RedisClusterServers:
         process.wait()
         self.wait_served(slot, replica, within=FAILOVER_TIMEOUT_S)
         return replica
+
+    def pause(self, port: int) -> None:
+        """SIGSTOP node `port`: a hung node, which keeps its connections and answers
+        nothing (each command to it waits for its client's timeout) until `resume`."""
+        os.kill(self._processes[port].pid, signal.SIGSTOP)
+
+    def resume(self, port: int) -> None:
+        """SIGCONT node `port`: it answers what it was sent meanwhile, then goes on."""
+        os.kill(self._processes[port].pid, signal.SIGCONT)
+
+    def configure(self, name: str, value: str) -> None:
+        """CONFIG SET `name` `value` on every live node."""
+        for port in self.live():
+            with redis.Redis(port=port) as node:
+                node.config_set(name, value)
 
     def begin_slot_move(self, slot: int, to: int) -> SlotMove:
         """Open the move of `slot` to master `to`; its keys stay where they are until

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -42,6 +43,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import StoreUnavailable
 from ..events import Event
+from ..tasks import stop
 from .base import TenantCounts, unexpired
 from .pubsub import Subscriber
 
@@ -136,6 +138,9 @@ EPOCH_KEY = "feed:epoch"
 HEAL_S = 30.0
 # Keys removed per UNLINK while purging a tenant.
 PURGE_BATCH = 500
+# How long the tenants of a failed read (`HintedFollow`) wait before they are read again,
+# while other masters answer: a read of a hung master costs COMMAND_TIMEOUT_S.
+RETRY_S = 1.0
 
 
 def seq_key(tenant: str) -> str:
@@ -439,6 +444,19 @@ class RedisStore:
         with self._store_errors():
             return await read_latest_seqs(self._redis, tenants)
 
+    async def answered_latest_seqs(
+        self, tenants: Sequence[str]
+    ) -> tuple[dict[str, int], list[str]]:
+        """`latest_seqs` of the tenants whose master answers, and the tenants whose master
+        failed (`read_answered_latest_seqs`); `StoreUnavailable` when none answered."""
+        with self._store_errors():
+            return await read_answered_latest_seqs(self._redis, tenants)
+
+    def recheck(self, tenants: Sequence[str]) -> None:
+        """Compare the latest seqs of `tenants` with their cursors before their streams
+        are read again (`HintedFollow`): the caller could not (their master failed)."""
+        self._hinted.recheck(tenants)
+
     async def start(self) -> None:
         """Learn the cluster's slots now, for the follower's client too (`learn_slots`)."""
         await learn_slots(self._follower)
@@ -518,6 +536,46 @@ async def read_latest_seqs(client: Redis | RedisCluster, tenants: Sequence[str])
     return {tenant: int(value or 0) for tenant, value in zip(tenants, values, strict=True)}
 
 
+async def read_answered_latest_seqs(
+    client: Redis | RedisCluster, tenants: Sequence[str]
+) -> tuple[dict[str, int], list[str]]:
+    """`read_latest_seqs` of each master's tenants concurrently (`by_master`): the seqs of
+    those whose master answered, and the tenants whose master failed. A hung master thus
+    costs the others nothing but the wait for its timeout. Raises when none answered (on
+    one Redis: when it failed), as `read_latest_seqs` does."""
+    groups = list((await by_master(client, tenants)).values())
+    results = await asyncio.gather(
+        *(read_latest_seqs(client, group) for group in groups), return_exceptions=True
+    )
+    latest: dict[str, int] = {}
+    unanswered: list[str] = []
+    errors: list[BaseException] = []
+    for group, result in zip(groups, results, strict=True):
+        if isinstance(result, BaseException):
+            if not isinstance(result, (*REDIS_ERRORS, OSError)):
+                raise result  # not a failure of Redis
+            unanswered.extend(group)
+            errors.append(result)
+        else:
+            latest.update(result)
+    if errors and not latest:
+        raise errors[0]
+    return latest, unanswered
+
+
+async def by_master(client: Redis | RedisCluster, tenants: Sequence[str]) -> dict[str, list[str]]:
+    """`tenants` grouped by the master that holds their slot, by its name (on one Redis,
+    one group): what one pipeline can read in one round trip, and fail together."""
+    if not isinstance(client, RedisCluster):
+        return {"": list(tenants)} if tenants else {}
+    await client.initialize()  # the slots, before the first command picks a node
+    groups: dict[str, list[str]] = {}
+    for tenant in tenants:
+        node = client.get_node_from_key(stream_key(tenant))
+        groups.setdefault(node.name if node else "", []).append(tenant)
+    return groups
+
+
 _HINT_PREFIX, _HINT_SUFFIX = "feed:{", "}:appended"
 
 
@@ -541,10 +599,11 @@ class HintedFollow:
     (on a cluster with SPUBLISH: only the shard that holds the stream carries it), a node
     subscribes to the hint channels of the tenants it follows (`Subscriber`), and `follow`
     reads, without blocking, the streams that were hinted: one XREAD each, in one pipeline
-    (on a cluster a round trip per master). An event thus costs a node one read of one
-    stream, however many tenants it follows. The XREAD BLOCK over every followed stream
-    that this replaces cost a pass over all of them per event, and cannot block on the
-    streams of several slots of a cluster at all.
+    per master, the masters' concurrently (on one Redis, one pipeline), so that a hung
+    master holds up only the reads of its own tenants (`follow`). An event thus costs a
+    node one read of one stream, however many tenants it follows. The XREAD BLOCK over
+    every followed stream that this replaces cost a pass over all of them per event, and
+    cannot block on the streams of several slots of a cluster at all.
 
     Nothing is missed for want of a hint. A tenant's stream is read from its cursor when
     its subscription is confirmed: at first, and after a reconnection, a failover or a
@@ -570,6 +629,18 @@ class HintedFollow:
         self._watched: set[str] = set()  # the tenants whose hint channels are subscribed
         # Watched tenants whose streams to read, in the order their hints came.
         self._pending: dict[str, None] = {}
+        # The reads under way, one per master: each its tenants' cursors and when it began.
+        # A tenant is in at most one, until a follow has returned its events: its next
+        # read starts from the cursor those moved.
+        self._reads: dict[asyncio.Task[list[tuple[str, Any]]], tuple[dict[str, int], float]]
+        self._reads = {}
+        self._reading: set[str] = set()  # the tenants of `_reads`
+        self._held: dict[str, float] = {}  # tenant of a failed read -> when to read it again
+        # Tenants whose latest seq is compared with their cursor before their next read:
+        # their master failed, and may have come back without their newest events.
+        self._unchecked: set[str] = set()
+        self._answered_at = -math.inf  # when a read last answered
+        self._failure: BaseException | None = None  # to raise at the next follow
         self._signal = asyncio.Event()  # set when there is something to read, or to say
         self._broken = False  # a subscription was lost since the last follow
         self._next_heal: float | None = None
@@ -582,54 +653,145 @@ class HintedFollow:
     def unwatch(self, tenant: str) -> None:
         self._watched.discard(tenant)
         self._pending.pop(tenant, None)
+        self._held.pop(tenant, None)
+        self._unchecked.discard(tenant)
         self._subscriber.unsubscribe(hint_channel(tenant))
+
+    def recheck(self, tenants: Sequence[str]) -> None:
+        """`RedisStore.recheck`."""
+        self._unchecked.update(tenant for tenant in tenants if tenant in self._watched)
 
     async def follow(self, cursors: Mapping[str, int], count: int) -> list[Event]:
         """What the class says, for the watched tenants of `cursors`. A pending tenant
-        without a cursor yet (its hint came before its cursor was set) stays pending."""
+        without a cursor yet (its hint came before its cursor was set) stays pending.
+
+        The tenants to read are grouped by master (`by_master`), and each group is read
+        in a task of its own, one pipeline: a follow returns the events of the reads that
+        answered, as soon as one has, and a read of a hung master, waiting for its
+        timeout, holds up only its own tenants. A read that fails puts its tenants back,
+        to be read from their cursors (checked first: `_unchecked`); when another read
+        answered since it began (the store is up, that master is not), the failure is not
+        raised and they are held for RETRY_S, so that a dead master's tenants are not
+        tried (and timed out) again at every follow. Otherwise it is raised, as one Redis
+        down is, and the caller's backoff paces the next try."""
         loop = asyncio.get_running_loop()
         if self._next_heal is None:
             self._next_heal = loop.time() + self._heal_s
-        # `cursors.keys()`: a view is tested in constant time, a dict would be iterated.
-        if self._pending.keys().isdisjoint(cursors.keys()) and not self._broken:
+        deadline = loop.time() + self._block_s
+        while True:
+            self._signal.clear()
+            if self._broken:
+                self._broken = False
+                raise StoreUnavailable("the subscription to new events was lost")
+            if self._failure is not None:
+                failure, self._failure = self._failure, None
+                raise failure
+            if loop.time() >= self._next_heal:
+                self._next_heal = loop.time() + self._heal_s
+                await self._heal(cursors)
+            await self._start_reads(cursors, count)
+            if any(read.done() for read in self._reads):
+                return self._collect(count)
+            now = loop.time()
+            if now >= deadline:
+                return []
+            # Until a hint, a read ends, the heal, or a held tenant may be read again.
+            wake = min(deadline, self._next_heal, *(at for at in self._held.values() if at > now))
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(self._block_s, self._next_heal - loop.time())):
+                async with asyncio.timeout_at(wake):
                     await self._signal.wait()
-        self._signal.clear()
-        if self._broken:
-            self._broken = False
-            raise StoreUnavailable("the subscription to new events was lost")
-        if loop.time() >= self._next_heal:
-            self._next_heal = loop.time() + self._heal_s
-            await self._heal(cursors)
-        tenants = [tenant for tenant in self._pending if tenant in cursors]
+
+    async def _start_reads(self, cursors: Mapping[str, int], count: int) -> None:
+        """A read, per master, of the pending tenants of `cursors` not being read or held."""
+        now = asyncio.get_running_loop().time()
+        tenants = [
+            tenant
+            for tenant in self._pending
+            if tenant in cursors
+            and tenant not in self._reading
+            and self._held.get(tenant, now) <= now
+        ]
+        if not tenants:
+            return
         for tenant in tenants:
             del self._pending[tenant]
-        if not tenants:
-            return []
-        # The cursors now: the relay's dict may lose a tenant while the pipeline starts.
-        reads = {tenant: cursors[tenant] for tenant in tenants}
+            self._held.pop(tenant, None)
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for tenant, cursor in reads.items():
-                    pipe.xread({stream_key(tenant): f"{cursor}-0"}, count=count)
-                replies = await pipe.execute()
+            groups = await by_master(self._client, tenants)
         except BaseException:
             self._pending.update(dict.fromkeys(tenants))  # read again next time
             raise
+        for group in groups.values():
+            # The cursors now: the relay's dict may lose a tenant while the read starts.
+            reads = {tenant: cursors[tenant] for tenant in group if tenant in cursors}
+            read = asyncio.create_task(self._read(reads, count), name="feed-follow-read")
+            read.add_done_callback(lambda _: self._signal.set())
+            self._reads[read] = (reads, now)
+            self._reading.update(reads)
+
+    async def _read(self, reads: dict[str, int], count: int) -> list[tuple[str, Any]]:
+        """One XREAD per tenant of `reads` from its cursor, in one pipeline (its tenants
+        are on one master); first, of its unchecked tenants, the latest seqs: a stream
+        behind its cursor raises StoreUnavailable, for the caller to check its cursors."""
+        unchecked = [tenant for tenant in reads if tenant in self._unchecked]
+        if unchecked:
+            latest = await read_latest_seqs(self._client, unchecked)
+            self._unchecked.difference_update(unchecked)  # a stream behind is said once
+            for tenant in unchecked:
+                if latest[tenant] < reads[tenant]:
+                    raise StoreUnavailable(f"the {tenant} stream is behind this node's cursor")
+        async with self._client.pipeline(transaction=False) as pipe:
+            for tenant, cursor in reads.items():
+                pipe.xread({stream_key(tenant): f"{cursor}-0"}, count=count)
+            replies = await pipe.execute()
+        self._answered_at = asyncio.get_running_loop().time()
+        return list(zip(reads, replies, strict=True))
+
+    def _collect(self, count: int) -> list[Event]:
+        """The events of the reads that ended; what failed is put back (see `follow`)."""
+        now = asyncio.get_running_loop().time()
         events: list[Event] = []
-        for tenant, reply in zip(tenants, replies, strict=True):
-            for _key, entries in reply or []:
-                events.extend(_event(tenant, entry) for entry in entries)
-                if len(entries) >= count:  # more behind these
-                    self._pending[tenant] = None
+        failed: list[tuple[dict[str, int], float, BaseException]] = []
+        for read, (reads, began) in list(self._reads.items()):
+            if not read.done():
+                continue
+            del self._reads[read]
+            self._reading.difference_update(reads)
+            failure = read.exception()
+            if failure is not None:
+                failed.append((reads, began, failure))
+                continue
+            for tenant, reply in read.result():
+                for _key, entries in reply or []:
+                    events.extend(_event(tenant, entry) for entry in entries)
+                    if len(entries) >= count and tenant in self._watched:  # more behind
+                        self._pending[tenant] = None
+        for reads, began, failure in failed:
+            tenants = [tenant for tenant in reads if tenant in self._watched]
+            self._pending.update(dict.fromkeys(tenants))
+            if isinstance(failure, StoreUnavailable):  # a stream behind: the caller checks
+                self._failure = failure
+                continue
+            self._unchecked.update(tenants)
+            if self._answered_at > began:  # the store is up, their master is not
+                log.warning(
+                    "reading %d streams failed, again in %.0f s: %s", len(tenants), RETRY_S, failure
+                )
+                self._held.update(dict.fromkeys(tenants, now + RETRY_S))
+            else:
+                self._failure = failure
         if self._pending:
             self._signal.set()
+        if self._failure is not None and not events:  # else raised by the next follow
+            failure, self._failure = self._failure, None
+            raise failure
         return events
 
     async def _heal(self, cursors: Mapping[str, int]) -> None:
+        """Of the followed tenants whose master answers: those behind the cursors are
+        pending, a stream behind its cursor raises (the others: at the next heal)."""
         followed = [tenant for tenant in cursors if tenant in self._watched]
-        latest = await read_latest_seqs(self._client, followed)
+        latest, _unanswered = await read_answered_latest_seqs(self._client, followed)
         for tenant, seq in latest.items():
             cursor = cursors.get(tenant)
             if cursor is None or tenant not in self._watched:  # no longer followed
@@ -653,6 +815,8 @@ class HintedFollow:
         self._signal.set()
 
     async def close(self) -> None:
+        for read in list(self._reads):
+            await stop(read)
         await self._subscriber.close()
 
 

@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import RedisCluster
+from redis.crc import key_slot
 
 from feedserver.cluster import NoticeChannel
 from feedserver.core import SystemNotice
 from feedserver.errors import StoreUnavailable
+from feedserver.events import Event
 from feedserver.store.redis import HintedFollow, RedisStore, seq_key, store_client, stream_key
+from feedserver.tasks import stop
 from tests.redis_cluster import RedisClusterServers
 from tests.redis_server import RedisServer
 from tests.waiting import eventually
@@ -29,6 +33,11 @@ pytestmark = pytest.mark.redis
 TS = "2026-01-20T10:30:00.000Z"
 # Tenants whose keys are in slots of all three masters (checked in the first test).
 TENANTS = [f"t{n}" for n in range(12)]
+# How long a master is stopped: past the client's 2 s command timeout (COMMAND_TIMEOUT_S),
+# so that a read of it fails, and past the cluster's 2 s node timeout.
+PAUSE_S = 3.0
+# How soon an event of a tenant of another master is read while one master is stopped.
+UNHELD_S = 1.0
 
 
 @pytest.fixture
@@ -199,3 +208,95 @@ async def test_hints_come_again_after_an_outage_of_several_failed_reconnects(
         assert await follow_until(store, cursors, 1) == [("t0", 1)]
     finally:
         await store.close()
+
+
+class Reader:
+    """Follows `cursors` as the relay does (`RedisStore.follow` again and again, the
+    cursors moving to each event returned, a refused follow tried again shortly), keeping
+    each event read with when, and saying each read."""
+
+    def __init__(self, store: RedisStore, cursors: dict[str, int]) -> None:
+        self.store = store
+        self.cursors = watched(store, cursors)
+        self.read: list[tuple[Event, float]] = []
+        self.arrived = asyncio.Event()
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                events = await self.store.follow(self.cursors, count=500)
+            except StoreUnavailable:
+                await asyncio.sleep(0.05)  # the relay's backoff, shorter
+                continue
+            for event in events:
+                self.read.append((event, time.monotonic()))
+                self.cursors[event.tenant_id] = event.seq
+                self.arrived.set()
+
+    async def until(self, tenant: str, seq: int, within: float) -> float:
+        """When `tenant`'s event `seq` was read (AssertionError after `within` s)."""
+        async with asyncio.timeout(within):
+            while self.cursors[tenant] < seq:
+                self.arrived.clear()
+                await self.arrived.wait()
+        return next(at for event, at in self.read if (event.tenant_id, event.seq) == (tenant, seq))
+
+    def seqs(self, tenant: str) -> list[int]:
+        return [event.seq for event, _ in self.read if event.tenant_id == tenant]
+
+    async def close(self) -> None:
+        await stop(self._task)
+
+
+async def test_a_stopped_master_does_not_hold_up_the_tenants_of_the_others(
+    redis_cluster: RedisClusterServers,
+) -> None:
+    def master(tenant: str) -> int:
+        return redis_cluster.owner(key_slot(stream_key(tenant).encode()))
+
+    a = TENANTS[0]
+    b = next(tenant for tenant in TENANTS if master(tenant) != master(a))
+    paused = master(a)
+    # Else the others refuse every command once they agree the stopped one failed (its
+    # slots are not covered): a cluster that serves what it can is what this is about.
+    redis_cluster.configure("cluster-require-full-coverage", "no")
+    store = RedisStore(redis_cluster.url, 100)
+    reader = Reader(store, {a: 0, b: 0})
+    try:
+        await store.append(a, "a1", TS)
+        await store.append(b, "b1", TS)
+        await reader.until(a, 1, 10)
+        await reader.until(b, 1, 10)
+        await store.append(a, "a2", TS)
+        # Before the reader has run: its read of a's hinted stream is sent to a stopped
+        # master, which answers nothing until the client's timeout.
+        redis_cluster.pause(paused)
+        try:
+            stopped = time.monotonic()
+            delays: list[float] = []
+            while time.monotonic() - stopped < PAUSE_S:
+                sent = time.monotonic()
+                seq = (await store.append(b, f"b{len(delays) + 2}", TS)).seq
+                delays.append(await reader.until(b, seq, 10) - sent)
+                await asyncio.sleep(0.2)  # spread over the pause
+        finally:
+            redis_cluster.resume(paused)
+        resumed = time.monotonic()
+        # Appended after the resume: they go to the master a's earlier read was sent to.
+        for n in (3, 4):
+            await store.append(a, f"a{n}", TS)
+        read_a = await reader.until(a, 4, 10) - resumed
+        logging.getLogger(__name__).warning(
+            "b read %s s after append while %d was stopped; a's events %.3f s after resume",
+            [round(d, 3) for d in delays],
+            paused,
+            read_a,
+        )
+        assert max(delays) < UNHELD_S, delays
+        assert reader.seqs(a) == [1, 2, 3, 4]  # once, in order
+        assert reader.seqs(b) == list(range(1, len(delays) + 2))
+    finally:
+        await reader.close()
+        await store.close()
+        redis_cluster.configure("cluster-require-full-coverage", "yes")
