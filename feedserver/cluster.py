@@ -411,15 +411,37 @@ class StreamRelay:
         its data (restarted without persistence: a new epoch) the stream was recreated,
         so it is delivered from its start. In the same epoch the stream lost its newest
         events (a Redis Cluster failover: what the replica had not received), which this
-        node delivered already: it goes on from the seq the stream has, and the seqs lost
-        are given again to new events (docs/scaling.md)."""
-        epoch = await self._store.epoch()
+        node delivered already: it goes on from the seq it has, and the seqs lost are
+        given again to new events (docs/scaling.md).
+
+        One dead master of a cluster does not hold up the others' tenants: the epoch and
+        the latest seqs of each master's tenants are read concurrently (a hung master
+        costs one wait for its timeout), and the tenants of a master that did not answer
+        are left to the store, which compares their seqs with their cursors before it
+        reads their streams again (`RedisStore.recheck`): one behind raises there, and
+        the resync that follows finds their master answering. Only a tenant found behind
+        needs the epoch: when that read failed, the resync fails and is tried again."""
+        epoch, answered = await asyncio.gather(
+            self._store.epoch(),
+            self._store.answered_latest_seqs(list(self._cursors)),
+            return_exceptions=True,
+        )
+        if isinstance(answered, BaseException):
+            raise answered
+        latest, unanswered = answered
+        self._store.recheck(unanswered)
+        behind = {
+            tenant: seq
+            for tenant, seq in latest.items()
+            if (cursor := self._cursors.get(tenant)) is not None and seq < cursor
+        }  # a tenant no longer followed has no cursor
+        if isinstance(epoch, BaseException):
+            if behind:
+                raise epoch
+            return
         emptied, self._epoch = epoch != self._epoch, epoch
-        latest = await self._store.latest_seqs(list(self._cursors))
-        for tenant, seq in latest.items():
-            cursor = self._cursors.get(tenant)
-            if cursor is None or seq >= cursor:  # None: no longer followed
-                continue
+        for tenant, seq in behind.items():
+            cursor = self._cursors[tenant]
             if emptied:
                 log.warning("the %s stream restarted at seq %d (was %d)", tenant, seq, cursor)
                 self._cursors[tenant] = 0

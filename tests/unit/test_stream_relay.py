@@ -26,12 +26,27 @@ class ScriptedStore:
         self.epoch_now = "e1"
         self.latest: dict[str, int] = {"t": 3}
         self.follows: asyncio.Queue[list[Event] | Exception] = asyncio.Queue()
+        # Tenants whose master does not answer; the epoch's does not either when set.
+        self.unanswered: set[str] = set()
+        self.epoch_down = False
+        self.rechecked: list[str] = []
 
     async def epoch(self) -> str:
+        if self.epoch_down:
+            raise StoreUnavailable()
         return self.epoch_now
 
     async def latest_seqs(self, tenants: Sequence[str]) -> dict[str, int]:
         return {tenant: self.latest[tenant] for tenant in tenants}
+
+    async def answered_latest_seqs(
+        self, tenants: Sequence[str]
+    ) -> tuple[dict[str, int], list[str]]:
+        answered = [tenant for tenant in tenants if tenant not in self.unanswered]
+        return await self.latest_seqs(answered), [t for t in tenants if t in self.unanswered]
+
+    def recheck(self, tenants: Sequence[str]) -> None:
+        self.rechecked.extend(tenants)
 
     def watch(self, tenant: str) -> None:
         pass
@@ -113,5 +128,22 @@ async def test_a_follow_that_fails_otherwise_does_not_end_the_relay() -> None:
         store.follows.put_nowait([event(4, "after")])
         await delivered.until(1)
         assert delivered == [(4, "after")]
+    finally:
+        await relay.close()
+
+
+async def test_a_resync_goes_on_without_a_master_that_does_not_answer() -> None:
+    """Neither the tenant's master nor the epoch's answers: the tenant is left to the
+    store to check before its next read, and the relay follows again at once (it kept
+    trying the resync, and delivered nothing, before)."""
+    store = ScriptedStore()
+    relay, delivered = await relay_delivering(store)
+    try:
+        store.unanswered, store.epoch_down = {"t"}, True
+        store.follows.put_nowait(StoreUnavailable())  # a resync
+        store.follows.put_nowait([event(4, "after")])
+        await delivered.until(1)
+        assert delivered == [(4, "after")]
+        assert store.rechecked == ["t"]
     finally:
         await relay.close()
