@@ -175,8 +175,20 @@ class RedisClusterServers:
         os.kill(self._processes[port].pid, signal.SIGSTOP)
 
     def resume(self, port: int) -> None:
-        """SIGCONT node `port`: it answers what it was sent meanwhile, then goes on."""
+        """SIGCONT node `port`: it answers what it was sent meanwhile, then goes on. Returns
+        once no node takes any other for failed: a master held past the node timeout is
+        marked FAIL, and the mark is cleared only some node timeouts after it answers
+        again; until then a cluster that needs full coverage refuses every command (the
+        next test's too)."""
         os.kill(self._processes[port].pid, signal.SIGCONT)
+        _wait(self._agreed, "every node sees every other up", within=FAILOVER_TIMEOUT_S)
+
+    def _agreed(self) -> bool:
+        for port in self.live():
+            for node in _nodes(port).values():
+                if {"fail", "fail?"} & set(node["flags"].split(",")):
+                    return False
+        return True
 
     def configure(self, name: str, value: str) -> None:
         """CONFIG SET `name` `value` on every live node."""
