@@ -139,6 +139,8 @@ class RealtimeGateway:
         self.broadcaster = RoomBroadcaster(self.sio.manager, self.engine)
         self._sessions: dict[str, Session] = {}
         self._syncing: dict[str, set[Session]] = {}
+        # Accepted connects' catch-ups, by Engine.IO sid, until their CONNECT reply is queued.
+        self._catch_ups: dict[str, tuple[str, Session, CatchUp, bool]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._warn_malformed = ThrottledWarning(log)
@@ -182,6 +184,13 @@ class RealtimeGateway:
                 )
                 await self.engine.send(eio_sid, reply.encode())
             self._spawn(self.engine.disconnect(eio_sid))
+        finally:
+            # A CONNECT that `_on_connect` accepted: socketio has queued its reply, and its
+            # catch-up follows at once, so that the two leave in one write.
+            if self._catch_ups:
+                accepted = self._catch_ups.pop(eio_sid, None)
+                if accepted is not None:
+                    self._sync(*accepted)
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
         handshake = auth if isinstance(auth, dict) else {}
@@ -225,10 +234,15 @@ class RealtimeGateway:
         replay = resume is not None and catch_up.recovered
         pid = resume.pid if resume is not None and replay else reconnect.new_pid
         self._arm_expiry(sid, session)
-        # The CONNECT reply is queued after this handler returns, before the loop runs
-        # anything else (nothing in between awaits); the catch-up must follow it. A call,
-        # not a task: every send is queued at once, so nothing can come in between.
-        asyncio.get_running_loop().call_soon(self._sync, sid, session, catch_up, replay)
+        # The CONNECT reply is queued after this handler returns (nothing in between
+        # awaits); the catch-up must follow it, and does, from `_on_engine_message`. A
+        # call, not a task: every send is queued at once, so nothing can come in between.
+        self._catch_ups[self.sio.manager.eio_sid_from_sid(sid, "/")] = (
+            sid,
+            session,
+            catch_up,
+            replay,
+        )
         if session.recovery.enabled:
             self.sio.grant_pid(sid, pid)
 

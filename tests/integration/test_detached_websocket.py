@@ -114,6 +114,27 @@ async def test_the_connect_sequence_takes_two_writes(server: TestServer) -> None
         assert stats.sends == sends_before + 2
 
 
+async def test_connects_handled_in_one_loop_pass_take_two_writes_each(
+    server: TestServer,
+) -> None:
+    """Two CONNECTs read in the same loop pass: the second's reply is queued while the
+    first's flush is already due, and its catch-up still leaves with it."""
+    stats = server.app[GATEWAY].engine.stats
+    async with (
+        ClientSession() as http,
+        http.ws_connect(server.make_url(WS_PATH)) as first,
+        http.ws_connect(server.make_url(WS_PATH)) as second,
+    ):
+        for ws in (first, second):
+            assert (await ws.receive_str(timeout=RECEIVE_TIMEOUT)).startswith("0{")
+        sends_before = stats.sends
+        await asyncio.gather(first.send_str("40"), second.send_str("40"))
+        for ws in (first, second):
+            texts = [await ws.receive_str(timeout=RECEIVE_TIMEOUT) for _ in range(3)]
+            assert texts[0].startswith("40{") and '"initial_events"' in texts[2]
+        assert stats.sends == sends_before + 2
+
+
 async def test_frames_sent_before_the_101_arrives_are_read(server: TestServer) -> None:
     """A client that does not wait for the 101: its Socket.IO CONNECT came in the same
     segment as the upgrade request, and is answered like any other."""
