@@ -41,7 +41,7 @@ from .errors import (
     Unauthorized,
     ValidationFailed,
 )
-from .events import Event, utc_timestamp
+from .events import Event
 from .jsoncodec import SocketJson
 from .logs import ThrottledWarning
 from .metrics import FeedMetrics
@@ -287,7 +287,7 @@ class RealtimeGateway:
             {
                 "tenantId": session.tenant,
                 "socketId": sid,
-                "timestamp": utc_timestamp(),
+                "timestamp": self.feed.clock.timestamp(),  # the feed's, as its events'
                 "recovered": catch_up.recovered,
                 "latestSeq": catch_up.latest_seq,
             },

@@ -1,8 +1,11 @@
-"""Background tasks: how loops that reconnect wait, and how a task is stopped."""
+"""Background tasks: how loops that reconnect wait, how a task is stopped, and how a
+coroutine that rarely waits runs without one."""
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+from collections.abc import Coroutine, Generator
 from typing import Any
 
 
@@ -31,3 +34,51 @@ async def stop(task: asyncio.Task[Any] | None) -> None:
     while task is not None and not task.done():
         task.cancel()
         await asyncio.wait({task}, timeout=1)
+
+
+def start_eagerly(
+    coro: Coroutine[Any, Any, None], context: contextvars.Context
+) -> asyncio.Task[None] | None:
+    """Run `coro` in `context` at once, up to where it first waits, as Python 3.12's eager
+    tasks do: None if it ended there (no task made, no loop pass waited for), else the task
+    that carries it on. An exception it raises before waiting is raised here.
+
+    Unlike in an eager task, nothing is the current task while it runs here: it is only
+    for code that asks for none before it first waits (`asyncio.timeout` does).
+    """
+    try:
+        awaited = context.run(coro.send, None)
+    except StopIteration:
+        return None
+    return asyncio.get_running_loop().create_task(_Rest(coro, awaited), context=context)
+
+
+_HANDED = object()
+
+
+class _Rest(Coroutine[Any, Any, None]):
+    """The rest of `coro`, which is waiting for `awaited` (what it handed the loop), for a
+    task to run: its first step hands the task `awaited`; every other step, and every
+    cancellation (the first included), goes to `coro`."""
+
+    __slots__ = ("_awaited", "_coro")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], awaited: Any) -> None:
+        self._coro, self._awaited = coro, awaited
+
+    def send(self, value: Any) -> Any:
+        awaited = self._awaited
+        if awaited is _HANDED:
+            return self._coro.send(value)
+        self._awaited = _HANDED
+        return awaited
+
+    def throw(self, *exc: Any) -> Any:
+        self._awaited = _HANDED
+        return self._coro.throw(*exc)
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        raise TypeError("for a task to run, not to be awaited")

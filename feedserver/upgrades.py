@@ -15,6 +15,7 @@ shuts down, new sessions are left to aiohttp's path, whose guard refuses them
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Mapping
@@ -25,6 +26,7 @@ from .access import CLIENT_CLOSED_REQUEST, REQUEST_ID_HEADER, RequestIds
 from .engineio import EngineServer
 from .engineio.handshake import RequestHead
 from .engineio.server import DirectHandshake
+from .tasks import start_eagerly
 
 log = logging.getLogger("feedserver")
 
@@ -37,8 +39,8 @@ class Answered(Protocol):
 
 class DirectUpgrades:
     """The listener's `Shortcut`: `take` a plain new-session WebSocket handshake, have the
-    engine open the session in a task of its own, and record the answer; `headers` go in
-    every answer (the application's security headers)."""
+    engine open the session (at once, or in a task if its connect handler waits), and
+    record the answer; `headers` go in every answer (the application's security headers)."""
 
     def __init__(
         self,
@@ -67,13 +69,17 @@ class DirectUpgrades:
             return False
         if handshake is None:
             return False
-        # Nothing more is read until the session's WebSocket reads it.
-        transport.pause_reading()
         rid = self._ids.for_header(parsed.headers.get(REQUEST_ID_HEADER.lower()))
         opening = self._open(handshake, transport, tail, rid, time.perf_counter())
-        task = asyncio.get_running_loop().create_task(opening)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        # The engine's connect handler (python-socketio's) waits for nothing, so the
+        # session is opened here and now, with no task of its own. In a context of its
+        # own: this is the listener's callback, whose context every connection shares.
+        task = start_eagerly(opening, contextvars.copy_context())
+        if task is not None:
+            # Nothing more is read until the session's WebSocket reads it.
+            transport.pause_reading()
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return True
 
     async def close(self, within: float) -> None:
@@ -95,7 +101,7 @@ class DirectUpgrades:
         rid: str,
         started: float,
     ) -> None:
-        logs.request_id.set(rid)  # in this task's own context, as the middleware does
+        logs.request_id.set(rid)  # in its own context (`take`), as the middleware does
         headers = f"{self._headers}{REQUEST_ID_HEADER}: {rid}\r\n"
         status = 500
         try:

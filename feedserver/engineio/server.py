@@ -423,10 +423,11 @@ class EngineServer:
     async def open_directly(
         self, handshake: DirectHandshake, transport: asyncio.Transport, tail: bytes, headers: str
     ) -> int:
-        """Open the session of `handshake` on `transport` (reading paused; `tail` is what
-        came after the handshake) and answer it, with `headers` (complete lines) in the
-        answer; returns the answer's status. The same steps as `handle_request`'s for such
-        a request, without aiohttp's request, middlewares and WebSocket response."""
+        """Open the session of `handshake` on `transport` (`tail` is what came after the
+        handshake; reading is resumed if it was paused) and answer it, with `headers`
+        (complete lines) in the answer; returns the answer's status. The same steps as
+        `handle_request`'s for such a request, without aiohttp's request, middlewares and
+        WebSocket response."""
         try:
             sock = await self._new_session(handshake.environ, "websocket")
         except EngineError as exc:

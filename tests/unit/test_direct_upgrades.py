@@ -1,6 +1,7 @@
-"""`DirectUpgrades.close`: the sessions being opened when the server shuts down are let
-open (so that the gateway's close reaches them), or cancelled past the grace; none is
-left to open after it. A fake engine holds each open until the test lets it go."""
+"""`DirectUpgrades`: a session the engine opens without waiting is opened within `take`,
+its reading never paused; `close`: the sessions being opened when the server shuts down
+are let open (so that the gateway's close reaches them), or cancelled past the grace;
+none is left to open after it. A fake engine holds each open until the test lets it go."""
 
 from __future__ import annotations
 
@@ -33,12 +34,19 @@ class HeldEngine:
         return 101
 
 
+class PromptEngine(HeldEngine):
+    async def open_directly(self, handshake: Any, transport: Any, tail: bytes, headers: str) -> int:
+        self.opened += 1
+        return 101
+
+
 class Transport:
     def __init__(self) -> None:
         self.aborted = False
+        self.paused = False
 
     def pause_reading(self) -> None:
-        pass
+        self.paused = True
 
     def abort(self) -> None:
         self.aborted = True
@@ -54,6 +62,25 @@ class Answers:
 
 def upgrades(engine: HeldEngine, answers: Answers) -> DirectUpgrades:
     return DirectUpgrades(engine, answers, {}, asyncio.Event())  # type: ignore[arg-type]
+
+
+async def test_a_session_opened_without_waiting_is_opened_within_take() -> None:
+    engine, answers, transport = PromptEngine(), Answers(), Transport()
+    shortcut = upgrades(engine, answers)
+    assert shortcut.take(HEAD, b"", transport)  # type: ignore[arg-type]
+    assert engine.opened == 1
+    assert answers.statuses == [101]
+    assert not transport.paused
+
+
+async def test_reading_is_paused_while_a_session_waits_to_open() -> None:
+    engine, answers, transport = HeldEngine(), Answers(), Transport()
+    shortcut = upgrades(engine, answers)
+    assert shortcut.take(HEAD, b"", transport)  # type: ignore[arg-type]
+    assert transport.paused
+    engine.release.set()
+    await shortcut.close(within=10)
+    assert answers.statuses == [101]
 
 
 async def test_close_waits_for_the_sessions_being_opened() -> None:
