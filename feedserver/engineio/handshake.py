@@ -28,7 +28,11 @@ from multidict import MultiDictProxy
 from yarl import URL
 
 # RFC 9110 5.6.2: the characters of a method or a field name.
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+# A request line in origin form, then the field lines and the blank line.
+_REQUEST_LINE = re.compile(rf"({_TOKEN}) (/[!-~]*) HTTP/1\.1\r\n")
+_FIELD_LINES = re.compile(rf"(?:{_TOKEN}:[ -~]*\r\n)*\r\n")
+_FIELD = re.compile(r"([^:\r\n]+):([ -~]*)\r\n")
 # RFC 6455 1.3
 _ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 WEBSOCKET_VERSION = "13"
@@ -57,31 +61,28 @@ class RequestHead:
         if len(data) > MAX_HEAD_BYTES or not data.isascii():
             return None
         text = data.decode("ascii")
+        request = _REQUEST_LINE.match(text)
+        if request is None:
+            return None
         # Visible ASCII and spaces only: no control character (a tab included) but the
-        # CRLF line ends, and no bare CR or LF.
-        if not text.endswith("\r\n\r\n") or not text.replace("\r\n", "").isprintable():
+        # CRLF line ends, and no bare CR or LF; a folded line starts with a space: no name.
+        start = request.end()
+        if _FIELD_LINES.fullmatch(text, start) is None:
             return None
-        lines = text[:-4].split("\r\n")
-        if len(lines) > 1 + MAX_FIELDS or max(map(len, lines)) > MAX_LINE:
+        if len(text) > MAX_LINE and max(map(len, text.split("\r\n"))) > MAX_LINE:
             return None  # aiohttp refuses it (400)
-        method, _, rest = lines[0].partition(" ")
-        target, _, version = rest.partition(" ")
-        if version != "HTTP/1.1" or not target.startswith("/") or not _TOKEN.fullmatch(method):
-            return None
+        fields = _FIELD.findall(text, start)
+        if len(fields) > MAX_FIELDS:
+            return None  # aiohttp refuses it (400)
+        headers = {name.lower(): value.strip(" ") for name, value in fields}
+        if len(headers) != len(fields):
+            return None  # a repeated field: how it combines is aiohttp's to say
+        method, target = request.groups()
         # The path as aiohttp's router matches it, byte for byte: no escapes, and no `//`
         # (which yarl reads as a host), so a path the router would answer 404 is not ours.
         raw_path = target.partition("?")[0]
         if "%" in raw_path or raw_path.startswith("//"):
             return None
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, colon, value = line.partition(":")
-            if not colon or not _TOKEN.fullmatch(name):
-                return None  # also a folded line (it starts with a space)
-            name = name.lower()
-            if name in headers:
-                return None  # how a repeated field combines is aiohttp's to say
-            headers[name] = value.strip(" ")
         if "content-length" in headers or "transfer-encoding" in headers:
             return None
         try:
