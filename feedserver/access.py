@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import time
 
@@ -13,6 +12,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from . import logs
 from .metrics import FeedMetrics
+from .randomness import RandomBytes
 
 log = logging.getLogger("feedserver.access")
 
@@ -27,22 +27,18 @@ CLIENT_CLOSED_REQUEST = 499
 
 # New ids are cut from one batch of random bytes: one system call per this many ids.
 IDS_PER_BATCH = 64
-_ID_HEX_DIGITS = 32
+_ID_BYTES = 16
 
 
 class RequestIds:
     """The caller's `X-Request-ID` when it is 1..128 safe characters, else a new one: 32
-    random hex digits (as `secrets.token_hex(16)`, from the same `os.urandom`).
+    random hex digits (as `secrets.token_hex(16)`); one draw of random bytes serves
+    `IDS_PER_BATCH` requests."""
 
-    `token_hex` asks the kernel for 16 bytes on every request (a `getrandom` call, a few
-    per cent of a POST); one batch serves `IDS_PER_BATCH` requests.
-    """
-
-    __slots__ = ("_at", "_batch")
+    __slots__ = ("_random",)
 
     def __init__(self) -> None:
-        self._batch = ""
-        self._at = 0
+        self._random = RandomBytes(IDS_PER_BATCH * _ID_BYTES)
 
     def for_header(self, header: str | None) -> str:
         if header is not None and SAFE_REQUEST_ID.fullmatch(header):
@@ -50,11 +46,7 @@ class RequestIds:
         return self.new()
 
     def new(self) -> str:
-        at = self._at
-        if at == len(self._batch):
-            self._batch, at = os.urandom(IDS_PER_BATCH * _ID_HEX_DIGITS // 2).hex(), 0
-        self._at = at + _ID_HEX_DIGITS
-        return self._batch[at : at + _ID_HEX_DIGITS]
+        return self._random.hex(_ID_BYTES)
 
 
 def route_template(request: web.Request) -> str:

@@ -22,12 +22,12 @@ everything here is pure rules, testable without a server.
 from __future__ import annotations
 
 import re
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
 from .core import CatchUp
 from .events import Event
+from .randomness import RandomBytes
 from .schemas import MAX_SEQ
 from .store import EventStore
 
@@ -57,6 +57,7 @@ class ConnectionRecovery:
     def __init__(self, store: EventStore, *, enabled: bool) -> None:
         self._store = store
         self.enabled = enabled
+        self._random = RandomBytes()
 
     async def read(self, handshake: dict[str, Any]) -> Reconnect:
         """The resume this handshake asks for, if it is one this store can answer.
@@ -68,7 +69,7 @@ class ConnectionRecovery:
         if not self.enabled:
             return Reconnect(None, "")
         epoch = await self._store.epoch()
-        return Reconnect(_resume(handshake, epoch), f"{epoch}.{secrets.token_urlsafe(12)}")
+        return Reconnect(_resume(handshake, epoch), f"{epoch}.{self._random.urlsafe(12)}")
 
     def offset(self, event: Event) -> str | None:
         """The trailing offset argument of `event`'s packets; None when recovery is off."""

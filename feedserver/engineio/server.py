@@ -14,16 +14,15 @@ HTTP answers follow the Node original (the `engine.io` package): a refused reque
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
-import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import hdrs, web
 
+from ..randomness import RandomBytes
 from . import handover
 from .frames import CLOSE_OK
 from .handover import DetachableWebSocketResponse, FrameParsers, take_over
@@ -132,7 +131,7 @@ class EngineServer:
         self._parsers: FrameParsers | None = None
         self._path: str | None = None  # where it is attached
         self._answers = Answers()
-        self._random = b""  # for generate_id
+        self._random = RandomBytes()  # for generate_id
         # The OPEN packet's fields after the sid, the same for every session.
         timing = (
             f'"pingInterval":{round(ping_interval * 1000)},'
@@ -217,12 +216,9 @@ class EngineServer:
         return task
 
     def generate_id(self) -> str:
-        """20 URL-safe characters from 15 random bytes; the bytes are drawn 64 ids at a
-        time (a connect takes two ids: one getrandom() per id was ~1 % of its CPU)."""
-        if len(self._random) < ID_BYTES:
-            self._random = secrets.token_bytes(ID_BYTES * 64)
-        raw, self._random = self._random[:ID_BYTES], self._random[ID_BYTES:]
-        return base64.urlsafe_b64encode(raw).decode()
+        """20 URL-safe characters from 15 random bytes, as engine.io's `base64id` (a
+        connect takes two: the Engine.IO and the Socket.IO sid)."""
+        return self._random.urlsafe(ID_BYTES)
 
     async def close_transports(self, within: float) -> None:
         """Close every connection once what it has queued has left (at most `within`
