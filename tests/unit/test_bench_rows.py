@@ -1,0 +1,35 @@
+"""`make bench`'s 10,000-connections rows: medians over the alternating runs, so that one
+noisy run decides nothing; a failed connect in any run fails the goals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.run_benchmarks import connection_rows
+
+
+def run(wall: float, rss_kb: float = 4.0, cpu_pct: float = 90.0, failed: int = 0) -> Any:
+    return {
+        "connect": {"wallS": wall, "ok": 10000 - failed, "failed": failed, "serverCpuPct": cpu_pct},
+        "server": {"rssPerConnKB": rss_kb},
+    }
+
+
+def test_the_connect_rows_are_medians_of_the_alternating_runs() -> None:
+    rss, wall, cpu = connection_rows(
+        {
+            "node": [run(4.0, 15.0), run(3.0, 16.0), run(5.0, 14.0)],
+            "python": [run(2.0, 3.0), run(3.5, 3.5), run(2.5, 4.0)],  # one noisy run
+        }
+    )
+    assert rss[1:3] == ("15 KB", "3.5 KB") and rss[-1] == "met"
+    assert wall[1:4] == ("4 s", "2.5 s", "0.62x") and wall[-1] == "met"
+    assert "median of 3" in wall[0]
+    assert cpu[1:3] == ("360 us", "225 us")  # 90 % of the median wall, per connect
+
+
+def test_a_failed_connect_in_any_run_misses_the_goals() -> None:
+    rows = connection_rows(
+        {"node": [run(4.0)] * 3, "python": [run(2.0), run(2.0, failed=1), run(2.0)]}
+    )
+    assert [row[-1] for row in rows[:2]] == ["**missed**", "**missed**"]
