@@ -809,7 +809,10 @@ def main() -> int:
         "--only", choices=["tenants"], help="run these scenarios alone; rows to stdout"
     )
     parser.add_argument(
-        "--rounds", type=int, default=3, help="alternating feedserver runs per tenant case"
+        "--rounds",
+        type=int,
+        default=3,
+        help="alternating runs per tenant case and of the 10k-connections scenario",
     )
     args = parser.parse_args()
     raise_fd_limit()
