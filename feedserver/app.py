@@ -153,6 +153,7 @@ def create_app(settings: Settings, web_root: Path = WEB_ROOT) -> web.Application
         caps,
         metrics,
         engine_stats,
+        eager_packets=backend.in_process,
     )
     directory.on_change(_disconnect_deleted(gateway))
     if settings.auth == "token":

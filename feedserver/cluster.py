@@ -73,6 +73,10 @@ def connections_key(tenant: str) -> str:
 
 
 class Backend(Protocol):
+    # Whether no call of it waits for another process: the socket handlers that use it
+    # then need no task of their own (`EngineServer(eager_packets=)`).
+    in_process: bool
+
     @property
     def store(self) -> EventStore: ...
 
@@ -115,6 +119,8 @@ def open_tenants(settings: Settings) -> TenantBackend:
 
 
 class SingleNode:
+    in_process = True
+
     def __init__(self, settings: Settings) -> None:
         self.store = MemoryStore(settings.history_size)
         self.bus = LocalBus()
@@ -130,6 +136,8 @@ class SingleNode:
 
 
 class RedisCluster:
+    in_process = False  # redis-py's calls wait for Redis, under timeouts that need a task
+
     def __init__(self, settings: Settings, url: str, directory: TenantDirectory) -> None:
         self.node_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.store = RedisStore(url, settings.history_size)

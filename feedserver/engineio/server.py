@@ -99,6 +99,7 @@ class EngineServer:
         max_write_buffer: int = DEFAULT_MAX_WRITE_BUFFER,
         max_write_pause: float = DEFAULT_MAX_PAUSE,
         stats: EngineStats | None = None,
+        eager_packets: bool = False,
         # python-socketio passes these; this engine has one behaviour for each:
         http_compression: bool = False,  # responses are never compressed
         logger: Any = False,  # logs go to the `feedserver.engineio` loggers
@@ -127,6 +128,10 @@ class EngineServer:
         self.heartbeat = Heartbeat(ping_interval, ping_timeout)
         self.writes = WriteScheduler(max_write_pause)
         self.stats = stats if stats is not None else EngineStats()
+        # Whether a client's packets are handled at once, in the callback that read them
+        # (`tasks.start_eagerly`), rather than in a task: for message handlers that need
+        # no current task before they first wait (redis-py's timeouts need one).
+        self.eager_packets = eager_packets
         self._tasks: set[asyncio.Task[Any]] = set()
         self._parsers: FrameParsers | None = None
         self._path: str | None = None  # where it is attached

@@ -11,17 +11,21 @@ the calls:
   past `max_queue` packets the client is dropped.
 
 What the client sends is handed to the server's message handler in order, one packet at
-a time, by a receiver task that exists only while there is something to handle; the
-disconnect handler runs last on it, once, whatever ended the connection.
+a time, by a receiver that exists only while there is something to handle: a task, or,
+with the server's `eager_packets`, the callback that read the packet until the handler
+first waits (then a task carries it on). The disconnect handler runs last on it, once,
+whatever ended the connection; a receiver started for it alone is always a task.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ..tasks import start_eagerly
 from . import frames
 from .packets import (
     CLOSE,
@@ -66,6 +70,7 @@ class EngineSocket:
         "_probe",
         "_probed",
         "_receiver",
+        "_receiving",
         "_ws",
         "awaiting_pong",
         "closed",
@@ -91,7 +96,8 @@ class EngineSocket:
         self._poll_answer: asyncio.Handle | None = None
         self._noop_due = False  # a probe came with no poll pending: the next gets NOOP
         self._inbox: collections.deque[Any] | None = None
-        self._receiver: asyncio.Task[None] | None = None
+        self._receiver: asyncio.Task[None] | None = None  # None while it runs eagerly
+        self._receiving = False  # a receiver is running, as a task or eagerly
         self._handling = False  # the receiver is inside the message handler
 
     # -- sending --------------------------------------------------------------------------
@@ -331,8 +337,13 @@ class EngineSocket:
         if self._inbox is None:
             self._inbox = collections.deque()
         self._inbox.append(item)
-        if self._receiver is None:
-            self._receiver = asyncio.ensure_future(self._receive())
+        if self._receiving:
+            return
+        self._receiving = True
+        if self.server.eager_packets:
+            self._receiver = start_eagerly(self._receive(), contextvars.copy_context())
+        else:
+            self._receiver = asyncio.get_running_loop().create_task(self._receive())
 
     async def _receive(self) -> None:
         inbox = self._inbox
@@ -367,6 +378,7 @@ class EngineSocket:
                 finally:
                     self._handling = False
         finally:
+            self._receiving = False
             self._receiver = None
             self._inbox = None  # an idle connection keeps no deque (760 bytes)
 
@@ -452,9 +464,13 @@ class EngineSocket:
         if self._inbox is None:
             self._inbox = collections.deque()
         self._inbox.append(_End(reason))
-        if self._receiver is None:
-            self._receiver = asyncio.ensure_future(self._receive())
-        elif cancel and self._handling:
+        if not self._receiving:
+            # A task, even with `eager_packets`: the connection may end inside a broadcast
+            # or a flush, which the disconnect handler is not to run in.
+            self._receiving = True
+            self._receiver = asyncio.get_running_loop().create_task(self._receive())
+        elif cancel and self._handling and self._receiver is not None:
+            # (None: the receiver runs eagerly, in a callback this one did not interrupt)
             self._receiver.cancel()
 
     def sent_all(self) -> bool:
