@@ -1,11 +1,11 @@
-"""`make bench`'s 10,000-connections rows: medians over the alternating runs, so that one
-noisy run decides nothing; a failed connect in any run fails the goals."""
+"""`make bench`'s fan-out CPU and 10,000-connections rows: medians over the alternating
+runs, so that one noisy run decides nothing; a failed connect in any run fails the goals."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from bench.run_benchmarks import connection_rows
+from bench.run_benchmarks import connection_rows, efficiency_row
 
 
 def run(wall: float, rss_kb: float = 4.0, cpu_pct: float = 90.0, failed: int = 0) -> Any:
@@ -33,3 +33,20 @@ def test_a_failed_connect_in_any_run_misses_the_goals() -> None:
         {"node": [run(4.0)] * 3, "python": [run(2.0), run(2.0, failed=1), run(2.0)]}
     )
     assert [row[-1] for row in rows[:2]] == ["**missed**", "**missed**"]
+
+
+def fan_out(server_pct: float) -> Any:
+    """A 10 s window with 1,000,000 deliveries: `server_pct` % of a core is that many
+    tenths of a microsecond per delivery."""
+    return {"cpu": {"serverPct": server_pct, "windowS": 10}, "delivery": {"received": 1_000_000}}
+
+
+def test_the_fan_out_cpu_row_is_the_median_of_the_alternating_runs() -> None:
+    row = efficiency_row(
+        {
+            "node": [fan_out(124), fan_out(146), fan_out(143)],
+            "python": [fan_out(53), fan_out(55), fan_out(70)],  # one noisy run
+        }
+    )
+    assert row[1:4] == ("14.3 us", "5.5 us", "0.38x") and row[-1] == "met"
+    assert "median of 3" in row[0]
