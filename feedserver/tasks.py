@@ -36,16 +36,17 @@ async def stop(task: asyncio.Task[Any] | None) -> None:
         await asyncio.wait({task}, timeout=1)
 
 
-def start_eagerly(
-    coro: Coroutine[Any, Any, None], context: contextvars.Context
-) -> asyncio.Task[None] | None:
-    """Run `coro` in `context` at once, up to where it first waits, as Python 3.12's eager
-    tasks do: None if it ended there (no task made, no loop pass waited for), else the task
-    that carries it on. An exception it raises before waiting is raised here.
+def start_eagerly(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+    """Run `coro` at once, up to where it first waits, as Python 3.12's eager tasks do:
+    None if it ended there (no task made, no loop pass waited for), else the task that
+    carries it on. An exception it raises before waiting is raised here. It runs in a copy
+    of the current context, as a task would: a protocol callback's context is shared by
+    every connection, and what `coro` sets stays its own.
 
     Unlike in an eager task, nothing is the current task while it runs here: it is only
     for code that asks for none before it first waits (`asyncio.timeout` does).
     """
+    context = contextvars.copy_context()
     try:
         awaited = context.run(coro.send, None)
     except StopIteration:

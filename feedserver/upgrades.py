@@ -15,7 +15,6 @@ shuts down, new sessions are left to aiohttp's path, whose guard refuses them
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import time
 from collections.abc import Mapping
@@ -72,9 +71,8 @@ class DirectUpgrades:
         rid = self._ids.for_header(parsed.headers.get(REQUEST_ID_HEADER.lower()))
         opening = self._open(handshake, transport, tail, rid, time.perf_counter())
         # The engine's connect handler (python-socketio's) waits for nothing, so the
-        # session is opened here and now, with no task of its own. In a context of its
-        # own: this is the listener's callback, whose context every connection shares.
-        task = start_eagerly(opening, contextvars.copy_context())
+        # session is opened here and now, with no task of its own.
+        task = start_eagerly(opening)
         if task is not None:
             # Nothing more is read until the session's WebSocket reads it.
             transport.pause_reading()

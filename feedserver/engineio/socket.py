@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextvars
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -341,7 +340,7 @@ class EngineSocket:
             return
         self._receiving = True
         if self.server.eager_packets:
-            self._receiver = start_eagerly(self._receive(), contextvars.copy_context())
+            self._receiver = start_eagerly(self._receive())
         else:
             self._receiver = asyncio.get_running_loop().create_task(self._receive())
 

@@ -19,7 +19,7 @@ async def test_a_coroutine_that_never_waits_runs_to_its_end_with_no_task() -> No
     async def opening() -> None:
         steps.append("ran")
 
-    assert start_eagerly(opening(), contextvars.copy_context()) is None
+    assert start_eagerly(opening()) is None
     assert steps == ["ran"]
 
 
@@ -33,7 +33,7 @@ async def test_a_coroutine_that_waits_is_carried_on_by_a_task_in_the_same_contex
         await go.wait()
         steps.append(f"after, {SEEN.get()}")
 
-    task = start_eagerly(opening(), contextvars.copy_context())
+    task = start_eagerly(opening())
     assert task is not None
     assert steps == ["before"]  # up to its first wait, before the call returned
     assert SEEN.get() == ""  # what it set stays in its own context
@@ -48,7 +48,7 @@ async def test_a_value_the_loop_hands_back_reaches_the_coroutine() -> None:
         assert await loop.run_in_executor(None, lambda: 42) == 42
         await asyncio.sleep(0)  # a bare yield to the loop too
 
-    task = start_eagerly(opening(), contextvars.copy_context())
+    task = start_eagerly(opening())
     assert task is not None
     await task
 
@@ -64,7 +64,7 @@ async def test_cancelling_the_task_cancels_the_coroutine_where_it_waits(steps_fi
             steps.append("cancelled")
             raise
 
-    task = start_eagerly(opening(), contextvars.copy_context())
+    task = start_eagerly(opening())
     assert task is not None
     for _ in range(steps_first):
         await asyncio.sleep(0)
@@ -79,7 +79,7 @@ async def test_an_error_before_the_first_wait_is_raised_at_the_call() -> None:
         raise LookupError("refused")
 
     with pytest.raises(LookupError, match="refused"):
-        start_eagerly(opening(), contextvars.copy_context())
+        start_eagerly(opening())
 
 
 async def test_an_error_after_a_wait_ends_the_task_with_it() -> None:
@@ -87,7 +87,7 @@ async def test_an_error_after_a_wait_ends_the_task_with_it() -> None:
         await asyncio.sleep(0)
         raise LookupError("refused")
 
-    task = start_eagerly(opening(), contextvars.copy_context())
+    task = start_eagerly(opening())
     assert task is not None
     with pytest.raises(LookupError, match="refused"):
         await task
