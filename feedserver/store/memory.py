@@ -13,32 +13,47 @@ from .base import TenantCounts, select_window
 
 
 class _Ring:
-    """Seq s lives in slot (s - 1) % capacity: append and lookup are O(1), no shifting."""
+    """Seq s lives in slot (s - 1) % capacity: append and lookup are O(1), no shifting.
 
-    __slots__ = ("held", "last_event_at", "latest", "slots")
+    The slots grow as events come, up to `capacity`, so a tenant's ring takes memory for
+    the events it holds: with 10,000 tenants of the default 1000 events each, a ring made
+    whole at its first append took 8 KB per tenant (80 MB) before a second event came."""
+
+    __slots__ = ("capacity", "held", "last_event_at", "latest", "slots")
 
     def __init__(self, capacity: int) -> None:
-        self.slots: list[Event | None] = [None] * capacity
+        self.capacity = capacity
+        # Slot i exists once an event was put there (or below it): every held seq's does.
+        self.slots: list[Event | None] = []
         self.latest = 0
         self.held = 0
         self.last_event_at: str | None = None
 
     def append(self, tenant: str, message: str, timestamp: str) -> Event:
         event = Event(self.latest + 1, tenant, message, timestamp)
-        capacity = len(self.slots)
-        self.slots[(event.seq - 1) % capacity] = event
+        self._put(event)
         self.latest = event.seq
-        self.held = min(self.held + 1, capacity)
+        self.held = min(self.held + 1, self.capacity)
         self.last_event_at = timestamp
         return event
 
+    def _put(self, event: Event) -> None:
+        slots, at = self.slots, (event.seq - 1) % self.capacity
+        if at < len(slots):
+            slots[at] = event
+        else:
+            # The next slot in order; or, in a resize, the first event kept, with empty
+            # slots before it
+            slots.extend([None] * (at - len(slots)))
+            slots.append(event)
+
     def window(self, lo: int, hi: int) -> list[Event]:
-        capacity = len(self.slots)
+        capacity = self.capacity
         return [self.slots[(seq - 1) % capacity] for seq in range(lo, hi + 1)]  # type: ignore[misc]
 
     def stamp(self, seq: int) -> str:
         """The timestamp of held event `seq`."""
-        return self.slots[(seq - 1) % len(self.slots)].timestamp  # type: ignore[union-attr]
+        return self.slots[(seq - 1) % self.capacity].timestamp  # type: ignore[union-attr]
 
     def expire(self, before: str) -> None:
         """Drop the oldest events while they are stamped before `before`."""
@@ -46,8 +61,9 @@ class _Ring:
         if not self.held or self.stamp(oldest) >= before:
             return  # the common case of an append: one comparison
         dropped = bisect_left(range(oldest, self.latest + 1), before, key=self.stamp)
-        # Cleared, not only forgotten: the messages of expired events are freed now.
-        slots, capacity = self.slots, len(self.slots)
+        # Cleared, not only forgotten: the messages of expired events are freed now. Held
+        # seqs' slots all exist, so these slices replace and never insert.
+        slots, capacity = self.slots, self.capacity
         start = (oldest - 1) % capacity
         before_wrap = min(dropped, capacity - start)
         slots[start : start + before_wrap] = [None] * before_wrap
@@ -59,9 +75,10 @@ class _Ring:
     def resize(self, capacity: int) -> None:
         """Hold at most `capacity` events from now on, keeping the newest of those held."""
         kept = self.window(self.latest - min(self.held, capacity) + 1, self.latest)
-        self.slots = [None] * capacity
+        self.capacity = capacity
+        self.slots = []
         for event in kept:
-            self.slots[(event.seq - 1) % capacity] = event
+            self._put(event)
         self.held = len(kept)
 
 
@@ -116,7 +133,7 @@ class MemoryStore:
         ring = self._rings.get(tenant)
         if ring is None:
             ring = self._rings[tenant] = _Ring(capacity)
-        elif len(ring.slots) != capacity:
+        elif ring.capacity != capacity:
             ring.resize(capacity)
         if expire_before is not None:
             ring.expire(expire_before)

@@ -3,6 +3,9 @@ shares."""
 
 from __future__ import annotations
 
+import asyncio
+import tracemalloc
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -69,6 +72,68 @@ async def test_each_tenant_has_its_own_seq_and_ring() -> None:
     assert [e.message for e in await store.query("tenant_b", limit=10)] == ["b1"]
     assert (await store.counts("tenant_a")).latest_seq == 3
     assert (await store.counts("tenant_b")).latest_seq == 1
+
+
+async def test_a_tenant_takes_memory_for_the_events_it_holds_not_its_capacity() -> None:
+    store = MemoryStore(10_000)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for tenant in range(100):
+            await store.append(f"tenant_{tenant}", "m", TS)
+            await store.counts(f"unposted_{tenant}")  # a read makes a ring too
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 200_000  # rings made whole at once: 200 x 80 KB
+
+
+def stamp(second: int) -> str:
+    return f"2026-01-20T10:{second // 60:02d}:{second % 60:02d}.000Z"
+
+
+# An append at `capacity` (a changed tenant length resizes the ring first) after `gap`
+# seconds, or an expiry of what is older than `age` seconds.
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), st.integers(1, 6), st.integers(0, 2)),
+        st.tuples(st.just("expire"), st.integers(0, 8), st.just(0)),
+    ),
+    max_size=60,
+)
+
+
+@given(_OPS)
+def test_the_ring_holds_what_a_list_of_the_newest_events_holds(
+    ops: list[tuple[str, int, int]],
+) -> None:
+    """Appends, resizes and expiries in any order, against the plain model: the newest
+    `capacity` events, less those stamped before the expiry's cutoff."""
+
+    async def run() -> None:
+        store = MemoryStore(3)
+        held: list[tuple[int, str]] = []
+        latest, now, last_at = 0, 0, None
+        for op, number, gap in ops:
+            if op == "append":
+                now += gap
+                event = await store.append(
+                    "tenant_a", f"m{latest + 1}", stamp(now), history_size=number
+                )
+                latest, last_at = latest + 1, stamp(now)
+                held = [*held[-number:], (latest, stamp(now))][-number:]
+                assert event.seq == latest
+            else:
+                cutoff = stamp(max(0, now - number))
+                await store.expire("tenant_a", cutoff)
+                held = [(seq, ts) for seq, ts in held if ts >= cutoff]
+                last_at = last_at if held else None
+            events = await store.query("tenant_a", limit=1000)
+            assert [(e.seq, e.timestamp) for e in events] == held
+            assert [e.message for e in events] == [f"m{seq}" for seq, _ in held]
+            assert await store.counts("tenant_a") == TenantCounts(latest, len(held), last_at)
+
+    asyncio.run(run())
 
 
 async def test_an_unknown_tenant_is_empty() -> None:
