@@ -617,8 +617,8 @@ Row = tuple[str, str, str, str, str, str]
 
 
 def efficiency_row(fan: dict[str, list[Any]]) -> Row:
-    """The medians over the alternating runs (`Runner.alternating`): Node is past its
-    ceiling at 80 ev/s, and its CPU per delivery moves with how far (12-15 us a run)."""
+    """The medians over the alternating runs (`Runner.alternating`): Node is at or past its
+    ceiling at 80 ev/s, and its CPU per delivery moves with how far (10-15 us a run)."""
     nu, pu = (median([us_per_delivery(r) for r in fan[kind]]) for kind in SERVERS)
     scenario = "server CPU per delivery, 1000 clients, 1 tenant, 80 ev/s"
     return (
